@@ -1,0 +1,53 @@
+# The two commands a newcomer needs: `make demo` (added by the quickstart issue) and `make test`.
+# Every target installs what it needs on a fresh clone; a second run reuses .venv and .cache.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+# Debian packages the suite needs: Java+Maven run the project's own Kafka broker.
+APT_PACKAGES := openjdk-17-jre-headless maven
+APT_COMMANDS := java mvn
+
+.PHONY: test lint typecheck unit integration system-deps venv kafka-jars clean
+
+test: system-deps venv kafka-jars lint typecheck
+	$(VPY) -m pytest
+
+unit: venv
+	$(VPY) -m pytest -m "not integration"
+
+integration: system-deps venv kafka-jars
+	$(VPY) -m pytest -m integration
+
+lint: venv
+	$(VENV)/bin/ruff check connector tests bench
+	$(VENV)/bin/ruff format --check connector tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+# Installs only what is missing, so a developer machine is left alone; CI (root, fresh) gets everything.
+system-deps:
+	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=yes; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PACKAGES); \
+	fi
+
+$(VPY):
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(VPY)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Resolves the Apache Kafka broker jars from Maven Central into .cache/kafka (once).
+kafka-jars: venv
+	$(VPY) -m connector.devtools.kafka fetch
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

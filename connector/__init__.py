@@ -1,0 +1,11 @@
+"""carecloud-connector: Kafka change events -> CareCloud's six entities -> a daily full snapshot.
+
+Stages, in the order data flows through them: ``source`` (consume, decode) -> ``mapping``
+(source row -> entity, EntityId) -> ``state`` (versioned keyed store) -> ``snapshot`` (cut,
+checks, routing) -> ``sinks`` (S3, SFTP, Portal API). ``config``, ``metrics``, ``health`` and
+``cli`` sit at the edges; ``model`` holds the entity schemas every stage shares.
+"""
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"
