@@ -8,7 +8,7 @@ VPY := $(VENV)/bin/python
 APT_PACKAGES := openjdk-17-jre-headless maven
 APT_COMMANDS := java mvn
 
-.PHONY: test lint typecheck unit integration system-deps venv kafka-jars clean
+.PHONY: replay-example test lint typecheck unit integration system-deps venv kafka-jars clean
 
 test: system-deps venv kafka-jars lint typecheck
 	$(VPY) -m pytest
@@ -51,3 +51,7 @@ kafka-jars: venv
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+
+# The connector's ingest job, offline: the example Debezium events through decode -> map -> merge.
+replay-example: venv
+	$(VENV)/bin/carecloud-connector replay --mapping examples/mapping.yaml --input examples/events.jsonl
