@@ -1,0 +1,203 @@
+"""Source row -> entity record: the compiled form of the mapping file.
+
+Each (topic, table) pair is compiled once into a plan of per-field getters and converters,
+so mapping an event is a loop over prepared closures. The EntityId comes only from the
+primary-key template, never from anything random or sequential: the same source row maps to
+the same EntityId across updates, restarts, replays and rebuilds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from connector.mapping.change import EntityChange
+from connector.mapping.convert import ConversionError, Converter, converter_for
+from connector.mapping.exceptions import MappingError
+from connector.mapping.spec import FieldSpec, MappingSpec, TableSpec
+from connector.model import raw_schema, validate
+from connector.source.events import ChangeEvent
+
+__all__ = ["Mapper"]
+
+_ABSENT: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldPlan:
+    name: str
+    spec: FieldSpec
+    convert: Converter
+    nullable: bool
+    const: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _TablePlan:
+    table: TableSpec
+    fields: tuple[_FieldPlan, ...]
+
+
+class Mapper:
+    """Maps decoded change events to entity changes according to one mapping file."""
+
+    def __init__(self, spec: MappingSpec) -> None:
+        self.spec = spec
+        self._plans: dict[tuple[str, str], _TablePlan] = {}
+        for table in spec.tables.values():
+            self._compile("*", table)  # fail at start-up, not on the first event
+
+    def map(self, event: ChangeEvent) -> EntityChange:
+        """The entity change for ``event``; raises ``MappingError``/``SchemaValidationError``."""
+        if event.entity is not None and event.entity_id is not None:
+            return _native(event, event.entity, event.entity_id)
+        key = (event.position.topic, event.table)
+        plan = self._plans.get(key)
+        if plan is None:
+            table = self.spec.tables.get(event.table)
+            if table is None:
+                raise MappingError(f"no mapping for source table {event.table}", reason="unknown_table")
+            plan = self._compile(event.position.topic, table)
+        t = plan.table
+        entity_id = _format_id(t, event.key, event.row, t.entity)
+        if event.op.is_delete:
+            nxt = _format_id(t, event.new_key, {}, t.entity) if event.new_key else None
+            return EntityChange(
+                t.entity, entity_id, True, event.version, {}, next_entity_id=nxt, position=event.position
+            )
+        values: dict[str, Any] = {"EntityId": entity_id}
+        missing: set[str] = set()
+        for f in plan.fields:
+            value = _field_value(f, event, t.entity)
+            if value is _ABSENT:
+                missing.add(f.name)
+            else:
+                values[f.name] = value
+        if not missing:
+            validate(t.entity, values)
+        prev = _format_id(t, event.old_key, {}, t.entity) if event.old_key else None
+        return EntityChange(
+            t.entity,
+            entity_id,
+            False,
+            event.version,
+            values,
+            frozenset(missing),
+            previous_entity_id=prev,
+            position=event.position,
+        )
+
+    def _compile(self, topic: str, table: TableSpec) -> _TablePlan:
+        settings = self.spec.topic(topic)
+        types = {f["name"]: f["type"] for f in raw_schema(table.entity)["fields"]}
+        plans = []
+        for spec in table.fields:
+            conv, nullable = converter_for(
+                types[spec.name],
+                spec,
+                decimal_handling=settings.decimal_handling,
+                timestamp_unit=settings.timestamp_unit,
+            )
+            const = _ABSENT
+            if spec.is_const:
+                try:
+                    const = None if spec.const is None else conv(spec.const)
+                except ConversionError as exc:
+                    raise MappingError(
+                        f"{table.entity}.{spec.name}: constant is not {exc.expected} (line {spec.line})",
+                        reason=exc.reason,
+                    ) from None
+            plans.append(_FieldPlan(spec.name, spec, conv, nullable, const))
+        plan = _TablePlan(table, tuple(plans))
+        self._plans[(topic, table.table)] = plan
+        return plan
+
+
+def _native(event: ChangeEvent, entity: str, entity_id: str) -> EntityChange:
+    """The native envelope is already entity-shaped; only its id must agree with its payload."""
+    if event.op.is_delete:
+        return EntityChange(entity, entity_id, True, event.version, {}, position=event.position)
+    if event.row.get("EntityId") != entity_id:
+        raise MappingError(f"{entity}: envelope EntityId and payload EntityId differ", reason="key_mismatch")
+    return EntityChange(entity, entity_id, False, event.version, event.row, position=event.position)
+
+
+def _id_part(value: Any, entity: str, column: str) -> str:
+    if value is None or value is _ABSENT:
+        raise MappingError(f"{entity}: primary-key column {column} is missing", reason="missing_primary_key")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise MappingError(
+            f"{entity}: primary-key column {column} is not text or an integer", reason="wrong_type"
+        )
+    text = str(value)
+    if not text or not text.isprintable():
+        raise MappingError(
+            f"{entity}: primary-key column {column} is empty or unprintable", reason="bad_primary_key"
+        )
+    return text
+
+
+def _format_id(table: TableSpec, key: dict[str, Any] | None, row: dict[str, Any], entity: str) -> str:
+    key = key or {}
+    parts = {c: _id_part(key.get(c, row.get(c, _ABSENT)), entity, c) for c in table.id_columns}
+    return table.entity_id.format(**parts)
+
+
+def _field_value(f: _FieldPlan, event: ChangeEvent, entity: str) -> Any:
+    """The converted value, or ``_ABSENT`` when a source column is an unchanged-TOAST column."""
+    spec = f.spec
+    if f.const is not _ABSENT:
+        return f.const
+    if spec.template is not None:
+        if not event.unavailable.isdisjoint(spec.template_columns):
+            return _ABSENT
+        parts = {}
+        for col in spec.template_columns:
+            raw = event.row.get(col)
+            if raw is None:
+                return _null(f, entity, "required_field_null")
+            parts[col] = _id_part(raw, entity, col)
+        return spec.template.format(**parts)
+    column = spec.column
+    assert column is not None
+    if column in event.unavailable:
+        return _ABSENT
+    raw = event.row.get(column, _ABSENT)
+    if spec.path and raw is not _ABSENT and raw is not None:
+        raw = _follow(raw, spec.path, entity, f.name)
+    if raw is _ABSENT or raw is None:
+        return _null(f, entity, "required_field_missing" if raw is _ABSENT else "required_field_null")
+    try:
+        return f.convert(raw)
+    except ConversionError as exc:
+        raise MappingError(
+            f"{entity}.{f.name}: {exc.reason} (expected {exc.expected})", reason=exc.reason
+        ) from None
+
+
+def _null(f: _FieldPlan, entity: str, reason: str) -> Any:
+    if f.spec.default is not None:
+        return f.convert(f.spec.default)
+    if f.nullable:
+        return None
+    raise MappingError(f"{entity}.{f.name}: required field has no value", reason=reason)
+
+
+def _follow(value: Any, path: tuple[str, ...], entity: str, name: str) -> Any:
+    """Walk into a JSON column; Debezium sends json/jsonb columns as text."""
+    for step in path:
+        if isinstance(value, str):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise MappingError(
+                    f"{entity}.{name}: source JSON column is not valid JSON", reason="unparseable_json"
+                ) from None
+        if not isinstance(value, dict):
+            return _ABSENT
+        value = value.get(step, _ABSENT)
+        if value is _ABSENT or value is None:
+            return value
+    return value

@@ -1,0 +1,82 @@
+"""The decoded change event: one source row change, independent of the wire format.
+
+Every decoder (Debezium JSON, Schema-Registry Avro, the native envelope) produces this, so the
+mapping stage sees one shape. Values are already typed where the wire format says how
+(decimal -> ``Decimal``, ``io.debezium.time.Date`` -> ``date``, timestamps -> aware
+``datetime``); where it does not (Debezium JSON without its schema wrapper), they stay raw
+and the mapping converts them by the entity field's type.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector.source.version import Version
+
+__all__ = ["ChangeEvent", "Op", "Position", "Transaction"]
+
+
+class Op(enum.Enum):
+    """Debezium's ``op`` codes; the native envelope's UPSERT maps to UPDATE."""
+
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"
+
+    @property
+    def is_delete(self) -> bool:
+        return self is Op.DELETE
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a message came from: what dead letters, logs and metrics may name."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """Debezium's ``transaction`` block (present when ``provide.transaction.metadata`` is on).
+
+    ``id`` is the source's transaction id (PostgreSQL ``"txId:lsn"``, MySQL the GTID or binlog
+    position); the orders count the events of the transaction, overall and per table, from 1.
+    """
+
+    id: str
+    total_order: int
+    data_collection_order: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One decoded change to one source row.
+
+    ``row`` is ``after`` for create/update/read and ``before`` for delete (which may hold only
+    the primary key). ``key`` holds the primary-key columns from the message key. Columns
+    whose value Debezium left out (the PostgreSQL unchanged-TOAST placeholder) are absent
+    from ``row`` and named in ``unavailable``: the state keeps their previous value.
+    ``old_key``/``new_key`` come from Debezium's ``__debezium.oldkey``/``newkey`` headers on
+    a primary-key update. ``transaction`` is Debezium's transaction block, when the
+    connector emits one. For the native envelope, ``entity``/``entity_id`` are set and
+    ``row`` already has the entity's fields.
+    """
+
+    position: Position
+    table: str
+    op: Op
+    key: dict[str, Any] | None
+    row: dict[str, Any]
+    version: Version
+    unavailable: frozenset[str] = frozenset()
+    old_key: dict[str, Any] | None = None
+    new_key: dict[str, Any] | None = None
+    entity: str | None = None
+    entity_id: str | None = None
+    source_ts_ms: int | None = field(default=None, compare=False)
+    transaction: Transaction | None = field(default=None, compare=False)

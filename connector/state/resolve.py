@@ -1,0 +1,131 @@
+"""The pure decision at the heart of the state: what a change does to a stored row.
+
+The stored row is a last-writer-wins map with versioned delete markers, merged field by
+field, which makes the merge commutative, associative and idempotent: any delivery order of
+the same events, with duplicates and replays, ends in the same state (the property test
+proves it). The rules:
+
+1. A change at or below the row's version does not replace the row (replays, duplicates,
+   late older updates). It may still *fill* a field the newer version left unavailable
+   (unchanged TOAST) or one filled earlier from an even older version, provided it is newer
+   than every delete the row has seen: the value of an unchanged column is the value at the
+   newest older version that carried it.
+2. A newer delete turns the row into a versioned marker. The marker keeps the last values
+   (so a primary-key update can carry TOAST values over to the new key) and the delete's
+   version as ``delete_floor``: nothing older may ever resurrect or fill the row.
+3. A newer upsert replaces the row's values; fields it lacks are taken from the stored row
+   when the stored row is live, else stay missing until an older event fills them.
+4. An older delete (a create already arrived after it) raises ``delete_floor`` and drops
+   fields that were filled from before it.
+
+A row whose ``missing`` is not empty is incomplete: the snapshot holds it out and reports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector.mapping.change import EntityChange
+from connector.source.version import Version
+
+__all__ = ["StateRow", "merge"]
+
+
+@dataclass(frozen=True, slots=True)
+class StateRow:
+    """The state of one entity: its newest version, live or a delete marker.
+
+    ``field_versions`` lists only the fields whose value came from a version older than
+    ``version`` (filled after a partial update); every other present field is at ``version``.
+    """
+
+    version: Version
+    deleted: bool
+    values: dict[str, Any]
+    missing: frozenset[str] = frozenset()
+    field_versions: dict[str, Version] = field(default_factory=dict)
+    delete_floor: Version | None = None
+
+    @property
+    def complete(self) -> bool:
+        return not self.deleted and not self.missing
+
+
+_OLDEST = Version(-1, -1, -1, -1, -1)
+
+
+def _newer_than_floor(version: Version, floor: Version | None) -> bool:
+    return floor is None or version > floor
+
+
+def merge(stored: StateRow | None, change: EntityChange) -> StateRow | None:
+    """The row after ``change``, or ``None`` when the change leaves ``stored`` as it is.
+
+    ``None`` lets the caller skip the write (and count the change as stale) cheaply.
+    """
+    if stored is None:
+        if change.deleted:
+            return StateRow(change.version, True, {}, delete_floor=change.version)
+        return StateRow(change.version, False, dict(change.values), change.missing)
+
+    if change.version > stored.version:
+        if change.deleted:
+            return StateRow(change.version, True, stored.values, frozenset(), {}, change.version)
+        return _newer_upsert(stored, change)
+
+    if change.version == stored.version:
+        return None
+    if change.deleted:
+        return _older_delete(stored, change.version)
+    return _older_fill(stored, change)
+
+
+def _newer_upsert(stored: StateRow, change: EntityChange) -> StateRow:
+    if not change.missing:
+        return StateRow(change.version, False, dict(change.values), delete_floor=stored.delete_floor)
+    values = dict(change.values)
+    missing: set[str] = set()
+    field_versions: dict[str, Version] = {}
+    for name in change.missing:
+        if not stored.deleted and name in stored.values:
+            values[name] = stored.values[name]
+            field_versions[name] = stored.field_versions.get(name, stored.version)
+        else:
+            missing.add(name)
+    return StateRow(change.version, False, values, frozenset(missing), field_versions, stored.delete_floor)
+
+
+def _older_fill(stored: StateRow, change: EntityChange) -> StateRow | None:
+    """Fill missing or older-filled fields from an older upsert; rule 1."""
+    if not _newer_than_floor(change.version, stored.delete_floor):
+        return None
+    filled = {
+        name: change.values[name]
+        for name in stored.missing | stored.field_versions.keys()
+        if name in change.values and stored.field_versions.get(name, _OLDEST) < change.version
+    }
+    if not filled:
+        return None
+    return StateRow(
+        stored.version,
+        stored.deleted,
+        {**stored.values, **filled},
+        stored.missing - filled.keys(),
+        {**stored.field_versions, **dict.fromkeys(filled, change.version)},
+        stored.delete_floor,
+    )
+
+
+def _older_delete(stored: StateRow, version: Version) -> StateRow | None:
+    """A delete older than the row but newer than its floor; rule 4."""
+    if not _newer_than_floor(version, stored.delete_floor):
+        return None
+    dropped = {name for name, v in stored.field_versions.items() if v < version}
+    if not dropped:
+        return StateRow(
+            stored.version, stored.deleted, stored.values, stored.missing, stored.field_versions, version
+        )
+    values = {k: v for k, v in stored.values.items() if k not in dropped}
+    kept = {k: v for k, v in stored.field_versions.items() if k not in dropped}
+    return StateRow(stored.version, stored.deleted, values, stored.missing | dropped, kept, version)
