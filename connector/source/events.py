@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from connector.source.version import Version
 
@@ -40,8 +40,7 @@ class Position:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class Transaction:
+class Transaction(NamedTuple):
     """Debezium's ``transaction`` block (present when ``provide.transaction.metadata`` is on).
 
     ``id`` is the source's transaction id (PostgreSQL ``"txId:lsn"``, MySQL the GTID or binlog
