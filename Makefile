@@ -20,8 +20,8 @@ integration: system-deps venv kafka-jars
 	$(VPY) -m pytest -m integration
 
 lint: venv
-	$(VENV)/bin/ruff check connector tests bench
-	$(VENV)/bin/ruff format --check connector tests bench
+	$(VENV)/bin/ruff check connector tests bench examples
+	$(VENV)/bin/ruff format --check connector tests bench examples
 
 typecheck: venv
 	$(VENV)/bin/mypy

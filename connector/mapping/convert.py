@@ -72,7 +72,7 @@ def _base_converter(avro_type: Any, spec: FieldSpec, dec: DecimalHandling, unit:
         if logical == "date":
             return _date(unit if spec.unit else "days")
         if logical in ("timestamp-millis", "timestamp-micros"):
-            return _timestamp(unit)
+            return _timestamp(unit, millis=logical == "timestamp-millis")
         if avro_type.get("type") == "enum":
             return _enum(frozenset(avro_type["symbols"]))
         return _base_converter(avro_type["type"], spec, dec, unit)
@@ -207,13 +207,16 @@ def _date(unit: TimeUnit) -> Converter:
     return conv
 
 
-def _timestamp(unit: TimeUnit) -> Converter:
+def _timestamp(unit: TimeUnit, *, millis: bool) -> Converter:
     divisor = _UNIT_DIVISOR.get(unit, 1_000_000)
 
     def conv(value: Any) -> datetime:
         result = parse(value)
         if result.year not in _YEARS:
             raise ConversionError("date_out_of_range", "timestamp")
+        if millis and result.microsecond % 1000:
+            # The schema keeps milliseconds: truncate here so state, files and API agree.
+            result = result.replace(microsecond=result.microsecond - result.microsecond % 1000)
         return result
 
     def parse(value: Any) -> datetime:
