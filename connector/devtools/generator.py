@@ -1,0 +1,80 @@
+"""Synthetic Debezium PostgreSQL change events for tests and benchmarks.
+
+Events are shaped like examples/events.jsonl (JSON converter, ``schemas.enable=false``) for
+the ``public.family`` table of examples/mapping.yaml, about 700 bytes each, with commit LSNs
+that grow per transaction so the connector's version key orders them. Deterministic per seed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from collections.abc import Iterator
+
+__all__ = ["family_events"]
+
+_STATUSES = ("A", "P", "S", "T")
+
+
+def _money(cents: int) -> str:
+    return base64.b64encode(cents.to_bytes((cents.bit_length() + 8) // 8, "big", signed=True)).decode()
+
+
+def family_events(
+    families: int, updates: int, *, seed: int = 7, deletes_every: int = 0
+) -> Iterator[tuple[bytes, bytes | None]]:
+    """(key, value) pairs: a create and ``updates`` updates per family, interleaved; every
+    ``deletes_every``-th family is deleted at the end (followed by its tombstone)."""
+    rng = random.Random(seed)
+    lsn = 30_000_000
+    order = [(fid, step) for step in range(updates + 1) for fid in range(1, families + 1)]
+    for fid, step in order:
+        lsn += 100
+        key = json.dumps({"family_id": fid}).encode()
+        row = {
+            "family_id": fid,
+            "family_name": f"Family {fid:07d}",
+            "status": rng.choice(_STATUSES),
+            "plan_code": f"PPO-{rng.randrange(100, 999)}",
+            "coverage_start": 19_000 + fid % 700,
+            "coverage_end": None,
+            "address": json.dumps({"state": "CA", "zip": f"9{fid % 10000:04d}"}),
+            "email": f"family{fid}@example.org",
+            "deductible": _money(rng.randrange(50_000, 900_000)),
+            "oop_max": _money(rng.randrange(100_000, 2_000_000)),
+            "updated_at": 1_732_000_000_000_000 + lsn,
+        }
+        yield key, _envelope("c" if step == 0 else "u", row, lsn)
+    if deletes_every:
+        for fid in range(deletes_every, families + 1, deletes_every):
+            lsn += 100
+            key = json.dumps({"family_id": fid}).encode()
+            yield key, _envelope("d", {"family_id": fid}, lsn)
+            yield key, None
+
+
+def _envelope(op: str, row: dict[str, object], lsn: int) -> bytes:
+    source = {
+        "version": "3.0.7.Final",
+        "connector": "postgresql",
+        "name": "benefits",
+        "ts_ms": lsn // 1000,
+        "snapshot": "false",
+        "db": "benefits",
+        "sequence": json.dumps([str(lsn - 50), str(lsn)]),
+        "schema": "public",
+        "table": "family",
+        "txId": lsn // 100,
+        "lsn": lsn,
+        "xmin": None,
+    }
+    doc = {
+        "before": row if op == "d" else None,
+        "after": None if op == "d" else row,
+        "source": source,
+        "transaction": None,
+        "op": op,
+        "ts_ms": lsn // 1000,
+    }
+    return json.dumps(doc).encode()

@@ -1,0 +1,98 @@
+"""Bytes for the state topic and the local store: one ``StateRow`` per (entity, EntityId).
+
+JSON (orjson) rather than the entity's Avro binary, because a row can be partial (fields
+missing after an unchanged-TOAST update) or a delete marker, which the entity schema cannot
+express. Dates, timestamps and decimals are written as ISO strings and exact decimal strings
+and restored by the entity schema's field types, planned once per entity.
+
+The key is ``<Entity>/<EntityId>``: entity names contain no ``/``, so the first one splits it,
+and keys of one entity sort together (prefix scans per entity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import orjson
+
+from connector.model import ENTITY_NAMES, raw_schema
+from connector.source.version import Version
+from connector.state.resolve import StateRow
+
+__all__ = ["decode_row", "encode_row", "split_key", "state_key"]
+
+_SEP = b"/"
+
+
+def state_key(entity: str, entity_id: str) -> bytes:
+    """The compacted state topic's (and local store's) key for one entity."""
+    return entity.encode() + _SEP + entity_id.encode()
+
+
+def split_key(key: bytes) -> tuple[str, str]:
+    """Inverse of ``state_key``."""
+    entity, _, entity_id = key.partition(_SEP)
+    return entity.decode(), entity_id.decode()
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def encode_row(row: StateRow) -> bytes:
+    """Compact JSON; absent optional parts are left out to keep the common row small."""
+    doc: dict[str, Any] = {"v": list(row.version), "r": row.values}
+    if row.deleted:
+        doc["d"] = 1
+    if row.missing:
+        doc["m"] = sorted(row.missing)
+    if row.field_versions:
+        doc["fv"] = {name: list(v) for name, v in row.field_versions.items()}
+    if row.delete_floor is not None:
+        doc["df"] = list(row.delete_floor)
+    return orjson.dumps(doc, default=_default)
+
+
+def decode_row(entity: str, data: bytes) -> StateRow:
+    """Restore a row, typing its values by the entity schema."""
+    doc = orjson.loads(data)
+    restore = _restorers(entity)
+    values = doc["r"]
+    for name, value in values.items():
+        fn = restore.get(name)
+        if fn is not None and value is not None:
+            values[name] = fn(value)
+    floor = doc.get("df")
+    return StateRow(
+        Version(*doc["v"]),
+        bool(doc.get("d")),
+        values,
+        frozenset(doc.get("m", ())),
+        {k: Version(*v) for k, v in doc.get("fv", {}).items()},
+        None if floor is None else Version(*floor),
+    )
+
+
+@cache
+def _restorers(entity: str) -> dict[str, Callable[[Any], Any]]:
+    if entity not in ENTITY_NAMES:
+        raise KeyError(entity)
+    out: dict[str, Callable[[Any], Any]] = {}
+    for field in raw_schema(entity)["fields"]:
+        avro_type = field["type"]
+        if isinstance(avro_type, list):
+            avro_type = next(t for t in avro_type if t != "null")
+        logical = avro_type.get("logicalType") if isinstance(avro_type, dict) else None
+        if logical == "decimal":
+            out[field["name"]] = Decimal
+        elif logical == "date":
+            out[field["name"]] = date.fromisoformat
+        elif logical in ("timestamp-millis", "timestamp-micros"):
+            out[field["name"]] = datetime.fromisoformat
+    return out

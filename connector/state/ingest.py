@@ -1,0 +1,352 @@
+"""The ingest loop: Kafka change events -> entity state, exactly once.
+
+One Kafka transaction per batch carries the batch's state rows (to the compacted state
+topic, partition p for source partition p), its dead letters and its consumed offsets, so a
+crash at any point leaves either all of a batch or none of it. The local store is written
+only after the commit; it is a cache that catches up from the state topic.
+
+Fencing: the producer's ``transactional.id`` is stable per replica (a restarted pod fences
+its own previous incarnation at ``init_transactions``), and offsets are sent with the
+consumer's group metadata (KIP-447), so a replica that lost its partitions in a rebalance
+cannot commit a batch for them. Partitions are assigned with the ``range`` strategy over
+source topics of equal partition count, so partition p of every source topic — and hence
+state partition p — has exactly one owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connector.config import Settings
+from connector.errors import BadInputError, ConfigError, TerminalError
+from connector.mapping import Mapper, MappingSpec
+from connector.source import Decoder, Position, make_decoder
+from connector.state.apply import Outcome, apply_change
+from connector.state.codec import decode_row, encode_row, state_key
+from connector.state.resolve import StateRow
+from connector.state.restore import restore_partition
+from connector.state.store import PartitionStore
+from connector.state.topics import ensure_topics, source_partitions
+
+__all__ = ["IngestService", "dead_letter_headers"]
+
+log = logging.getLogger(__name__)
+
+
+def dead_letter_headers(position: Position, error: str, reason: str) -> list[tuple[str, str | bytes | None]]:
+    """Where the event was and why it was refused: never its content."""
+    return [
+        ("carecloud.topic", position.topic.encode()),
+        ("carecloud.partition", str(position.partition).encode()),
+        ("carecloud.offset", str(position.offset).encode()),
+        ("carecloud.error", error.encode()),
+        ("carecloud.reason", reason.encode()),
+    ]
+
+
+@dataclass
+class _BatchView:
+    """The rows one batch has touched in one partition, over that partition's local store."""
+
+    store: PartitionStore
+    rows: dict[tuple[str, str], StateRow] = field(default_factory=dict)
+
+    def get(self, entity: str, entity_id: str) -> StateRow | None:
+        row = self.rows.get((entity, entity_id))
+        if row is not None:
+            return row
+        raw = self.store.get(state_key(entity, entity_id))
+        return None if raw is None else decode_row(entity, raw)
+
+    def put(self, entity: str, entity_id: str, row: StateRow) -> None:
+        self.rows[(entity, entity_id)] = row
+
+
+class IngestService:
+    """Consumes the source topics and maintains the state; one per process."""
+
+    def __init__(self, settings: Settings, spec: MappingSpec) -> None:
+        self.settings = settings
+        self.ingest = settings.ingest
+        self.mapper = Mapper(spec)
+        self.source_topics = sorted(spec.topics)
+        if not self.source_topics:
+            raise ConfigError("the mapping lists no topics to consume")
+        self.decoders: dict[str, Decoder] = {}
+        for name in self.source_topics:
+            topic = spec.topic(name)
+            options: dict[str, Any] = {"unavailable_placeholder": topic.unavailable_placeholder}
+            if topic.format != "debezium-json" and self.ingest.schema_registry_url:
+                options["schema_registry_url"] = self.ingest.schema_registry_url
+            self.decoders[name] = make_decoder(topic.format, **options)
+        self.stores: dict[int, PartitionStore] = {}
+        self.counts: Counter[str] = Counter()
+        self.ready = threading.Event()
+        self._delivered: dict[int, int] = {}
+        self._fatal: KafkaError | None = None
+        self._callback_error: Exception | None = None
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Check topics, join the group and fence any previous incarnation."""
+        base = self.settings.kafka.client_config()
+        base["error_cb"] = self._on_error
+        admin = AdminClient(base)
+        partitions = source_partitions(admin, self.source_topics)
+        ensure_topics(
+            admin, state_topic=self.ingest.state_topic, dlq_topic=self.ingest.dlq_topic, partitions=partitions
+        )
+        self._producer = Producer(
+            {
+                **base,
+                "transactional.id": self.ingest.transactional_id,
+                "linger.ms": 5,
+                "transaction.timeout.ms": 60_000,
+            }
+        )
+        self._producer.init_transactions(30)
+        self._check_fatal()
+        self._consumer = Consumer(
+            {
+                **base,
+                "group.id": self.ingest.group_id,
+                # Static membership: a restarted replica (same StatefulSet pod name) gets its
+                # partitions back at once instead of after the session timeout.
+                "group.instance.id": self.ingest.transactional_id,
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "range",
+                "fetch.queue.backoff.ms": 10,
+            }
+        )
+        self._consumer.subscribe(
+            self.source_topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Process batches until ``stop`` is set; the batch in flight completes or aborts whole."""
+        try:
+            while not stop.is_set():
+                self.run_batch()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
+
+    # -- the transaction -------------------------------------------------------------------
+
+    def run_batch(self) -> int:
+        """Consume one batch and commit it in one transaction; returns the events consumed.
+
+        1. consume up to ``batch_max_events`` within ``batch_max_ms`` (rebalance callbacks run
+           here, between transactions, never inside one);
+        2. begin the transaction; decode -> map -> merge each event against the batch's view
+           of its partition; dead-letter bad input;
+        3. produce each touched row once to state partition p;
+        4. send the consumed offsets with the group metadata (KIP-447 fencing);
+        5. commit (a retriable failure is retried; an abortable one aborts, rewinds the
+           consumer to the batch's first offsets and drops the batch's rows; anything else is
+           fatal: the process exits and the orchestrator restarts it);
+        6. after the commit, write the rows and the state offset reached to the local store.
+        """
+        consumer, producer = self._clients()
+        msgs = consumer.consume(self.ingest.batch_max_events, self.ingest.batch_max_ms / 1000)
+        if self._callback_error is not None:
+            raise self._callback_error
+        self._check_fatal()
+        msgs = [m for m in msgs if not self._skip_error(m)]
+        if not msgs:
+            return 0
+        producer.begin_transaction()
+        views: dict[int, _BatchView] = {}
+        first: dict[tuple[str, int], int] = {}
+        last: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            first.setdefault((topic, partition), offset)
+            last[(topic, partition)] = offset
+            view = views.get(partition)
+            if view is None:
+                view = views[partition] = _BatchView(self._store(partition))
+            self._handle(msg, Position(topic, partition, offset), view, producer)
+        self._delivered.clear()
+        for partition, view in views.items():
+            for (entity, entity_id), row in view.rows.items():
+                producer.produce(
+                    self.ingest.state_topic,
+                    encode_row(row),
+                    state_key(entity, entity_id),
+                    partition=partition,
+                    on_delivery=self._on_delivery,
+                )
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        if not self._commit(producer, consumer, offsets):
+            consumer_rewind = [TopicPartition(t, p, o) for (t, p), o in first.items()]
+            for tp in consumer_rewind:
+                consumer.seek(tp)
+            self.counts["aborted_batches"] += 1
+            return 0
+        for partition, view in views.items():
+            if view.rows:
+                puts = {state_key(e, i): encode_row(r) for (e, i), r in view.rows.items()}
+                view.store.write(puts, self._delivered[partition] + 1)
+        self.counts["events"] += len(msgs)
+        return len(msgs)
+
+    def _handle(self, msg: Message, position: Position, view: _BatchView, producer: Producer) -> None:
+        value = msg.value()
+        if value is not None and len(value) > self.ingest.max_message_bytes:
+            self._dead_letter(
+                producer, msg, position, "OversizedRecord", "oversized_record", by_reference=True
+            )
+            return
+        try:
+            event = self.decoders[position.topic].decode(msg.key(), value, _headers(msg), position)
+            if event is None:
+                self.counts["tombstones"] += 1
+                return
+            change = self.mapper.map(event)
+        except BadInputError as exc:
+            self._dead_letter(producer, msg, position, type(exc).__name__, exc.reason)
+            return
+        outcome = apply_change(view, change)
+        self.counts["stale" if outcome is Outcome.STALE else "applied"] += 1
+
+    def _dead_letter(
+        self,
+        producer: Producer,
+        msg: Message,
+        position: Position,
+        error: str,
+        reason: str,
+        *,
+        by_reference: bool = False,
+    ) -> None:
+        self.counts[f"dlq.{reason}"] += 1
+        log.warning(
+            "dead letter",
+            extra={
+                "topic": position.topic,
+                "partition": position.partition,
+                "offset": position.offset,
+                "reason": reason,
+            },
+        )
+        producer.produce(
+            self.ingest.dlq_topic,
+            None if by_reference else msg.value(),
+            None if by_reference else msg.key(),
+            headers=dead_letter_headers(position, error, reason),
+        )
+
+    def _commit(self, producer: Producer, consumer: Consumer, offsets: list[TopicPartition]) -> bool:
+        """Steps 4-5 with every outcome handled; False means the batch was aborted."""
+        try:
+            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+            while True:
+                try:
+                    producer.commit_transaction(60)
+                    return True
+                except KafkaException as exc:
+                    if not exc.args[0].retriable():
+                        raise
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.txn_requires_abort():
+                log.warning("transaction aborted", extra={"kafka_error": err.name()})
+                producer.abort_transaction(60)
+                return False
+            raise TerminalError(f"Kafka transaction failed fatally: {err.name()}") from None
+
+    # -- partitions and stores -------------------------------------------------------------
+
+    def _store(self, partition: int) -> PartitionStore:
+        store = self.stores.get(partition)
+        if store is None:
+            raise TerminalError(f"partition {partition} consumed without its local store (not assigned)")
+        return store
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # An exception escaping a librdkafka callback surfaces as an opaque SystemError from
+        # consume(); keep it and re-raise it from run_batch with its real type and message.
+        try:
+            self._assign(partitions)
+        except Exception as exc:
+            self._callback_error = exc
+
+    def _assign(self, partitions: list[TopicPartition]) -> None:
+        self.ready.clear()
+        base = self.settings.kafka.client_config()
+        for p in sorted({tp.partition for tp in partitions}):
+            if p in self.stores:
+                continue
+            store = PartitionStore(self.ingest.state_dir / f"p{p}")
+            restored = restore_partition(base, self.ingest.state_topic, p, store)
+            self.counts["restored_records"] += restored
+            self.stores[p] = store
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in {tp.partition for tp in partitions}:
+            store = self.stores.pop(p, None)
+            if store is not None:
+                store.close()
+
+    # -- callbacks and helpers -------------------------------------------------------------
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            p, o = msg.partition() or 0, msg.offset() or 0
+            if o > self._delivered.get(p, -1):
+                self._delivered[p] = o
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION or err.fatal():
+            self._fatal = err
+
+    def _check_fatal(self) -> None:
+        if self._fatal is not None:
+            err, self._fatal = self._fatal, None
+            raise TerminalError(f"Kafka: {err.name()}: {err.str()}")
+
+    def _skip_error(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return False
+        if err.code() == KafkaError._PARTITION_EOF:
+            return True
+        raise KafkaException(err)
+
+    def _clients(self) -> tuple[Consumer, Producer]:
+        if self._consumer is None or self._producer is None:
+            raise TerminalError("ingest service not started")
+        return self._consumer, self._producer
+
+
+def _headers(msg: Message) -> list[tuple[str, bytes | None]] | None:
+    """librdkafka hands headers as (str, bytes) pairs; normalise the type for the decoders."""
+    raw = msg.headers()
+    if not raw:
+        return None
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]

@@ -1,0 +1,74 @@
+"""The connector's own topics: created right when missing, refused when wrong.
+
+The state topic must be compacted (it is the source of truth and keeps one record per key)
+and have as many partitions as the widest source topic (a record read from source partition
+p is stored in state partition p). A wrong existing topic is a start-up error naming the
+topic and the setting: silently working with it would lose state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from connector.errors import TransientError
+from connector.state.exceptions import TopicConfigError
+
+__all__ = ["ensure_topics", "source_partitions"]
+
+_TIMEOUT_S = 30.0
+
+
+def source_partitions(admin: AdminClient, topics: Iterable[str]) -> int:
+    """The widest source topic's partition count; a missing source topic is a config error."""
+    meta = admin.list_topics(timeout=_TIMEOUT_S)
+    counts = []
+    for name in topics:
+        topic = meta.topics.get(name)
+        if topic is None or topic.error is not None:
+            raise TopicConfigError(f"source topic {name} does not exist")
+        counts.append(len(topic.partitions))
+    if not counts:
+        raise TopicConfigError("no source topics configured (the mapping's topics section is empty)")
+    return max(counts)
+
+
+def ensure_topics(admin: AdminClient, *, state_topic: str, dlq_topic: str, partitions: int) -> None:
+    """Create the state and dead-letter topics if missing; verify them if present."""
+    wanted = {
+        state_topic: {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        dlq_topic: {"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)},
+    }
+    meta = admin.list_topics(timeout=_TIMEOUT_S)
+    missing = [name for name in wanted if name not in meta.topics]
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(name, partitions if name == state_topic else 1, 1, config=wanted[name])
+                for name in missing
+            ]
+        )
+        for name, future in futures.items():
+            try:
+                future.result(_TIMEOUT_S)
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):  # another replica won the race
+                    raise TransientError(f"cannot create topic {name}") from exc
+        meta = admin.list_topics(timeout=_TIMEOUT_S)
+    have = len(meta.topics[state_topic].partitions)
+    if have != partitions:
+        raise TopicConfigError(
+            f"state topic {state_topic} has {have} partitions but the source topics have {partitions}; "
+            "it must match (a record read from partition p is stored in state partition p)"
+        )
+    policy = _config(admin, state_topic).get("cleanup.policy", "")
+    if "compact" not in policy.split(","):
+        raise TopicConfigError(f"state topic {state_topic} has cleanup.policy={policy}; it must be compact")
+
+
+def _config(admin: AdminClient, topic: str) -> dict[str, Any]:
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    result = admin.describe_configs([resource])[resource].result(_TIMEOUT_S)
+    return {name: entry.value for name, entry in result.items()}

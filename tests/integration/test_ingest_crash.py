@@ -1,0 +1,130 @@
+"""SIGKILL inside open transactions, then restart: state and committed offsets come out exact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from connector.devtools.generator import family_events
+from connector.mapping import parse_mapping
+from connector.replay import RawMessage, replay
+from connector.source import Position
+from connector.state.codec import decode_row, split_key
+from tests.kafka_helpers import KafkaTestCluster, unique
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 3
+MAPPING = """\
+version: 1
+topics:
+  {topic}: {{format: debezium-json}}
+tables:
+  public.family:
+    entity: Family
+    entity_id: "FAM-{{family_id}}"
+    fields:
+      FamilyName: family_name
+      Status: {{column: status, enum: {{A: ACTIVE, P: PENDING, S: SUSPENDED, T: TERMINATED}}}}
+      PlanCode: plan_code
+      CoverageStartDate: coverage_start
+      CoverageEndDate: coverage_end
+      StateCode: {{path: address.state}}
+      PostalCode: {{path: address.zip}}
+      PrimaryEmail: email
+      DeductibleAmount: deductible
+      OutOfPocketMaximum: oop_max
+      UpdatedAt: updated_at
+"""
+
+
+def _committed(kafka: KafkaTestCluster, group: str, topic: str) -> int:
+    """Committed offsets; -1 while a transaction's offsets are pending (KIP-447 stable read)."""
+    consumer = kafka.consumer(group, {"enable.auto.commit": False})
+    try:
+        parts = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=5)
+    except KafkaException:
+        return -1
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in parts)
+
+
+def _state(kafka: KafkaTestCluster, topic: str) -> dict[tuple[str, str], object]:
+    consumer = kafka.consumer(None, {"isolation.level": "read_committed", "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    rows = {}
+    eof = 0
+    while eof < PARTITIONS:
+        msg = consumer.poll(10)
+        assert msg is not None, "state topic read timed out"
+        if msg.error() is not None:
+            assert msg.error().code() == KafkaError._PARTITION_EOF
+            eof += 1
+            continue
+        entity, entity_id = split_key(msg.key())
+        rows[(entity, entity_id)] = decode_row(entity, msg.value())
+    consumer.close()
+    return rows
+
+
+def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
+    kafka: KafkaTestCluster, tmp_path: Path
+) -> None:
+    topic = kafka.new_topic(PARTITIONS, prefix="family")
+    events = list(family_events(2000, 5, deletes_every=7))
+    kafka.seed_topic(topic, events)
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(MAPPING.format(topic=topic))
+    group, state_topic = unique("crash"), unique("state")
+    env = {
+        **os.environ,
+        "CARECLOUD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "CARECLOUD_INGEST_MAPPING_FILE": str(mapping),
+        "CARECLOUD_INGEST_GROUP_ID": group,
+        "CARECLOUD_INGEST_STATE_TOPIC": state_topic,
+        "CARECLOUD_INGEST_DLQ_TOPIC": unique("dlq"),
+        "CARECLOUD_INGEST_STATE_DIR": str(tmp_path / "store"),
+        "CARECLOUD_INGEST_TRANSACTIONAL_ID": unique("txn"),
+        "CARECLOUD_INGEST_BATCH_MAX_EVENTS": "400",
+    }
+    cmd = [sys.executable, "-m", "connector.cli", "ingest"]
+    log = (tmp_path / "ingest.log").open("w")
+    kills = 0
+    progress = 0
+    while kills < 3:
+        # Each start fences the killed predecessor (same transactional.id) and resumes.
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        now = _committed(kafka, group, topic)
+        while time.monotonic() < deadline and now <= progress:
+            time.sleep(0.05)
+            now = _committed(kafka, group, topic)
+        assert now > progress, "the restarted process made no progress"
+        progress = now
+        proc.send_signal(signal.SIGKILL)  # mid-stream: most likely inside an open transaction
+        proc.wait(10)
+        kills += 1
+    if progress >= len(events):
+        pytest.fail("the stream finished before the kills; seed more events")  # keeps the test honest
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert _committed(kafka, group, topic) == len(events)
+
+    messages = [RawMessage(Position(topic, 0, i), k, v, None) for i, (k, v) in enumerate(events)]
+    expected = replay(parse_mapping(MAPPING.format(topic=topic)), messages)
+    state = _state(kafka, state_topic)
+    live = sorted((e, i, r.values) for (e, i), r in state.items() if r.complete)  # type: ignore[attr-defined]
+    assert live == expected.live
+    assert len(live) == 2000 - 2000 // 7
