@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "ingest",
-        help="run the ingest service: consume the source topics into the state (settings from CARECLOUD_* env)",
+        help="run the ingest service: source topics into the state (settings: CARECLOUD_* env)",
     )
     p.set_defaults(handler=_cmd_ingest)
 
