@@ -14,6 +14,9 @@ from confluent_kafka import KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import ConfigResource, ResourceType
 
 from connector.devtools.kafka import KAFKA_VERSION, BrokerError, KafkaBroker, fetch_jars
+from connector.model import decode, encode
+from connector.model.samples import sample
+from connector.state.codec import split_key, state_key
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +25,13 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.integration
 def test_compacted_topic_group_resumes_at_committed_offset(kafka: KafkaTestCluster) -> None:
     topic = kafka.new_topic(config={"cleanup.policy": "compact"})
-    records = [(b"patient-1", b"v1"), (b"patient-2", b"v1"), (b"patient-1", b"v2")]
+    family, claim = sample("Family"), sample("Claim")
+    renamed = {**family, "FamilyName": "Renamed"}
+    records = [
+        (state_key("Family", family["EntityId"]), encode("Family", family)),
+        (state_key("Claim", claim["EntityId"]), encode("Claim", claim)),
+        (state_key("Family", family["EntityId"]), encode("Family", renamed)),
+    ]
     kafka.seed_topic(topic, records)
     group = unique("group")
 
@@ -37,6 +46,8 @@ def test_compacted_topic_group_resumes_at_committed_offset(kafka: KafkaTestClust
     first.commit(asynchronous=False)
     first.close()
     assert got == records
+    decoded = [decode(split_key(k or b"")[0], v or b"") for k, v in got]  # the project's Avro codec
+    assert decoded == [family, claim, renamed]
 
     assigned: list[TopicPartition] = []
     second = kafka.consumer(group, {"enable.auto.commit": False})
