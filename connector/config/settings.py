@@ -80,6 +80,10 @@ class IngestSettings(BaseSettings):
     """Events per Kafka transaction at most."""
     batch_max_ms: int = Field(default=500, ge=1, le=60_000)
     """Longest wait to fill a batch, in milliseconds."""
+    session_timeout_ms: int = Field(default=15_000, ge=6_000, le=300_000)
+    """How long a replica that vanished keeps its partitions (static membership: a restart
+    within this time gets them back without a rebalance; a removed replica's partitions move
+    to the others after it)."""
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     """Larger source messages are dead-lettered by reference (position only, no bytes)."""
     schema_registry_url: str | None = None

@@ -128,3 +128,58 @@ def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
     live = sorted((e, i, r.values) for (e, i), r in state.items() if r.complete)  # type: ignore[attr-defined]
     assert live == expected.live
     assert len(live) == 2000 - 2000 // 7
+
+
+def test_two_processes_split_the_partitions_and_survive_one_stopping(
+    kafka: KafkaTestCluster, tmp_path: Path
+) -> None:
+    topic = kafka.new_topic(PARTITIONS, prefix="family")
+    events = list(family_events(2000, 5, seed=11, deletes_every=9))
+    kafka.seed_topic(topic, events)
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(MAPPING.format(topic=topic))
+    group, state_topic = unique("scale"), unique("state")
+    base = {
+        **os.environ,
+        "CARECLOUD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "CARECLOUD_INGEST_MAPPING_FILE": str(mapping),
+        "CARECLOUD_INGEST_GROUP_ID": group,
+        "CARECLOUD_INGEST_STATE_TOPIC": state_topic,
+        "CARECLOUD_INGEST_DLQ_TOPIC": unique("dlq"),
+        "CARECLOUD_INGEST_BATCH_MAX_EVENTS": "300",
+        "CARECLOUD_INGEST_SESSION_TIMEOUT_MS": "6000",
+    }
+    cmd = [sys.executable, "-m", "connector.cli", "ingest"]
+    log = (tmp_path / "ingest.log").open("w")
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env={
+                **base,
+                "CARECLOUD_INGEST_STATE_DIR": str(tmp_path / f"store{i}"),
+                "CARECLOUD_INGEST_TRANSACTIONAL_ID": unique(f"txn{i}"),
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events) // 4:
+        time.sleep(0.05)
+    procs[0].send_signal(signal.SIGKILL)  # one replica vanishes mid-stream
+    procs[0].wait(10)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events):
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)
+    assert procs[1].wait(30) == 0
+    assert _committed(kafka, group, topic) == len(events)
+    both_stores = [p for p in (tmp_path / "store0", tmp_path / "store1") if p.exists()]
+    assert len(both_stores) == 2, "both replicas should have owned partitions"
+
+    messages = [RawMessage(Position(topic, 0, i), k, v, None) for i, (k, v) in enumerate(events)]
+    expected = replay(parse_mapping(MAPPING.format(topic=topic)), messages)
+    state = _state(kafka, state_topic)
+    live = sorted((e, i, r.values) for (e, i), r in state.items() if r.complete)  # type: ignore[attr-defined]
+    assert live == expected.live
