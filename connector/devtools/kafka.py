@@ -434,18 +434,21 @@ class KafkaBroker:
 def _run(sasl_ssl: bool, work_dir: Path | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell's background job ignores it
         signal.signal(sig, signal.default_int_handler)
-    with KafkaBroker(work_dir, sasl_ssl=sasl_ssl) as broker:
+    broker = KafkaBroker(work_dir, sasl_ssl=sasl_ssl)
+    try:  # not `with`: a Ctrl-C during start() must stop the JVM too
+        broker.start()
         print(f"KAFKA_BOOTSTRAP={broker.bootstrap}")
         for key, value in broker.client_config().items():
             print(f"  {key}={value}")
         print(f"work dir {broker.work_dir}; Ctrl-C stops the broker", flush=True)
-        try:
-            while broker.running:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            return 0
+        while broker.running:
+            time.sleep(0.5)
         print(f"broker died\n{broker.log_tail()}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        broker.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
