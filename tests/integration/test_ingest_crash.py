@@ -45,6 +45,21 @@ tables:
 """
 
 
+def _env(
+    kafka: KafkaTestCluster, mapping: Path, group: str, state_topic: str, **ingest: str
+) -> dict[str, str]:
+    """The environment of one `carecloud-connector ingest` process (CARECLOUD_INGEST_<KEY>)."""
+    return {
+        **os.environ,
+        "CARECLOUD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "CARECLOUD_INGEST_MAPPING_FILE": str(mapping),
+        "CARECLOUD_INGEST_GROUP_ID": group,
+        "CARECLOUD_INGEST_STATE_TOPIC": state_topic,
+        "CARECLOUD_INGEST_DLQ_TOPIC": unique("dlq"),
+        **{f"CARECLOUD_INGEST_{key}": value for key, value in ingest.items()},
+    }
+
+
 def _committed(kafka: KafkaTestCluster, group: str, topic: str) -> int:
     """Committed offsets; -1 while a transaction's offsets are pending (KIP-447 stable read)."""
     consumer = kafka.consumer(group, {"enable.auto.commit": False})
@@ -84,17 +99,15 @@ def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(MAPPING.format(topic=topic))
     group, state_topic = unique("crash"), unique("state")
-    env = {
-        **os.environ,
-        "CARECLOUD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-        "CARECLOUD_INGEST_MAPPING_FILE": str(mapping),
-        "CARECLOUD_INGEST_GROUP_ID": group,
-        "CARECLOUD_INGEST_STATE_TOPIC": state_topic,
-        "CARECLOUD_INGEST_DLQ_TOPIC": unique("dlq"),
-        "CARECLOUD_INGEST_STATE_DIR": str(tmp_path / "store"),
-        "CARECLOUD_INGEST_TRANSACTIONAL_ID": unique("txn"),
-        "CARECLOUD_INGEST_BATCH_MAX_EVENTS": "400",
-    }
+    env = _env(
+        kafka,
+        mapping,
+        group,
+        state_topic,
+        STATE_DIR=str(tmp_path / "store"),
+        TRANSACTIONAL_ID=unique("txn"),
+        BATCH_MAX_EVENTS="400",
+    )
     cmd = [sys.executable, "-m", "connector.cli", "ingest"]
     log = (tmp_path / "ingest.log").open("w")
     kills = 0
@@ -139,16 +152,7 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(MAPPING.format(topic=topic))
     group, state_topic = unique("scale"), unique("state")
-    base = {
-        **os.environ,
-        "CARECLOUD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-        "CARECLOUD_INGEST_MAPPING_FILE": str(mapping),
-        "CARECLOUD_INGEST_GROUP_ID": group,
-        "CARECLOUD_INGEST_STATE_TOPIC": state_topic,
-        "CARECLOUD_INGEST_DLQ_TOPIC": unique("dlq"),
-        "CARECLOUD_INGEST_BATCH_MAX_EVENTS": "300",
-        "CARECLOUD_INGEST_SESSION_TIMEOUT_MS": "6000",
-    }
+    base = _env(kafka, mapping, group, state_topic, BATCH_MAX_EVENTS="300", SESSION_TIMEOUT_MS="6000")
     cmd = [sys.executable, "-m", "connector.cli", "ingest"]
     log = (tmp_path / "ingest.log").open("w")
     procs = [
