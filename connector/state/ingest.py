@@ -123,7 +123,7 @@ class IngestService:
                 # Static membership: a restarted replica (same StatefulSet pod name) gets its
                 # partitions back at once instead of after the session timeout.
                 "group.instance.id": self.ingest.transactional_id,
-            "session.timeout.ms": self.ingest.session_timeout_ms,
+                "session.timeout.ms": self.ingest.session_timeout_ms,
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
