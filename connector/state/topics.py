@@ -8,6 +8,7 @@ topic and the setting: silently working with it would lose state.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -56,7 +57,7 @@ def ensure_topics(admin: AdminClient, *, state_topic: str, dlq_topic: str, parti
             except Exception as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):  # another replica won the race
                     raise TransientError(f"cannot create topic {name}") from exc
-        meta = admin.list_topics(timeout=_TIMEOUT_S)
+        meta = _await_topics(admin, list(wanted))
     have = len(meta.topics[state_topic].partitions)
     if have != partitions:
         raise TopicConfigError(
@@ -66,6 +67,25 @@ def ensure_topics(admin: AdminClient, *, state_topic: str, dlq_topic: str, parti
     policy = _config(admin, state_topic).get("cleanup.policy", "")
     if "compact" not in policy.split(","):
         raise TopicConfigError(f"state topic {state_topic} has cleanup.policy={policy}; it must be compact")
+
+
+def _await_topics(admin: AdminClient, names: list[str]) -> Any:
+    """Metadata lags behind a finished create: poll until every topic has leaders."""
+    deadline = time.monotonic() + _TIMEOUT_S
+    while True:
+        meta = admin.list_topics(timeout=_TIMEOUT_S)
+        topics = [meta.topics.get(name) for name in names]
+        if all(
+            t is not None
+            and t.error is None
+            and t.partitions
+            and all(p.leader >= 0 for p in t.partitions.values())
+            for t in topics
+        ):
+            return meta
+        if time.monotonic() > deadline:
+            raise TransientError(f"topics {names} have no leaders {_TIMEOUT_S:.0f} s after creation")
+        time.sleep(0.05)
 
 
 def _config(admin: AdminClient, topic: str) -> dict[str, Any]:
