@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from connector.errors import ConfigError, TerminalError
 
-__all__ = ["StoreError", "TopicConfigError"]
+__all__ = ["StoreCorruptedError", "StoreError", "TopicConfigError"]
 
 
 class StoreError(TerminalError):
@@ -13,6 +13,10 @@ class StoreError(TerminalError):
     Nothing is acknowledged before the local write: the Kafka transaction already holds the
     change, so the restarted process rebuilds the store from the state topic.
     """
+
+
+class StoreCorruptedError(StoreError):
+    """A block of the local store failed its checksum: abort the batch and rebuild the store."""
 
 
 class TopicConfigError(ConfigError):

@@ -25,11 +25,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from connector.config import Settings
-from connector.errors import BadInputError, ConfigError, TerminalError
+from connector.errors import BadInputError, ConfigError, TerminalError, TransientError
 from connector.mapping import Mapper, MappingSpec
 from connector.source import Decoder, Position, make_decoder
 from connector.state.apply import Outcome, apply_change
 from connector.state.codec import decode_row, encode_row, state_key
+from connector.state.exceptions import StoreCorruptedError
 from connector.state.resolve import StateRow
 from connector.state.restore import restore_partition
 from connector.state.store import PartitionStore
@@ -38,6 +39,9 @@ from connector.state.topics import ensure_topics, source_partitions
 __all__ = ["IngestService", "dead_letter_headers"]
 
 log = logging.getLogger(__name__)
+
+_BACKOFF_MIN_S = 0.5
+_BACKOFF_MAX_S = 30.0
 
 
 def dead_letter_headers(position: Position, error: str, reason: str) -> list[tuple[str, str | bytes | None]]:
@@ -137,9 +141,21 @@ class IngestService:
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; the batch in flight completes or aborts whole."""
+        backoff = _BACKOFF_MIN_S
         try:
             while not stop.is_set():
-                self.run_batch()
+                try:
+                    self.run_batch()
+                    backoff = _BACKOFF_MIN_S
+                except TransientError as exc:
+                    # Not bad input: keep offsets where they are and try again later.
+                    self.counts["transient_errors"] += 1
+                    log.warning(
+                        "transient failure; retrying",
+                        extra={"error": type(exc).__name__, "retry_in_s": backoff},
+                    )
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
         finally:
             self.close()
 
@@ -182,37 +198,65 @@ class IngestService:
         views: dict[int, _BatchView] = {}
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
-        for msg in msgs:
-            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-            first.setdefault((topic, partition), offset)
-            last[(topic, partition)] = offset
-            view = views.get(partition)
-            if view is None:
-                view = views[partition] = _BatchView(self._store(partition))
-            self._handle(msg, Position(topic, partition, offset), view, producer)
-        self._delivered.clear()
-        for partition, view in views.items():
-            for (entity, entity_id), row in view.rows.items():
-                producer.produce(
-                    self.ingest.state_topic,
-                    encode_row(row),
-                    state_key(entity, entity_id),
-                    partition=partition,
-                    on_delivery=self._on_delivery,
-                )
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-        if not self._commit(producer, consumer, offsets):
-            consumer_rewind = [TopicPartition(t, p, o) for (t, p), o in first.items()]
-            for tp in consumer_rewind:
-                consumer.seek(tp)
-            self.counts["aborted_batches"] += 1
+        try:
+            for msg in msgs:
+                topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+                first.setdefault((topic, partition), offset)
+                last[(topic, partition)] = offset
+                view = views.get(partition)
+                if view is None:
+                    view = views[partition] = _BatchView(self._store(partition))
+                self._handle(msg, Position(topic, partition, offset), view, producer)
+            self._delivered.clear()
+            encoded: dict[int, dict[bytes, bytes]] = {}
+            for partition, view in views.items():
+                rows = encoded[partition] = {
+                    state_key(e, i): encode_row(r) for (e, i), r in view.rows.items()
+                }
+                for key, value in rows.items():
+                    producer.produce(
+                        self.ingest.state_topic,
+                        value,
+                        key,
+                        partition=partition,
+                        on_delivery=self._on_delivery,
+                    )
+            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+            committed = self._commit(producer, consumer, offsets)
+        except (TransientError, StoreCorruptedError) as exc:
+            # Nothing of this batch may become visible: abort, rewind, and let the caller back
+            # off (registry or broker away) or rebuild the corrupt store and go again.
+            producer.abort_transaction(60)
+            self._rewind(consumer, first)
+            if isinstance(exc, StoreCorruptedError):
+                self._rebuild({p for _, p in first})
+                return 0
+            raise
+        if not committed:
+            self._rewind(consumer, first)
             return 0
-        for partition, view in views.items():
-            if view.rows:
-                puts = {state_key(e, i): encode_row(r) for (e, i), r in view.rows.items()}
-                view.store.write(puts, self._delivered[partition] + 1)
+        for partition, rows in encoded.items():
+            if rows:
+                views[partition].store.write(rows, self._delivered[partition] + 1)
         self.counts["events"] += len(msgs)
         return len(msgs)
+
+    def _rewind(self, consumer: Consumer, first: dict[tuple[str, int], int]) -> None:
+        """Seek back to the batch's first offsets: the aborted batch is consumed again."""
+        for (topic, partition), offset in first.items():
+            consumer.seek(TopicPartition(topic, partition, offset))
+        self.counts["aborted_batches"] += 1
+
+    def _rebuild(self, partitions: set[int]) -> None:
+        base = self.settings.kafka.client_config()
+        for p in partitions:
+            store = self.stores.pop(p, None)
+            if store is not None:
+                log.warning("local store corrupt; rebuilding from the state topic", extra={"partition": p})
+                store.destroy()
+                fresh = PartitionStore(store.path)
+                self.counts["restored_records"] += restore_partition(base, self.ingest.state_topic, p, fresh)
+                self.stores[p] = fresh
 
     def _handle(self, msg: Message, position: Position, view: _BatchView, producer: Producer) -> None:
         value = msg.value()

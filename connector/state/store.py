@@ -3,7 +3,8 @@
 It exists only to answer "what version do we hold for this key?" without a network hop.
 It records the state-topic offset it reflects in the same write batch as the rows, so after
 any crash it is caught up by reading the state topic from that offset; when it is missing
-or unreadable it is deleted and rebuilt from the beginning of the state topic.
+or unreadable it is deleted and rebuilt from the beginning of the state topic. Settings and
+measurements: docs/decisions/0004-local-store.md.
 """
 
 from __future__ import annotations
@@ -11,50 +12,84 @@ from __future__ import annotations
 import shutil
 import struct
 from collections.abc import Iterator, Mapping
+from functools import cache
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    DBCompressionType,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
 
-from connector.state.exceptions import StoreError
+from connector.state.exceptions import StoreCorruptedError, StoreError
 
 __all__ = ["PartitionStore"]
 
 # Sorts before every entity key ("<Entity>/<id>" starts with a capital letter).
 _META_OFFSET = b"\x00meta/state-offset"
 _OFFSET = struct.Struct(">q")
+_LOCKED = ("While lock file", "lock hold by current process")
+
+
+@cache
+def _block_cache() -> Cache:
+    """One block cache per process, shared by every partition's store."""
+    return Cache(128 << 20)
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_compression_type(DBCompressionType.lz4())
+    options.set_atomic_flush(True)  # consistent recovery with the WAL off
+    table = BlockBasedOptions()
+    table.set_block_cache(_block_cache())
+    table.set_bloom_filter(10, False)  # the ~50 % misses on ingest read no data block
+    options.set_block_based_table_factory(table)
+    return options
 
 
 class PartitionStore:
     """The local cache of one state-topic partition."""
 
-    def __init__(self, path: Path, *, sync: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self.rebuilt = False
         try:
             self._db = self._open(path)
-        except Exception:  # any failure to open means: rebuild from Kafka
-            shutil.rmtree(path, ignore_errors=True)
+        except Exception as exc:
+            if any(marker in str(exc) for marker in _LOCKED):
+                # Another live instance (or an unclosed handle) owns it: never delete it.
+                raise StoreError(f"local store {path} is locked by another process") from None
+            shutil.rmtree(path, ignore_errors=True)  # unreadable: rebuild from Kafka
             self.rebuilt = True
             self._db = self._open(path)
         self._write_options = WriteOptions()
-        # The WAL is unnecessary: a lost tail is re-read from the state topic at start-up.
-        self._write_options.disable_wal = not sync  # type: ignore[method-assign,assignment]
+        # WAL off, always (never mixed with WAL-on writes): a lost tail is re-read from Kafka.
+        self._write_options.disable_wal = True  # type: ignore[method-assign,assignment]
 
     @staticmethod
     def _open(path: Path) -> Rdict:
         path.parent.mkdir(parents=True, exist_ok=True)
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        return Rdict(str(path), options)
+        return Rdict(str(path), _options())
 
     @property
     def next_offset(self) -> int:
         """The first state-topic offset this store has not seen (0 when new)."""
-        raw = self._db.get(_META_OFFSET)
+        raw = self.get(_META_OFFSET)
         return 0 if raw is None else int(_OFFSET.unpack(raw)[0])
 
     def get(self, key: bytes) -> bytes | None:
-        value = self._db.get(key)
+        """The stored bytes; corruption found here (block checksum) is a typed error."""
+        try:
+            value = self._db.get(key)
+        except Exception as exc:
+            raise self._corrupted(exc) from None
         return None if value is None else bytes(value)
 
     def write(self, puts: Mapping[bytes, bytes], next_offset: int) -> None:
@@ -69,15 +104,28 @@ class PartitionStore:
             raise StoreError(f"local store {self.path} cannot be written ({type(exc).__name__})") from None
 
     def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Rows in key order, optionally of one entity (``b"Claim/"``)."""
-        it = self._db.iter()
+        """Rows in key order, optionally of one entity (``b"Claim/"``).
+
+        A corrupt block ends rocksdict's iteration silently; ``status()`` turns that into
+        ``StoreCorruptedError`` instead of a short result.
+        """
+        options = ReadOptions()
+        if prefix:
+            options.set_iterate_upper_bound(prefix[:-1] + bytes([prefix[-1] + 1]))
+        it = self._db.iter(options)
         it.seek(prefix or b"\x01")
         while it.valid():
-            key = bytes(it.key())
-            if not key.startswith(prefix):
-                break
-            yield key, bytes(it.value())
+            yield bytes(it.key()), bytes(it.value())
             it.next()
+        try:
+            it.status()
+        except Exception as exc:
+            raise self._corrupted(exc) from None
+
+    def _corrupted(self, exc: Exception) -> StoreError:
+        if "Corruption" in str(exc):
+            return StoreCorruptedError(f"local store {self.path} is corrupt; it will be rebuilt from Kafka")
+        return StoreError(f"local store {self.path} cannot be read ({type(exc).__name__})")
 
     def flush(self) -> None:
         self._db.flush()
@@ -88,5 +136,7 @@ class PartitionStore:
 
     def destroy(self) -> None:
         """Close and delete, for a rebuild."""
-        self._db.close()
-        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            self._db.close()
+        finally:
+            shutil.rmtree(self.path, ignore_errors=True)
