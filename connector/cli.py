@@ -42,6 +42,7 @@ def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    import faulthandler
     import logging
     import signal
     import threading
@@ -50,6 +51,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from connector.mapping import load_mapping
     from connector.state.ingest import IngestService
 
+    faulthandler.register(signal.SIGUSR1)  # on-call: `kill -USR1` prints every thread's stack
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
     service = IngestService(settings, load_mapping(settings.ingest.mapping_file))

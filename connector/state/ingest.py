@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _BACKOFF_MIN_S = 0.5
 _BACKOFF_MAX_S = 30.0
+_COMMIT_ATTEMPTS = 3
 
 
 def dead_letter_headers(position: Position, error: str, reason: str) -> list[tuple[str, str | bytes | None]]:
@@ -305,23 +306,33 @@ class IngestService:
         )
 
     def _commit(self, producer: Producer, consumer: Consumer, offsets: list[TopicPartition]) -> bool:
-        """Steps 4-5 with every outcome handled; False means the batch was aborted."""
-        try:
-            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
-            while True:
-                try:
-                    producer.commit_transaction(60)
-                    return True
-                except KafkaException as exc:
-                    if not exc.args[0].retriable():
-                        raise
-        except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if err.txn_requires_abort():
-                log.warning("transaction aborted", extra={"kafka_error": err.name()})
-                producer.abort_transaction(60)
-                return False
-            raise TerminalError(f"Kafka transaction failed fatally: {err.name()}") from None
+        """Steps 4-5 with every outcome handled; False means the batch was aborted.
+
+        Retriable failures are retried a bounded number of times: a broker that stays away
+        longer than that ends the process (non-zero exit), and the restarted process fences
+        this transaction at ``init_transactions`` instead of waiting on it forever.
+        """
+        sent = False
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                if not sent:
+                    producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+                    sent = True
+                producer.commit_transaction(30)
+                return True
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.retriable() and attempt < _COMMIT_ATTEMPTS:
+                    log.warning(
+                        "transaction commit retried", extra={"kafka_error": err.name(), "attempt": attempt}
+                    )
+                    continue
+                if err.txn_requires_abort():
+                    log.warning("transaction aborted", extra={"kafka_error": err.name()})
+                    producer.abort_transaction(30)
+                    return False
+                raise TerminalError(f"Kafka transaction failed: {err.name()}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- partitions and stores -------------------------------------------------------------
 

@@ -37,7 +37,7 @@ def restore_partition(base: dict[str, Any], topic: str, partition: int, store: P
         while not done:
             puts: dict[bytes, bytes] = {}
             next_offset = -1
-            for msg in consumer.consume(_BATCH, 1.0):
+            for msg in consumer.consume(_BATCH, 0.1):  # short: the end of a partition is an EOF event
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
