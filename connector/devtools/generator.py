@@ -12,7 +12,7 @@ import json
 import random
 from collections.abc import Iterator
 
-__all__ = ["family_events"]
+__all__ = ["family_events", "family_events_full"]
 
 _STATUSES = ("A", "P", "S", "T")
 
@@ -77,4 +77,49 @@ def _envelope(op: str, row: dict[str, object], lsn: int) -> bytes:
         "op": op,
         "ts_ms": lsn // 1000,
     }
+    return json.dumps(doc).encode()
+
+
+def family_events_full(
+    families: int, updates: int, *, seed: int = 7, deletes_every: int = 0
+) -> Iterator[tuple[bytes, bytes | None]]:
+    """Like ``family_events``, but about 1 KB per event as a ``REPLICA IDENTITY FULL`` table
+    with ``provide.transaction.metadata=true`` sends them: updates and deletes carry the
+    whole previous row in ``before``, and every event has its ``transaction`` block."""
+    rng = random.Random(seed)
+    lsn = 30_000_000
+    last: dict[int, dict[str, object]] = {}
+    order = [(fid, step) for step in range(updates + 1) for fid in range(1, families + 1)]
+    deleted = range(deletes_every, families + 1, deletes_every) if deletes_every else range(0)
+    for fid, step in [*order, *((fid, -1) for fid in deleted)]:
+        lsn += 100
+        key = json.dumps({"family_id": fid}).encode()
+        before = last.get(fid)
+        if step < 0:
+            yield key, _full_envelope("d", before, None, lsn)
+            yield key, None
+            continue
+        after: dict[str, object] = {
+            "family_id": fid,
+            "family_name": f"Family {fid:07d}",
+            "status": rng.choice(_STATUSES),
+            "plan_code": f"PPO-{rng.randrange(100, 999)}",
+            "coverage_start": 19_000 + fid % 700,
+            "coverage_end": None,
+            "address": json.dumps({"state": "CA", "zip": f"9{fid % 10000:04d}"}),
+            "email": f"family{fid}@example.org",
+            "deductible": _money(rng.randrange(50_000, 900_000)),
+            "oop_max": _money(rng.randrange(100_000, 2_000_000)),
+            "updated_at": 1_732_000_000_000_000 + lsn,
+        }
+        last[fid] = after
+        yield key, _full_envelope("c" if step == 0 else "u", before, after, lsn)
+
+
+def _full_envelope(
+    op: str, before: dict[str, object] | None, after: dict[str, object] | None, lsn: int
+) -> bytes:
+    doc = json.loads(_envelope(op, after or {}, lsn))
+    doc["before"], doc["after"] = before, after
+    doc["transaction"] = {"id": f"{lsn // 100}:{lsn}", "total_order": 1, "data_collection_order": 1}
     return json.dumps(doc).encode()
