@@ -1,0 +1,42 @@
+"""Sinks stage: how snapshot files are encoded and named (storage backends build on these).
+
+``formats`` streams an entity's records as CSV or JSON Lines and gzips the stream; ``keys``
+names the objects deterministically, so a retry overwrites rather than adds. The file layout
+for CareCloud's ingest team is in ``docs/file-format.md``.
+"""
+
+from connector.sinks.exceptions import EncodeError, SinkConfigError
+from connector.sinks.formats import (
+    CSV,
+    DEFAULT_GZIP_LEVEL,
+    FORMATS,
+    GZIP_CONTENT_TYPE,
+    JSON_LINES,
+    CsvFormat,
+    Format,
+    JsonLinesFormat,
+    RowWriter,
+    gzip_chunks,
+    neutralise,
+)
+from connector.sinks.keys import MANIFEST_NAME, day_prefix, manifest_key, object_key
+
+__all__ = [
+    "CSV",
+    "DEFAULT_GZIP_LEVEL",
+    "FORMATS",
+    "GZIP_CONTENT_TYPE",
+    "JSON_LINES",
+    "MANIFEST_NAME",
+    "CsvFormat",
+    "EncodeError",
+    "Format",
+    "JsonLinesFormat",
+    "RowWriter",
+    "SinkConfigError",
+    "day_prefix",
+    "gzip_chunks",
+    "manifest_key",
+    "neutralise",
+    "object_key",
+]

@@ -1,0 +1,28 @@
+"""Errors of the sinks stage; see ``connector.errors`` for the whole tree.
+
+Both are also ``ValueError``::
+
+    ConfigError
+    └── SinkConfigError    a key prefix, compression level or schema type a sink cannot use
+    TerminalError
+    └── EncodeError        a record cannot be written in the file format (names field and row)
+
+An ``EncodeError`` stops the run rather than dead-lettering the record: records in the state
+have passed schema validation, so a record that cannot be encoded is a bug, and a file that
+silently lacks it would be a wrong full snapshot. Messages name the entity, the field and the
+row's position in the file, never the value or the EntityId (they go to logs).
+"""
+
+from __future__ import annotations
+
+from connector.errors import ConfigError, TerminalError
+
+__all__ = ["EncodeError", "SinkConfigError"]
+
+
+class SinkConfigError(ConfigError, ValueError):
+    """A sink setting is invalid: raised at start-up with the setting named."""
+
+
+class EncodeError(TerminalError, ValueError):
+    """A record's field does not hold a value of its schema type; the run stops."""

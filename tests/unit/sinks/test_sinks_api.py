@@ -1,0 +1,52 @@
+"""The sinks stage's public surface: what ``connector.sinks`` exports, and every module's ``__all__``."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import connector.sinks
+from connector.errors import ConfigError, TerminalError
+from connector.sinks import EncodeError, SinkConfigError
+
+
+def test_exported_names_are_what_was_meant() -> None:
+    assert sorted(connector.sinks.__all__) == sorted(
+        [
+            "CSV",
+            "DEFAULT_GZIP_LEVEL",
+            "FORMATS",
+            "GZIP_CONTENT_TYPE",
+            "JSON_LINES",
+            "MANIFEST_NAME",
+            "CsvFormat",
+            "EncodeError",
+            "Format",
+            "JsonLinesFormat",
+            "RowWriter",
+            "SinkConfigError",
+            "day_prefix",
+            "gzip_chunks",
+            "manifest_key",
+            "neutralise",
+            "object_key",
+        ]
+    )
+    for name in connector.sinks.__all__:
+        assert getattr(connector.sinks, name) is not None
+
+
+@pytest.mark.parametrize("module", ["_cells", "exceptions", "formats", "keys"])
+def test_every_module_declares_its_public_names(module: str) -> None:
+    loaded = importlib.import_module(f"connector.sinks.{module}")
+    assert loaded.__all__
+    for name in loaded.__all__:
+        assert getattr(loaded, name) is not None
+
+
+def test_error_classes() -> None:
+    assert issubclass(SinkConfigError, ConfigError)
+    assert issubclass(EncodeError, TerminalError)
+    assert issubclass(SinkConfigError, ValueError)
+    assert issubclass(EncodeError, ValueError)
