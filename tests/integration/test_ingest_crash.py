@@ -147,7 +147,7 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     kafka: KafkaTestCluster, tmp_path: Path
 ) -> None:
     topic = kafka.new_topic(PARTITIONS, prefix="family")
-    events = list(family_events(2000, 5, seed=11, deletes_every=9))
+    events = list(family_events(4000, 5, seed=11, deletes_every=9))
     kafka.seed_topic(topic, events)
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(MAPPING.format(topic=topic))
@@ -168,9 +168,14 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
         )
         for i in range(2)
     ]
+    stores = (tmp_path / "store0", tmp_path / "store1")
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events) // 4:
+    while time.monotonic() < deadline and not (
+        all(p.exists() for p in stores) and _committed(kafka, group, topic) > 0
+    ):
         time.sleep(0.05)
+    assert all(p.exists() for p in stores), "both replicas should have owned partitions"
+    assert _committed(kafka, group, topic) < len(events), "the stream finished before the kill; seed more"
     procs[0].send_signal(signal.SIGKILL)  # one replica vanishes mid-stream
     procs[0].wait(10)
     deadline = time.monotonic() + 120
@@ -179,8 +184,6 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     procs[1].send_signal(signal.SIGTERM)
     assert procs[1].wait(30) == 0
     assert _committed(kafka, group, topic) == len(events)
-    both_stores = [p for p in (tmp_path / "store0", tmp_path / "store1") if p.exists()]
-    assert len(both_stores) == 2, "both replicas should have owned partitions"
 
     messages = [RawMessage(Position(topic, 0, i), k, v, None) for i, (k, v) in enumerate(events)]
     expected = replay(parse_mapping(MAPPING.format(topic=topic)), messages)
