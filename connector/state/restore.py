@@ -31,9 +31,15 @@ def restore_partition(base: dict[str, Any], topic: str, partition: int, store: P
         }
     )
     restored = 0
+    tp = TopicPartition(topic, partition)
     try:
+        # Read up to the high watermark taken now, not just to the first end-of-partition: a
+        # transaction still open at this moment (a previous owner that already sent its
+        # offsets before a rebalance) ends before we consume, and if it commits, its rows are
+        # in the store that the consumed offsets assume.
+        _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
         consumer.assign([TopicPartition(topic, partition, store.next_offset)])
-        done = False
+        done = store.next_offset >= high
         while not done:
             puts: dict[bytes, bytes] = {}
             next_offset = -1
@@ -41,7 +47,7 @@ def restore_partition(base: dict[str, Any], topic: str, partition: int, store: P
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        done = True
+                        done = done or (msg.offset() or 0) >= high
                         continue
                     raise KafkaException(err)
                 key, value = msg.key(), msg.value()
@@ -51,6 +57,7 @@ def restore_partition(base: dict[str, Any], topic: str, partition: int, store: P
             if next_offset >= 0:
                 store.write(puts, next_offset)
                 restored += len(puts)
+            done = done or consumer.position([tp])[0].offset >= high
     finally:
         consumer.close()
     store.flush()
