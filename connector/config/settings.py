@@ -84,6 +84,10 @@ class IngestSettings(BaseSettings):
     """How long a replica that vanished keeps its partitions (static membership: a restart
     within this time gets them back without a rebalance; a removed replica's partitions move
     to the others after it)."""
+    transaction_timeout_ms: int = Field(default=60_000, ge=1_000, le=900_000)
+    """How long a transaction of a replica that died for good (not restarted under the same
+    name) stays open. Until it is aborted, read-committed readers (the snapshot's cut, the
+    restore) stop in front of it; must exceed the longest batch."""
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     """Larger source messages are dead-lettered by reference (position only, no bytes)."""
     schema_registry_url: str | None = None

@@ -116,7 +116,7 @@ class IngestService:
                 **base,
                 "transactional.id": self.ingest.transactional_id,
                 "linger.ms": 5,
-                "transaction.timeout.ms": 60_000,
+                "transaction.timeout.ms": self.ingest.transaction_timeout_ms,
             }
         )
         self._producer.init_transactions(30)

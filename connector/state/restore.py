@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from connector.state.store import PartitionStore
+from connector.state.topics import high_watermarks
 
 __all__ = ["restore_partition"]
 
@@ -37,7 +38,7 @@ def restore_partition(base: dict[str, Any], topic: str, partition: int, store: P
         # transaction still open at this moment (a previous owner that already sent its
         # offsets before a rebalance) ends before we consume, and if it commits, its rows are
         # in the store that the consumed offsets assume.
-        _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        high = high_watermarks(base, topic, [partition])[partition]
         consumer.assign([TopicPartition(topic, partition, store.next_offset)])
         done = store.next_offset >= high
         while not done:

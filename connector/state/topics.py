@@ -12,12 +12,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from connector.errors import TransientError
 from connector.state.exceptions import TopicConfigError
 
-__all__ = ["ensure_topics", "source_partitions"]
+__all__ = ["ensure_topics", "high_watermarks", "source_partitions"]
 
 _TIMEOUT_S = 30.0
 
@@ -92,3 +93,21 @@ def _config(admin: AdminClient, topic: str) -> dict[str, Any]:
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     result = admin.describe_configs([resource])[resource].result(_TIMEOUT_S)
     return {name: entry.value for name, entry in result.items()}
+
+
+def high_watermarks(base: dict[str, Any], topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The end of each partition including records of still-open transactions.
+
+    A read-committed consumer's own watermark query answers the last stable offset, which an
+    open transaction holds back; waiting for this offset instead waits for that transaction
+    to commit or abort.
+    """
+    admin = AdminClient({k: v for k, v in base.items() if k != "error_cb"})
+    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}  # type: ignore[no-untyped-call]
+    futures = admin.list_offsets(
+        request, isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=_TIMEOUT_S
+    )
+    try:
+        return {tp.partition: future.result(_TIMEOUT_S).offset for tp, future in futures.items()}
+    except KafkaException as exc:
+        raise TransientError(f"cannot read the end offsets of {topic}") from exc

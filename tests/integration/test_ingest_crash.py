@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from connector.devtools.generator import family_events
 from connector.mapping import parse_mapping
@@ -73,16 +73,25 @@ def _committed(kafka: KafkaTestCluster, group: str, topic: str) -> int:
 
 
 def _state(kafka: KafkaTestCluster, topic: str) -> dict[tuple[str, str], object]:
-    consumer = kafka.consumer(None, {"isolation.level": "read_committed", "enable.partition.eof": True})
+    """The latest committed row per key, read up to the high watermark of every partition.
+
+    Waiting for the high watermark (not the first end-of-partition) waits out a transaction
+    a killed replica left open, which holds read-committed readers back until it times out.
+    """
+    consumer = kafka.consumer(None, {"isolation.level": "read_committed"})
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)
+    }
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     rows = {}
-    eof = 0
-    while eof < PARTITIONS:
-        msg = consumer.poll(10)
-        assert msg is not None, "state topic read timed out"
-        if msg.error() is not None:
-            assert msg.error().code() == KafkaError._PARTITION_EOF
-            eof += 1
+    deadline = time.monotonic() + 90
+    while True:
+        positions = consumer.position([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        if all(tp.offset >= ends[tp.partition] for tp in positions):
+            break
+        assert time.monotonic() < deadline, "state topic read timed out"
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error() is not None:
             continue
         entity, entity_id = split_key(msg.key())
         rows[(entity, entity_id)] = decode_row(entity, msg.value())
@@ -152,7 +161,15 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(MAPPING.format(topic=topic))
     group, state_topic = unique("scale"), unique("state")
-    base = _env(kafka, mapping, group, state_topic, BATCH_MAX_EVENTS="300", SESSION_TIMEOUT_MS="6000")
+    base = _env(
+        kafka,
+        mapping,
+        group,
+        state_topic,
+        BATCH_MAX_EVENTS="300",
+        SESSION_TIMEOUT_MS="6000",
+        TRANSACTION_TIMEOUT_MS="8000",  # the killed replica's open transaction is aborted after this
+    )
     cmd = [sys.executable, "-m", "connector.cli", "ingest"]
     log = (tmp_path / "ingest.log").open("w")
     procs = [
