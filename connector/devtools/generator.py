@@ -32,19 +32,7 @@ def family_events(
     for fid, step in order:
         lsn += 100
         key = json.dumps({"family_id": fid}).encode()
-        row = {
-            "family_id": fid,
-            "family_name": f"Family {fid:07d}",
-            "status": rng.choice(_STATUSES),
-            "plan_code": f"PPO-{rng.randrange(100, 999)}",
-            "coverage_start": 19_000 + fid % 700,
-            "coverage_end": None,
-            "address": json.dumps({"state": "CA", "zip": f"9{fid % 10000:04d}"}),
-            "email": f"family{fid}@example.org",
-            "deductible": _money(rng.randrange(50_000, 900_000)),
-            "oop_max": _money(rng.randrange(100_000, 2_000_000)),
-            "updated_at": 1_732_000_000_000_000 + lsn,
-        }
+        row = _family_row(fid, rng, lsn)
         yield key, _envelope("c" if step == 0 else "u", row, lsn)
     if deletes_every:
         for fid in range(deletes_every, families + 1, deletes_every):
@@ -52,6 +40,23 @@ def family_events(
             key = json.dumps({"family_id": fid}).encode()
             yield key, _envelope("d", {"family_id": fid}, lsn)
             yield key, None
+
+
+def _family_row(fid: int, rng: random.Random, lsn: int) -> dict[str, object]:
+    """One ``public.family`` row; the random draws are in a fixed order, so a seed fixes it."""
+    return {
+        "family_id": fid,
+        "family_name": f"Family {fid:07d}",
+        "status": rng.choice(_STATUSES),
+        "plan_code": f"PPO-{rng.randrange(100, 999)}",
+        "coverage_start": 19_000 + fid % 700,
+        "coverage_end": None,
+        "address": json.dumps({"state": "CA", "zip": f"9{fid % 10000:04d}"}),
+        "email": f"family{fid}@example.org",
+        "deductible": _money(rng.randrange(50_000, 900_000)),
+        "oop_max": _money(rng.randrange(100_000, 2_000_000)),
+        "updated_at": 1_732_000_000_000_000 + lsn,
+    }
 
 
 def _envelope(op: str, row: dict[str, object], lsn: int) -> bytes:
@@ -99,19 +104,7 @@ def family_events_full(
             yield key, _full_envelope("d", before, None, lsn)
             yield key, None
             continue
-        after: dict[str, object] = {
-            "family_id": fid,
-            "family_name": f"Family {fid:07d}",
-            "status": rng.choice(_STATUSES),
-            "plan_code": f"PPO-{rng.randrange(100, 999)}",
-            "coverage_start": 19_000 + fid % 700,
-            "coverage_end": None,
-            "address": json.dumps({"state": "CA", "zip": f"9{fid % 10000:04d}"}),
-            "email": f"family{fid}@example.org",
-            "deductible": _money(rng.randrange(50_000, 900_000)),
-            "oop_max": _money(rng.randrange(100_000, 2_000_000)),
-            "updated_at": 1_732_000_000_000_000 + lsn,
-        }
+        after = _family_row(fid, rng, lsn)
         last[fid] = after
         yield key, _full_envelope("c" if step == 0 else "u", before, after, lsn)
 

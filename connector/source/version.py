@@ -43,14 +43,6 @@ class Version(NamedTuple):
     row: int
     offset: int
 
-    def encode(self) -> list[int]:
-        """A compact JSON-friendly form for the state record."""
-        return [self.phase, self.major, self.minor, self.row, self.offset]
-
-    @classmethod
-    def decode(cls, raw: list[int]) -> Version:
-        return cls(*raw)
-
 
 def _lsn(value: Any, field: str) -> int:
     """LSNs arrive as JSON numbers or decimal strings (in ``sequence``); both must be exact."""

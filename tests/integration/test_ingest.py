@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from connector.config import load_settings
 from connector.mapping import parse_mapping
 from connector.replay import read_events, replay
-from connector.state.codec import decode_row, split_key
 from connector.state.ingest import IngestService
+from tests.integration.state_helpers import live_rows, read_state
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 ROOT = Path(__file__).parents[2]
@@ -64,34 +63,13 @@ def _run_until(service: IngestService, events: int) -> None:
     raise AssertionError(f"consumed {seen} of {events} events")
 
 
-def _read_state(kafka: KafkaTestCluster, topic: str) -> dict[tuple[str, str], Any]:
-    consumer = kafka.consumer(None, {"isolation.level": "read_committed", "enable.partition.eof": True})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    rows: dict[tuple[str, str], Any] = {}
-    while True:
-        msg = consumer.poll(10)
-        assert msg is not None, "state topic read timed out"
-        if msg.error() is not None:
-            assert msg.error().code() == KafkaError._PARTITION_EOF
-            break
-        entity, entity_id = split_key(msg.key())
-        rows[(entity, entity_id)] = decode_row(entity, msg.value())
-    consumer.close()
-    return rows
-
-
-def _live(rows: dict[tuple[str, str], Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    return sorted((e, i, r.values) for (e, i), r in rows.items() if r.complete)
-
-
 def test_kafka_ingest_equals_offline_replay_and_dead_letters_keep_bytes(
     kafka: KafkaTestCluster, tmp_path: Path
 ) -> None:
     service, settings, prefix, ctx = _setup(kafka, tmp_path)
     _run_until(service, 38)
     expected = ctx["expected"]
-    state = _read_state(kafka, settings.ingest.state_topic)
-    assert _live(state) == expected.live
+    assert live_rows(read_state(kafka, settings.ingest.state_topic)) == expected.live
     assert service.counts["aborted_batches"] == 0
 
     dlq = kafka.read_topic(settings.ingest.dlq_topic, 5, overrides={"isolation.level": "read_committed"})

@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaException, TopicPartition
 
 from connector.devtools.generator import family_events
 from connector.mapping import parse_mapping
 from connector.replay import RawMessage, replay
 from connector.source import Position
-from connector.state.codec import decode_row, split_key
+from tests.integration.state_helpers import committed, live_rows, read_state
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 pytestmark = pytest.mark.integration
@@ -61,42 +60,16 @@ def _env(
 
 
 def _committed(kafka: KafkaTestCluster, group: str, topic: str) -> int:
-    """Committed offsets; -1 while a transaction's offsets are pending (KIP-447 stable read)."""
-    consumer = kafka.consumer(group, {"enable.auto.commit": False})
-    try:
-        parts = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=5)
-    except KafkaException:
-        return -1
-    finally:
-        consumer.close()
-    return sum(max(tp.offset, 0) for tp in parts)
+    return committed(kafka, group, topic, PARTITIONS)
 
 
-def _state(kafka: KafkaTestCluster, topic: str) -> dict[tuple[str, str], object]:
-    """The latest committed row per key, read up to the high watermark of every partition.
-
-    Waiting for the high watermark (not the first end-of-partition) waits out a transaction
-    a killed replica left open, which holds read-committed readers back until it times out.
-    """
-    consumer = kafka.consumer(None, {"isolation.level": "read_committed"})
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)
-    }
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    rows = {}
-    deadline = time.monotonic() + 90
-    while True:
-        positions = consumer.position([TopicPartition(topic, p) for p in range(PARTITIONS)])
-        if all(tp.offset >= ends[tp.partition] for tp in positions):
-            break
-        assert time.monotonic() < deadline, "state topic read timed out"
-        msg = consumer.poll(0.5)
-        if msg is None or msg.error() is not None:
-            continue
-        entity, entity_id = split_key(msg.key())
-        rows[(entity, entity_id)] = decode_row(entity, msg.value())
-    consumer.close()
-    return rows
+def _assert_state_equals_replay(
+    kafka: KafkaTestCluster, state_topic: str, topic: str, events: list[tuple[bytes, bytes | None]]
+) -> None:
+    """The live state in Kafka equals the offline replay of the same events."""
+    messages = [RawMessage(Position(topic, 0, i), k, v, None) for i, (k, v) in enumerate(events)]
+    expected = replay(parse_mapping(MAPPING.format(topic=topic)), messages)
+    assert live_rows(read_state(kafka, state_topic, PARTITIONS)) == expected.live
 
 
 def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
@@ -144,12 +117,8 @@ def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
     assert proc.wait(30) == 0
     assert _committed(kafka, group, topic) == len(events)
 
-    messages = [RawMessage(Position(topic, 0, i), k, v, None) for i, (k, v) in enumerate(events)]
-    expected = replay(parse_mapping(MAPPING.format(topic=topic)), messages)
-    state = _state(kafka, state_topic)
-    live = sorted((e, i, r.values) for (e, i), r in state.items() if r.complete)  # type: ignore[attr-defined]
-    assert live == expected.live
-    assert len(live) == 2000 - 2000 // 7
+    _assert_state_equals_replay(kafka, state_topic, topic, events)
+    assert len(live_rows(read_state(kafka, state_topic, PARTITIONS))) == 2000 - 2000 // 7
 
 
 def test_two_processes_split_the_partitions_and_survive_one_stopping(
@@ -202,8 +171,4 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     assert procs[1].wait(30) == 0
     assert _committed(kafka, group, topic) == len(events)
 
-    messages = [RawMessage(Position(topic, 0, i), k, v, None) for i, (k, v) in enumerate(events)]
-    expected = replay(parse_mapping(MAPPING.format(topic=topic)), messages)
-    state = _state(kafka, state_topic)
-    live = sorted((e, i, r.values) for (e, i), r in state.items() if r.complete)  # type: ignore[attr-defined]
-    assert live == expected.live
+    _assert_state_equals_replay(kafka, state_topic, topic, events)

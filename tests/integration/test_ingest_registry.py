@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from connector.config import load_settings
 from connector.devtools.schema_registry import SchemaRegistryServer
 from connector.mapping import parse_mapping
 from connector.state.ingest import IngestService
+from tests.integration.state_helpers import committed
 from tests.integration.test_schema_registry_http import KEY_SCHEMA, VALUE_SCHEMA, envelope, frame, row
 from tests.kafka_helpers import KafkaTestCluster, unique
 
@@ -38,15 +38,6 @@ tables:
       UpdatedAt: updated_at
 """
 EVENTS = 40
-
-
-def _committed(kafka: KafkaTestCluster, group: str, topic: str) -> int:
-    consumer = kafka.consumer(group, {"enable.auto.commit": False})
-    try:
-        [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
-    finally:
-        consumer.close()
-    return max(tp.offset, 0)
 
 
 def test_registry_outage_backs_off_without_advancing_then_recovers(
@@ -89,7 +80,7 @@ def test_registry_outage_backs_off_without_advancing_then_recovers(
                 time.sleep(0.1)
             assert service.counts["transient_errors"] >= 2  # retried, backing off
             assert service.counts["events"] == 0
-            assert _committed(kafka, group, topic) == 0  # nothing dead-lettered, nothing skipped
+            assert committed(kafka, group, topic) == 0  # nothing dead-lettered, nothing skipped
 
             registry.start()  # same port, same schemas
             deadline = time.monotonic() + 60
@@ -102,4 +93,4 @@ def test_registry_outage_backs_off_without_advancing_then_recovers(
     assert counts["events"] == EVENTS
     assert counts["applied"] == EVENTS
     assert not any(key.startswith("dlq.") for key in counts)
-    assert _committed(kafka, group, topic) == EVENTS
+    assert committed(kafka, group, topic) == EVENTS
