@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -126,7 +127,20 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
 ) -> None:
     topic = kafka.new_topic(PARTITIONS, prefix="family")
     events = list(family_events(4000, 5, seed=11, deletes_every=9))
-    kafka.seed_topic(topic, events)
+    # A third is there at start; the rest arrives while both replicas run, so the kill below
+    # always lands mid-stream however fast the machine is.
+    head, tail = events[: len(events) // 3], events[len(events) // 3 :]
+    kafka.seed_topic(topic, head)
+    half_of_tail_sent = threading.Event()
+
+    def publish_tail() -> None:
+        for start in range(0, len(tail), 250):
+            kafka.seed_topic(topic, tail[start : start + 250])
+            if start + 250 >= len(tail) // 2:
+                half_of_tail_sent.set()
+            time.sleep(0.05)
+
+    publisher = threading.Thread(target=publish_tail, name="publisher")
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(MAPPING.format(topic=topic))
     group, state_topic = unique("scale"), unique("state")
@@ -161,9 +175,12 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     ):
         time.sleep(0.05)
     assert all(p.exists() for p in stores), "both replicas should have owned partitions"
-    assert _committed(kafka, group, topic) < len(events), "the stream finished before the kill; seed more"
+    publisher.start()
+    assert half_of_tail_sent.wait(60)
+    assert publisher.is_alive(), "the stream finished before the kill; publish more slowly"
     procs[0].send_signal(signal.SIGKILL)  # one replica vanishes mid-stream
     procs[0].wait(10)
+    publisher.join(60)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events):
         time.sleep(0.2)
