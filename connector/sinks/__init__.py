@@ -5,7 +5,13 @@ names the objects deterministically, so a retry overwrites rather than adds. The
 for CareCloud's ingest team is in ``docs/file-format.md``.
 """
 
-from connector.sinks.exceptions import EncodeError, SinkConfigError
+from connector.sinks.exceptions import (
+    EncodeError,
+    PreconditionFailed,
+    SinkConfigError,
+    StorageDenied,
+    StorageUnavailable,
+)
 from connector.sinks.formats import (
     CSV,
     DEFAULT_GZIP_LEVEL,
@@ -20,6 +26,7 @@ from connector.sinks.formats import (
     neutralise,
 )
 from connector.sinks.keys import MANIFEST_NAME, day_prefix, manifest_key, object_key
+from connector.sinks.storage import Storage, StoredObject
 
 __all__ = [
     "CSV",
@@ -28,12 +35,17 @@ __all__ = [
     "GZIP_CONTENT_TYPE",
     "JSON_LINES",
     "MANIFEST_NAME",
+    "PreconditionFailed",
     "CsvFormat",
     "EncodeError",
     "Format",
     "JsonLinesFormat",
     "RowWriter",
     "SinkConfigError",
+    "Storage",
+    "StorageDenied",
+    "StorageUnavailable",
+    "StoredObject",
     "day_prefix",
     "gzip_chunks",
     "manifest_key",

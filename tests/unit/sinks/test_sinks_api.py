@@ -20,12 +20,17 @@ def test_exported_names_are_what_was_meant() -> None:
             "GZIP_CONTENT_TYPE",
             "JSON_LINES",
             "MANIFEST_NAME",
+            "PreconditionFailed",
             "CsvFormat",
             "EncodeError",
             "Format",
             "JsonLinesFormat",
             "RowWriter",
             "SinkConfigError",
+            "Storage",
+            "StorageDenied",
+            "StorageUnavailable",
+            "StoredObject",
             "day_prefix",
             "gzip_chunks",
             "manifest_key",
@@ -37,7 +42,7 @@ def test_exported_names_are_what_was_meant() -> None:
         assert getattr(connector.sinks, name) is not None
 
 
-@pytest.mark.parametrize("module", ["_cells", "exceptions", "formats", "keys"])
+@pytest.mark.parametrize("module", ["_cells", "exceptions", "formats", "keys", "storage"])
 def test_every_module_declares_its_public_names(module: str) -> None:
     loaded = importlib.import_module(f"connector.sinks.{module}")
     assert loaded.__all__
