@@ -7,6 +7,7 @@ the variable, so a bad deployment fails at start-up with one readable message.
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector.config.exceptions import SettingsError
 
-__all__ = ["IngestSettings", "KafkaSettings", "Settings", "load_settings"]
+__all__ = [
+    "IngestSettings",
+    "KafkaSettings",
+    "OpsSettings",
+    "S3Settings",
+    "Settings",
+    "SftpSettings",
+    "SnapshotSettings",
+    "load_settings",
+]
 
 
 class KafkaSettings(BaseSettings):
@@ -94,19 +104,147 @@ class IngestSettings(BaseSettings):
     """Schema Registry for Avro topics."""
 
 
+class SnapshotSettings(BaseSettings):
+    """The daily snapshot: when, what it checks, how it routes, where files go."""
+
+    model_config = SettingsConfigDict(env_prefix="CARECLOUD_SNAPSHOT_", extra="ignore")
+
+    zone: str = "America/Los_Angeles"
+    """IANA zone of the start and deadline wall times."""
+    start: dt.time = dt.time(0, 30)
+    """Local time the daily run starts (and cuts)."""
+    deadline: dt.time = dt.time(3, 0)
+    """Local time by which every file and the manifest must be published (CCN ingests 3-5 AM)."""
+    expected_duration_s: int = Field(default=1800, ge=1)
+    """How long a run is expected to take: a missed day still runs on start-up only if it can
+    finish before the deadline, and waiting for lag stops this long before the deadline."""
+    sink: Literal["s3", "sftp"] = "s3"
+    """Where entity files go; the lease, the pinned cut and the manifest live there too."""
+    prefix: str = "carecloud"
+    """Key prefix (S3) or directory below the SFTP root; files are <prefix>/<date>/<Entity>..."""
+    format: Literal["csv", "jsonl"] = "csv"
+    """File format (docs/file-format.md)."""
+    gzip_level: int = Field(default=6, ge=0, le=9)
+    """Compression level of the files (docs/decisions/0007)."""
+    file_threshold: int = Field(default=5000, ge=0)
+    """Entities with more records than this go as files; others by API (CareCloud: 5000)."""
+    api_batch_size: int = Field(default=1000, ge=1, le=1000)
+    """Records per Portal API batch (CareCloud: at most 1000)."""
+    api_enabled: bool = False
+    """Deliver small entities through the Portal API; when off, every entity goes as a file."""
+    orphan_policy: Literal["hold_out", "block"] = "hold_out"
+    """Orphans (a reference to a missing parent): leave them out and list them, or block the entity."""
+    max_drop_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    """An entity that shrank by more than this since the last delivery is blocked unless overridden."""
+    lag_policy: Literal["wait", "go"] = "wait"
+    """Before the cut: wait for ingest to catch up (bounded by the deadline) or cut at once."""
+    max_lag_events: int = Field(default=0, ge=0)
+    """Ingest lag (events not yet in the state) at or below which the cut goes ahead."""
+    lease_ttl_s: int = Field(default=600, ge=10)
+    """How long a run's lease lasts without renewal (renewed every third of it)."""
+    work_dir: Path | None = None
+    """Where the cut's temporary on-disk copy of the state lives (default: the system temp dir)."""
+    owner: str = Field(default_factory=socket.gethostname)
+    """This pod's name in the lease."""
+
+
+class S3Settings(BaseSettings):
+    """CareCloud's S3 bucket (used when CARECLOUD_SNAPSHOT_SINK=s3)."""
+
+    model_config = SettingsConfigDict(env_prefix="CARECLOUD_S3_", extra="ignore")
+
+    bucket: str | None = None
+    """Bucket name; required when the sink is s3."""
+    endpoint_url: str | None = None
+    """S3-compatible endpoint (tests, the demo); unset for AWS."""
+    region: str = "us-west-2"
+    """Bucket region."""
+    sse: Literal["none", "AES256", "aws:kms"] = "AES256"
+    """Server-side encryption: none, SSE-S3 (AES256) or SSE-KMS."""
+    kms_key_id: str | None = None
+    """KMS key id or ARN for SSE-KMS (the bucket default key when unset)."""
+    part_size_mb: int = Field(default=16, ge=5, le=5120)
+    """Multipart upload part size in MiB (S3's minimum is 5)."""
+    access_key_id: str | None = None
+    """Explicit credentials; unset uses the default chain (IRSA, instance profile, env)."""
+    secret_access_key: SecretStr | None = None
+    """Explicit secret; never logged."""
+
+
+class SftpSettings(BaseSettings):
+    """CareCloud's SFTP endpoint (used when CARECLOUD_SNAPSHOT_SINK=sftp)."""
+
+    model_config = SettingsConfigDict(env_prefix="CARECLOUD_SFTP_", extra="ignore")
+
+    host: str | None = None
+    """SFTP host; required when the sink is sftp."""
+    port: int = Field(default=22, ge=1, le=65535)
+    """SFTP port."""
+    username: str | None = None
+    """Login name."""
+    private_key_file: Path | None = None
+    """Private key (a mounted Secret)."""
+    password: SecretStr | None = None
+    """Password, when no key is used; never logged."""
+    known_hosts_file: Path | None = None
+    """known_hosts holding the server's host key; required (host keys are always checked)."""
+    root: str = "."
+    """Directory on the server that keys are relative to."""
+
+
+class OpsSettings(BaseSettings):
+    """The operations endpoint and the logs (connector.health, connector.logs)."""
+
+    model_config = SettingsConfigDict(env_prefix="CARECLOUD_OPS_", extra="ignore")
+
+    http_host: str = "0.0.0.0"
+    """Address of /metrics, /healthz and /readyz: all interfaces, so the kubelet and Prometheus reach it."""
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of /metrics, /healthz and /readyz (0 picks a free one, for tests)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level logged."""
+    log_format: Literal["json", "text"] = "json"
+    """One JSON object per line (for log collectors), or text for a terminal."""
+    stall_after_s: float = Field(default=120.0, gt=0)
+    """/healthz turns 503 when the main loop has not ticked for this long (the kubelet restarts
+    the pod); longer than the slowest batch commit, and than a restore between its beats."""
+
+
 class Settings:
     """All stages' settings, validated together."""
 
-    def __init__(self, kafka: KafkaSettings, ingest: IngestSettings) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        ingest: IngestSettings,
+        snapshot: SnapshotSettings | None = None,
+        s3: S3Settings | None = None,
+        sftp: SftpSettings | None = None,
+        ops: OpsSettings | None = None,
+    ) -> None:
         self.kafka = kafka
         self.ingest = ingest
+        self.snapshot = snapshot or SnapshotSettings()
+        self.s3 = s3 or S3Settings()
+        self.sftp = sftp or SftpSettings()
+        self.ops = ops or OpsSettings()
+
+
+_MODELS: tuple[tuple[str, type[BaseSettings]], ...] = (
+    ("kafka", KafkaSettings),
+    ("ingest", IngestSettings),
+    ("snapshot", SnapshotSettings),
+    ("s3", S3Settings),
+    ("sftp", SftpSettings),
+    ("ops", OpsSettings),
+)
 
 
 def load_settings(**overrides: dict[str, Any]) -> Settings:
     """Read every model from the environment; raise ``SettingsError`` listing every problem."""
     problems: list[str] = []
     models: dict[str, Any] = {}
-    for key, cls in (("kafka", KafkaSettings), ("ingest", IngestSettings)):
+    for key, cls in _MODELS:
         try:
             models[key] = cls(**overrides.get(key, {}))
         except ValidationError as exc:
@@ -114,6 +252,27 @@ def load_settings(**overrides: dict[str, Any]) -> Settings:
             for err in exc.errors():
                 name = ".".join(str(p) for p in err["loc"])
                 problems.append(f"{prefix}{name.upper()}: {err['msg']}")
+    if "snapshot" in models:
+        problems.extend(_sink_problems(models["snapshot"], models.get("s3"), models.get("sftp")))
     if problems:
         raise SettingsError(problems)
-    return Settings(models["kafka"], models["ingest"])
+    return Settings(**models)
+
+
+def _sink_problems(snapshot: SnapshotSettings, s3: S3Settings | None, sftp: SftpSettings | None) -> list[str]:
+    """Settings that only the chosen sink requires, named by their variables."""
+    problems = []
+    if snapshot.sink == "s3" and s3 is not None and not s3.bucket:
+        problems.append("CARECLOUD_S3_BUCKET: required when CARECLOUD_SNAPSHOT_SINK=s3")
+    if snapshot.sink == "sftp" and sftp is not None:
+        for name in ("host", "username", "known_hosts_file"):
+            if getattr(sftp, name) is None:
+                problems.append(f"CARECLOUD_SFTP_{name.upper()}: required when CARECLOUD_SNAPSHOT_SINK=sftp")
+        if sftp.private_key_file is None and sftp.password is None:
+            problems.append(
+                "CARECLOUD_SFTP_PRIVATE_KEY_FILE: a private key or CARECLOUD_SFTP_PASSWORD is required "
+                "when CARECLOUD_SNAPSHOT_SINK=sftp"
+            )
+    if not snapshot.start < snapshot.deadline:
+        problems.append("CARECLOUD_SNAPSHOT_START: must be before CARECLOUD_SNAPSHOT_DEADLINE")
+    return problems

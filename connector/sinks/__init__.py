@@ -25,7 +25,7 @@ from connector.sinks.formats import (
     gzip_chunks,
     neutralise,
 )
-from connector.sinks.keys import MANIFEST_NAME, day_prefix, manifest_key, object_key
+from connector.sinks.keys import MANIFEST_NAME, control_key, day_prefix, manifest_key, object_key
 from connector.sinks.storage import Storage, StoredObject
 
 __all__ = [
@@ -35,17 +35,18 @@ __all__ = [
     "GZIP_CONTENT_TYPE",
     "JSON_LINES",
     "MANIFEST_NAME",
-    "PreconditionFailed",
     "CsvFormat",
     "EncodeError",
     "Format",
     "JsonLinesFormat",
+    "PreconditionFailed",
     "RowWriter",
     "SinkConfigError",
     "Storage",
     "StorageDenied",
     "StorageUnavailable",
     "StoredObject",
+    "control_key",
     "day_prefix",
     "gzip_chunks",
     "manifest_key",

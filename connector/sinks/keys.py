@@ -6,6 +6,9 @@ new ones; earlier dates live under their own date and are kept::
 
     <prefix>/<YYYY-MM-DD>/<Entity>.<ext>.gz      e.g. carecloud/2026-03-08/Claim.csv.gz
     <prefix>/<YYYY-MM-DD>/_manifest.json         written last; a date without it is not published
+    <prefix>/<YYYY-MM-DD>/_report.json           the checks' report (orphans by EntityId), before it
+    <prefix>/<YYYY-MM-DD>/_run.json              the date's pinned cut: every run of the date uses it
+    <prefix>/<YYYY-MM-DD>/_lease.json            who runs the date now, until when
 
 The leading underscore sorts the manifest apart from the entity files, which are named after
 entities and so never start with one. The same keys are paths below the SFTP root.
@@ -20,9 +23,10 @@ from connector.model import ENTITY_NAMES
 from connector.sinks.exceptions import SinkConfigError
 from connector.sinks.formats import Format
 
-__all__ = ["MANIFEST_NAME", "day_prefix", "manifest_key", "object_key"]
+__all__ = ["MANIFEST_NAME", "control_key", "day_prefix", "manifest_key", "object_key"]
 
 MANIFEST_NAME = "_manifest.json"
+_CONTROL_NAMES = frozenset({MANIFEST_NAME, "_report.json", "_run.json", "_lease.json"})
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]*")
 
 
@@ -36,6 +40,13 @@ def object_key(prefix: str, day: dt.date, entity: str, fmt: Format) -> str:
 def manifest_key(prefix: str, day: dt.date) -> str:
     """``<prefix>/<YYYY-MM-DD>/_manifest.json``: the key a reader checks before trusting a date."""
     return f"{day_prefix(prefix, day)}{MANIFEST_NAME}"
+
+
+def control_key(prefix: str, day: dt.date, name: str) -> str:
+    """``<prefix>/<YYYY-MM-DD>/<name>`` for the run's own objects (``_run.json``, ``_lease.json``...)."""
+    if name not in _CONTROL_NAMES:
+        raise SinkConfigError(f"unknown control object {name!r}")
+    return f"{day_prefix(prefix, day)}{name}"
 
 
 def day_prefix(prefix: str, day: dt.date) -> str:

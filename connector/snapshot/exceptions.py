@@ -1,21 +1,34 @@
 """Errors of the snapshot stage; see ``connector.errors`` for the whole tree.
 
-Both are also ``ValueError``, so code that only knows the standard library still catches them::
+The first three are also ``ValueError``, so code that only knows the standard library still
+catches them::
 
     ConfigError
     └── SnapshotConfigError      a schedule, threshold or ratio no run can work with (names it)
     TerminalError
     └── SnapshotArgumentError    a caller passed a value no run can have (a negative count)
         └── NaiveDatetimeError   a datetime without a zone where an instant is meant
+    TerminalError
+    ├── LeaseLost                another pod took the date's lease over: stop before publishing
+    └── DeadlineMissed           the run cannot finish before CareCloud's deadline
+    TransientError
+    └── LeaseBusy                another pod is running the date now: try again later
 
 Messages name the setting or argument, never a record value.
 """
 
 from __future__ import annotations
 
-from connector.errors import ConfigError, TerminalError
+from connector.errors import ConfigError, TerminalError, TransientError
 
-__all__ = ["NaiveDatetimeError", "SnapshotArgumentError", "SnapshotConfigError"]
+__all__ = [
+    "DeadlineMissed",
+    "LeaseBusy",
+    "LeaseLost",
+    "NaiveDatetimeError",
+    "SnapshotArgumentError",
+    "SnapshotConfigError",
+]
 
 
 class SnapshotConfigError(ConfigError, ValueError):
@@ -28,3 +41,15 @@ class SnapshotArgumentError(TerminalError, ValueError):
 
 class NaiveDatetimeError(SnapshotArgumentError):
     """A naive datetime was passed where an instant is meant: it would be read as local time."""
+
+
+class LeaseLost(TerminalError):
+    """Our lease expired and another owner took it: this run must not publish anything more."""
+
+
+class LeaseBusy(TransientError):
+    """Another live owner holds the date's lease; its run will publish the date."""
+
+
+class DeadlineMissed(TerminalError):
+    """Waiting (for lag, for the Portal) would pass the deadline; the date is reported missed."""

@@ -25,7 +25,7 @@ from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from connector.errors import TransientError
 from connector.source.version import Version
-from connector.state.codec import decode_row, split_key
+from connector.state.codec import decode_row, split_key, state_key
 
 __all__ = ["Cut", "StateReader", "take_cut"]
 
@@ -47,6 +47,12 @@ class Cut:
             "end_offsets": {str(p): o for p, o in sorted(self.end_offsets.items())},
             "taken_at": self.taken_at.isoformat(),
         }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Cut:
+        """The cut a manifest or a date's run record holds (the inverse of ``as_json``)."""
+        ends = {int(p): int(o) for p, o in raw["end_offsets"].items()}
+        return cls(raw["topic"], ends, datetime.fromisoformat(raw["taken_at"]))
 
 
 def take_cut(base: dict[str, Any], topic: str) -> Cut:
@@ -141,6 +147,11 @@ class StateReader:
         for entity_id, row in self._rows(entity):
             if row.complete:
                 yield entity_id, row.values
+
+    def has(self, entity: str, entity_id: str) -> bool:
+        """Whether ``entities(entity)`` yields ``entity_id``: a parent check without a set in memory."""
+        raw = self._db.get(state_key(entity, entity_id))
+        return raw is not None and decode_row(entity, bytes(raw)).complete
 
     def incomplete(self, entity: str) -> list[str]:
         """EntityIds of live rows still missing an unchanged-TOAST value: held out, reported."""

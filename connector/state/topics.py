@@ -37,10 +37,17 @@ def source_partitions(admin: AdminClient, topics: Iterable[str]) -> int:
     return max(counts)
 
 
+_STATE_COMPACTION_LAG_MS = 2 * 24 * 3600 * 1000
+"""A snapshot reads the state topic up to its cut, and a resumed run re-reads the same cut to
+write the same bytes. Compaction may drop a record before the cut once a newer one for its key
+lies after the cut, which would remove that key from the cut's view; no record younger than
+this lag is compacted, so a cut stays readable for two days (a date's run lasts hours)."""
+
+
 def ensure_topics(admin: AdminClient, *, state_topic: str, dlq_topic: str, partitions: int) -> None:
     """Create the state and dead-letter topics if missing; verify them if present."""
     wanted = {
-        state_topic: {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        state_topic: {"cleanup.policy": "compact", "min.compaction.lag.ms": str(_STATE_COMPACTION_LAG_MS)},
         dlq_topic: {"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)},
     }
     meta = admin.list_topics(timeout=_TIMEOUT_S)

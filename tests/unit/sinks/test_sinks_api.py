@@ -31,6 +31,7 @@ def test_exported_names_are_what_was_meant() -> None:
             "StorageDenied",
             "StorageUnavailable",
             "StoredObject",
+            "control_key",
             "day_prefix",
             "gzip_chunks",
             "manifest_key",

@@ -1,0 +1,122 @@
+"""Ingest lag before the cut, and whether to wait for it.
+
+Lag is what upstream has published to the source topics that ingest has not yet committed
+into the state: per source partition, its end offset minus the ingest group's committed
+offset. The run measures it just before cutting and writes it into the manifest, so CareCloud
+and the operator know how fresh the snapshot is. The policy (``CARECLOUD_SNAPSHOT_LAG_POLICY``)
+says whether to wait for the lag to fall to ``max_lag_events`` or to cut at once; waiting is
+bounded by ``wait_until`` (the deadline minus the run's expected duration), after which the run
+cuts anyway and says so: a slightly stale full snapshot before the deadline beats none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from connector.errors import TransientError
+from connector.state.reader import Cut, take_cut
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Lag", "cut_when_caught_up", "lag_decision", "measure_lag"]
+
+_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """Events published to the source topics but not yet in the state, per partition."""
+
+    partitions: dict[str, int] = field(default_factory=dict)
+    """``"<topic>/<partition>"`` -> events behind."""
+    waited_s: float = 0.0
+    """How long the run waited for the lag to fall before cutting."""
+    gave_up_waiting: bool = False
+    """The wait bound was reached with the lag still above the threshold."""
+
+    @property
+    def total(self) -> int:
+        return sum(self.partitions.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "partitions": dict(sorted(self.partitions.items())),
+            "waited_s": round(self.waited_s, 3),
+            "gave_up_waiting": self.gave_up_waiting,
+        }
+
+
+def lag_decision(total: int, *, policy: str, max_lag: int, now: dt.datetime, wait_until: dt.datetime) -> str:
+    """``go`` (cut now), ``wait`` (measure again shortly) or ``give_up`` (cut now, lag too high)."""
+    if policy == "go" or total <= max_lag:
+        return "go"
+    return "wait" if now < wait_until else "give_up"
+
+
+def measure_lag(base: dict[str, Any], group_id: str, topics: Iterable[str]) -> Lag:
+    """The ingest group's lag on every partition of ``topics``, from the brokers' offsets.
+
+    A partition the group has never committed counts from its start (0): nothing of it is
+    in the state yet.
+    """
+    admin = AdminClient({k: v for k, v in base.items() if k != "error_cb"})
+    try:
+        meta = admin.list_topics(timeout=_TIMEOUT_S)
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in sorted(set(topics))
+            for p in sorted(meta.topics[topic].partitions)
+        ]
+        ends_request = {tp: OffsetSpec.latest() for tp in partitions}  # type: ignore[no-untyped-call]
+        ends = {
+            (tp.topic, tp.partition): future.result(_TIMEOUT_S).offset
+            for tp, future in admin.list_offsets(ends_request, request_timeout=_TIMEOUT_S).items()
+        }
+        request = [ConsumerGroupTopicPartitions(group_id, partitions)]
+        committed = {}
+        for future in admin.list_consumer_group_offsets(request, request_timeout=_TIMEOUT_S).values():
+            for tp in future.result(_TIMEOUT_S).topic_partitions:
+                committed[(tp.topic, tp.partition)] = max(tp.offset, 0)
+    except (KafkaException, KeyError) as exc:
+        raise TransientError(
+            "cannot measure the ingest lag (source topic or group offsets unavailable)"
+        ) from exc
+    return Lag({f"{t}/{p}": max(end - committed.get((t, p), 0), 0) for (t, p), end in ends.items()})
+
+
+def cut_when_caught_up(
+    base: dict[str, Any],
+    *,
+    state_topic: str,
+    group_id: str,
+    source_topics: Iterable[str],
+    policy: str,
+    max_lag: int,
+    wait_until: dt.datetime,
+    clock: Callable[[], dt.datetime],
+    sleep: Callable[[float], None] = time.sleep,
+    poll_s: float = 5.0,
+) -> tuple[Cut, Lag]:
+    """Measure the lag, wait per ``policy`` (never past ``wait_until``), then take the cut."""
+    topics = sorted(set(source_topics))
+    started = time.monotonic()
+    while True:
+        lag = measure_lag(base, group_id, topics)
+        decision = lag_decision(lag.total, policy=policy, max_lag=max_lag, now=clock(), wait_until=wait_until)
+        if decision != "wait":
+            break
+        log.info("ingest lag %d event(s) above %d; waiting before the cut", lag.total, max_lag)
+        sleep(poll_s)
+    cut = take_cut(base, state_topic)
+    if decision == "give_up":
+        log.warning("ingest lag still %d event(s) at the wait bound; cutting anyway", lag.total)
+    return cut, Lag(lag.partitions, time.monotonic() - started, decision == "give_up")

@@ -1,0 +1,143 @@
+"""What a run will deliver: the checks and the routing applied to the state as of the cut.
+
+The plan is computed from the cut's state before anything is published, so the manifest and
+the report describe exactly what was delivered, and the same cut always gives the same plan.
+It streams: each entity is scanned once for its count and associations, parents are looked up
+in the cut's on-disk copy (``StateReader.has``) rather than in sets, so memory holds only the
+orphans' EntityIds, not the state.
+
+Held out of an entity's delivery: rows still missing an unchanged-TOAST value (``incomplete``)
+and, under ``hold_out``, orphans (with the cascade of ``checks.orphans``). Blocked: entities
+whose count dropped too far (unless overridden) and, under ``block``, entities with orphans;
+a blocked entity blocks its children.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from connector.model import ENTITY_NAMES, REFERENCES
+from connector.snapshot.checks import CountCheck, OrphanPolicy, OrphanReport, count_change, orphans
+from connector.snapshot.routing import Route, route_for
+
+__all__ = ["EntityPlan", "Plan", "StateView", "make_plan"]
+
+
+class StateView(Protocol):
+    """The part of ``StateReader`` the plan needs (a cut's state)."""
+
+    def entities(self, entity: str) -> Iterator[tuple[str, dict[str, Any]]]: ...
+
+    def has(self, entity: str, entity_id: str) -> bool: ...
+
+    def incomplete(self, entity: str) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EntityPlan:
+    """One entity's delivery as decided before publishing."""
+
+    entity: str
+    records: int
+    """Records to deliver: live and complete, minus held-out ones."""
+    held_out: frozenset[str]
+    """EntityIds left out (orphans under ``hold_out``, and incomplete rows)."""
+    route: Route
+    blocked_because: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    entities: tuple[EntityPlan, ...]
+    """In ``ENTITY_NAMES`` order: parents before children."""
+    orphans: OrphanReport
+    counts: tuple[CountCheck, ...]
+    incomplete: dict[str, tuple[str, ...]]
+
+    def checks_json(self) -> dict[str, Any]:
+        """For the manifest, logs and metrics: counts and verdicts, never an EntityId."""
+        return {
+            "orphan_policy": self.orphans.policy.value,
+            "orphans": self.orphans.counts(),
+            "incomplete": {entity: len(ids) for entity, ids in self.incomplete.items()},
+            "count_change": [asdict(check) for check in self.counts],
+        }
+
+    def report_json(self) -> dict[str, Any]:
+        """For the operator's report beside the snapshot: the checks with the EntityIds."""
+        return {
+            "orphans": asdict(self.orphans),
+            "incomplete": {entity: list(ids) for entity, ids in self.incomplete.items()},
+            "count_change": [asdict(check) for check in self.counts],
+        }
+
+
+class _Present:
+    """``id in present[parent]`` answered by the cut's on-disk state."""
+
+    def __init__(self, state: StateView, entity: str) -> None:
+        self._state, self._entity = state, entity
+
+    def __contains__(self, entity_id: object) -> bool:
+        return isinstance(entity_id, str) and self._state.has(self._entity, entity_id)
+
+
+def make_plan(
+    state: StateView,
+    *,
+    policy: OrphanPolicy = OrphanPolicy.HOLD_OUT,
+    previous: Mapping[str, int] | None = None,
+    max_drop_ratio: float = 0.5,
+    overrides: Collection[str] = (),
+    file_threshold: int = 5000,
+    api_enabled: bool = False,
+) -> Plan:
+    """Run the checks over the cut's state and route every entity."""
+    incomplete = {entity: tuple(state.incomplete(entity)) for entity in ENTITY_NAMES}
+    present = {entity: _Present(state, entity) for entity in ENTITY_NAMES}
+    report = orphans(_association_rows(state), present, policy=policy)
+    counts = {entity: _count(state, entity, report) for entity in ENTITY_NAMES}
+    checks = tuple(
+        count_change(
+            entity, (previous or {}).get(entity), counts[entity], max_drop_ratio, entity in overrides
+        )
+        for entity in ENTITY_NAMES
+    )
+    blocked = [check.entity for check in checks if check.blocked]
+    if blocked:  # rare: scan again so the block cascades to the children, as the check defines
+        report = orphans(_association_rows(state), present, policy=policy, blocked=blocked)
+        counts = {entity: _count(state, entity, report) for entity in ENTITY_NAMES}
+    plans = []
+    for result in report.entities:
+        entity = result.entity
+        because = result.blocked_because
+        if entity in blocked:
+            because = "count dropped beyond the allowed ratio"
+        plans.append(
+            EntityPlan(
+                entity,
+                counts[entity],
+                report.held_out(entity) | frozenset(incomplete[entity]),
+                route_for(counts[entity], file_threshold=file_threshold, api_enabled=api_enabled),
+                because,
+            )
+        )
+    return Plan(tuple(plans), report, checks, incomplete)
+
+
+def _association_rows(state: StateView) -> dict[str, Iterator[tuple[str, ...]]]:
+    def rows(entity: str) -> Iterator[tuple[str, ...]]:
+        fields = [ref.field for ref in REFERENCES[entity]]
+        for entity_id, values in state.entities(entity):
+            yield (entity_id, *(values[name] for name in fields))
+
+    return {entity: rows(entity) for entity in ENTITY_NAMES if REFERENCES[entity]}
+
+
+def _count(state: StateView, entity: str, report: OrphanReport) -> int:
+    """Complete live rows minus held-out orphans (incomplete rows are never in ``entities``)."""
+    result = next(r for r in report.entities if r.entity == entity)
+    total = result.checked if REFERENCES[entity] else sum(1 for _ in state.entities(entity))
+    return total - len(report.held_out(entity))

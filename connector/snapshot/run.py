@@ -1,0 +1,297 @@
+"""The daily snapshot run: lease, cut, checks, files (and API batches), manifest last.
+
+``SnapshotRun.run(day)`` publishes one date. Its steps, in order, each safe to repeat:
+
+1. Take the date's lease (``lease.py``); another live owner means ``LeaseBusy``.
+2. If the date's manifest exists the date is published: nothing to do (idempotent re-run).
+3. Clear debris of an interrupted run (incomplete multipart uploads, temporary files).
+4. Pin the cut: the first run of a date measures the ingest lag (waiting per the policy,
+   bounded by the deadline), takes the cut (one end offset per state partition) and stores it
+   in ``_run.json`` with a create-if-absent write. Every later run of the date, including one
+   resumed after a crash, reads that record and uses the same cut, so it writes the same bytes.
+5. Read the state as of the cut into an on-disk copy (``StateReader``).
+6. Plan: orphans, incomplete rows, count change against the last published date, routing.
+7. Write the operator's report (with EntityIds) beside the snapshot.
+8. Deliver entities parents first. File route: stream format → gzip → storage, visible only
+   when complete; a file already stored by this cut (same snapshot id, sha256 known) is kept,
+   so a resumed run does not upload it again. API route: the Portal client, which resumes its
+   own session. A route that refuses an entity fails that entity, not the run.
+9. Verify every file (size and sha256 as stored), check the lease is still ours, and create
+   the manifest with a create-if-absent write: it is the last object, and it is never replaced
+   by a stale writer.
+
+No step logs record values or EntityIds: logs get counts, keys and positions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from connector.errors import ConnectorError, TransientError
+from connector.model import fingerprint
+from connector.sinks.exceptions import PreconditionFailed
+from connector.sinks.formats import FORMATS, GZIP_CONTENT_TYPE, gzip_chunks
+from connector.sinks.keys import control_key, day_prefix, manifest_key, object_key
+from connector.sinks.storage import Storage
+from connector.snapshot._pipeline import in_background
+from connector.snapshot.checks import OrphanPolicy
+from connector.snapshot.exceptions import LeaseBusy, SnapshotArgumentError
+from connector.snapshot.lag import Lag
+from connector.snapshot.lease import Lease
+from connector.snapshot.manifest import (
+    EntityResult,
+    Manifest,
+    RunRecord,
+    delivered_counts,
+    latest_manifest_before,
+)
+from connector.snapshot.plan import EntityPlan, Plan, make_plan
+from connector.snapshot.routing import Route
+from connector.state.reader import Cut, StateReader
+
+__all__ = ["ApiRoute", "Outcome", "RunConfig", "RunResult", "SnapshotRun"]
+
+log = logging.getLogger(__name__)
+_JSON = "application/json"
+
+
+class ApiRoute(Protocol):
+    """The Portal API route (``connector.sinks.portal.PortalClient``)."""
+
+    def deliver(
+        self, entity: str, day: dt.date, records: Iterable[Mapping[str, Any]], count: int, *, snapshot_id: str
+    ) -> Any:
+        """Deliver one complete entity set; returns a dataclass describing what was acknowledged."""
+        ...
+
+
+class Outcome(StrEnum):
+    """A run's outcome (a metric label)."""
+
+    PUBLISHED = "published"
+    """Manifest written; every entity delivered."""
+    PARTIAL = "partial"
+    """Manifest written; some entity blocked by a check or refused by its route."""
+    ALREADY_PUBLISHED = "already_published"
+    """The date had a manifest: nothing done."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """What a run needs besides its storage and the state (from ``SnapshotSettings``)."""
+
+    state_topic: str
+    prefix: str = "carecloud"
+    format: str = "csv"
+    gzip_level: int = 6
+    file_threshold: int = 5000
+    orphan_policy: OrphanPolicy = OrphanPolicy.HOLD_OUT
+    max_drop_ratio: float = 0.5
+    lease_ttl: dt.timedelta = dt.timedelta(minutes=10)
+    owner: str = "carecloud-connector"
+    work_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    outcome: Outcome
+    day: dt.date
+    manifest_key: str
+    manifest: Manifest | None
+
+
+class SnapshotRun:
+    """Publishes snapshot dates to one storage from the state topic."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        kafka: dict[str, Any],
+        storage: Storage,
+        *,
+        take_cut: Callable[[], tuple[Cut, Lag]],
+        api: ApiRoute | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        if config.format not in FORMATS:
+            raise SnapshotArgumentError(f"unknown file format {config.format!r}")
+        self._config, self._kafka, self._storage = config, kafka, storage
+        self._take_cut, self._api, self._clock = take_cut, api, clock
+
+    def run(self, day: dt.date, *, overrides: Iterable[str] = ()) -> RunResult:
+        """Publish ``day`` (steps 1-9 of the module docstring); ``overrides`` lift count blocks."""
+        cfg = self._config
+        published = self._published(day)
+        if published is not None:  # checked before the lease too, so a re-run writes nothing at all
+            return published
+        lease = Lease(
+            self._storage, control_key(cfg.prefix, day, "_lease.json"), cfg.owner, cfg.lease_ttl, self._clock
+        )
+        if not lease.acquire():
+            raise LeaseBusy(
+                f"snapshot {day} is being run by {lease.holder.owner if lease.holder else 'another pod'}"
+            )
+        lease.keep_renewed()
+        try:
+            return self._publish(day, lease, frozenset(overrides))
+        finally:
+            lease.release()
+
+    def _publish(self, day: dt.date, lease: Lease, overrides: frozenset[str]) -> RunResult:
+        cfg = self._config
+        key = manifest_key(cfg.prefix, day)
+        published = self._published(day)
+        if published is not None:
+            return published
+        debris = self._storage.abort_incomplete(day_prefix(cfg.prefix, day))
+        if debris:
+            log.info("removed %d incomplete upload(s) of an interrupted run of %s", debris, day)
+        record = self._pin_cut(day)
+        previous = latest_manifest_before(self._storage, cfg.prefix, day)
+        with StateReader(self._kafka, Cut.from_json(record.cut), cfg.work_dir) as state:
+            read = state.load()
+            log.info("snapshot %s: read %d state records up to the cut", day, read)
+            plan = make_plan(
+                state,
+                policy=cfg.orphan_policy,
+                previous=delivered_counts(previous) if previous else None,
+                max_drop_ratio=cfg.max_drop_ratio,
+                overrides=overrides,
+                file_threshold=cfg.file_threshold,
+                api_enabled=self._api is not None,
+            )
+            report = self._write_report(day, record, plan)
+            results = []
+            for entity_plan in plan.entities:
+                lease.check()
+                results.append(self._deliver(day, record, entity_plan, state))
+        self._verify(results)
+        lease.check()
+        manifest = Manifest(
+            record.snapshot_id,
+            day,
+            self._clock(),
+            record.cut,
+            record.lag,
+            plan.checks_json(),
+            tuple(results),
+            report,
+        )
+        try:
+            self._storage.put_bytes(key, manifest.to_bytes(), content_type=_JSON, if_none_match=True)
+        except PreconditionFailed:
+            log.warning("snapshot %s was published by another run meanwhile; keeping that manifest", day)
+            found = self._storage.get(key)
+            return RunResult(
+                Outcome.ALREADY_PUBLISHED, day, key, Manifest.from_bytes(found[0]) if found else None
+            )
+        outcome = Outcome.PUBLISHED if all(r.status == "delivered" for r in results) else Outcome.PARTIAL
+        log.info("snapshot %s published (%s): %s", day, outcome.value, {r.entity: r.records for r in results})
+        return RunResult(outcome, day, key, manifest)
+
+    def _published(self, day: dt.date) -> RunResult | None:
+        key = manifest_key(self._config.prefix, day)
+        existing = self._storage.get(key)
+        if existing is None:
+            return None
+        log.info("snapshot %s is already published; nothing to do", day)
+        return RunResult(Outcome.ALREADY_PUBLISHED, day, key, Manifest.from_bytes(existing[0]))
+
+    def _pin_cut(self, day: dt.date) -> RunRecord:
+        """The date's cut: the one already pinned, else a new one pinned with create-if-absent."""
+        key = control_key(self._config.prefix, day, "_run.json")
+        found = self._storage.get(key)
+        if found is not None:
+            log.info("snapshot %s resumes at its pinned cut", day)
+            return RunRecord.from_bytes(found[0])
+        cut, lag = self._take_cut()
+        record = RunRecord(uuid.uuid4().hex, day, cut.as_json(), lag.as_json())
+        try:
+            self._storage.put_bytes(key, record.to_bytes(), content_type=_JSON, if_none_match=True)
+        except PreconditionFailed:  # another run pinned it first: use theirs, so bytes agree
+            found = self._storage.get(key)
+            if found is None:
+                raise TransientError(f"the pinned cut {key} vanished while being read") from None
+            return RunRecord.from_bytes(found[0])
+        log.info("snapshot %s: cut taken, ingest lag %d event(s)", day, lag.total)
+        return record
+
+    def _write_report(self, day: dt.date, record: RunRecord, plan: Plan) -> str:
+        key = control_key(self._config.prefix, day, "_report.json")
+        body = {"snapshot_id": record.snapshot_id, "day": day.isoformat(), **plan.report_json()}
+        self._storage.put_bytes(key, orjson.dumps(body, option=orjson.OPT_INDENT_2), content_type=_JSON)
+        return key
+
+    def _deliver(self, day: dt.date, record: RunRecord, plan: EntityPlan, state: StateReader) -> EntityResult:
+        base = EntityResult(
+            plan.entity,
+            "delivered",
+            plan.route.value,
+            plan.records,
+            fingerprint(plan.entity),
+            held_out=len(plan.held_out),
+        )
+        if plan.blocked_because is not None:
+            log.warning("snapshot %s: %s blocked (%s)", day, plan.entity, plan.blocked_because)
+            return replace(base, status="blocked", reason=plan.blocked_because)
+        records = (
+            values for entity_id, values in state.entities(plan.entity) if entity_id not in plan.held_out
+        )
+        if plan.route is Route.API and self._api is not None:
+            try:
+                delivery = self._api.deliver(
+                    plan.entity, day, records, plan.records, snapshot_id=record.snapshot_id
+                )
+            except ConnectorError as exc:
+                log.error("snapshot %s: %s refused by the Portal API: %s", day, plan.entity, exc)
+                return replace(base, status="failed", reason=str(exc))
+            return replace(base, api=asdict(delivery))
+        return self._write_file(day, record, plan, records, base)
+
+    def _write_file(
+        self,
+        day: dt.date,
+        record: RunRecord,
+        plan: EntityPlan,
+        records: Iterable[Mapping[str, Any]],
+        base: EntityResult,
+    ) -> EntityResult:
+        cfg = self._config
+        fmt = FORMATS[cfg.format]
+        key = object_key(cfg.prefix, day, plan.entity, fmt)
+        meta = {"snapshot-id": record.snapshot_id, "records": str(plan.records)}
+        stored = self._storage.stat(key)
+        if stored is None or stored.sha256 is None or dict(stored.metadata) != meta:
+            chunks = in_background(fmt.writer(plan.entity).write_rows(records))
+            stored = self._storage.put_stream(
+                key, gzip_chunks(chunks, cfg.gzip_level), content_type=GZIP_CONTENT_TYPE, metadata=meta
+            )
+            log.info("snapshot %s: %s written (%d records, %d bytes)", day, key, plan.records, stored.size)
+        else:
+            log.info("snapshot %s: %s already written by this cut; kept", day, key)
+        return replace(
+            base,
+            storage=self._storage.name,
+            key=key,
+            format=fmt.name,
+            bytes=stored.size,
+            sha256=stored.sha256,
+        )
+
+    def _verify(self, results: list[EntityResult]) -> None:
+        """Every file the manifest will name is there, whole, with the size and sha256 it will say."""
+        for result in results:
+            if result.key is None:
+                continue
+            stored = self._storage.stat(result.key)
+            if stored is None or stored.size != result.bytes or stored.sha256 != result.sha256:
+                raise TransientError(f"{result.key} is not stored as written; the manifest is not published")
