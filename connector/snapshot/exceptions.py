@@ -9,10 +9,9 @@ catches them::
     └── SnapshotArgumentError    a caller passed a value no run can have (a negative count)
         └── NaiveDatetimeError   a datetime without a zone where an instant is meant
     TerminalError
-    ├── LeaseLost                another pod took the date's lease over: stop before publishing
-    └── DeadlineMissed           the run cannot finish before CareCloud's deadline
+    └── LeaseLostError           another pod took the date's lease over: stop before publishing
     TransientError
-    └── LeaseBusy                another pod is running the date now: try again later
+    └── LeaseBusyError           another pod is running the date now: try again later
 
 Messages name the setting or argument, never a record value.
 """
@@ -22,9 +21,8 @@ from __future__ import annotations
 from connector.errors import ConfigError, TerminalError, TransientError
 
 __all__ = [
-    "DeadlineMissed",
-    "LeaseBusy",
-    "LeaseLost",
+    "LeaseBusyError",
+    "LeaseLostError",
     "NaiveDatetimeError",
     "SnapshotArgumentError",
     "SnapshotConfigError",
@@ -43,13 +41,9 @@ class NaiveDatetimeError(SnapshotArgumentError):
     """A naive datetime was passed where an instant is meant: it would be read as local time."""
 
 
-class LeaseLost(TerminalError):
+class LeaseLostError(TerminalError):
     """Our lease expired and another owner took it: this run must not publish anything more."""
 
 
-class LeaseBusy(TransientError):
+class LeaseBusyError(TransientError):
     """Another live owner holds the date's lease; its run will publish the date."""
-
-
-class DeadlineMissed(TerminalError):
-    """Waiting (for lag, for the Portal) would pass the deadline; the date is reported missed."""

@@ -10,7 +10,7 @@ and an expiry:
   gets ``PreconditionFailed`` and does not run.
 - **renew**: replace our own version (``if_match``) with a later expiry; failing means someone
   took over after our lease expired (we were paused or partitioned), so the run stops before it
-  publishes anything more (``LeaseLost``).
+  publishes anything more (``LeaseLostError``).
 - **release**: replace our version with one that has already expired, so the next run need not
   wait out the expiry; never a blind delete, which could remove a newer owner's lease.
 
@@ -34,7 +34,7 @@ import orjson
 
 from connector.sinks.exceptions import PreconditionFailed
 from connector.sinks.storage import Storage
-from connector.snapshot.exceptions import LeaseLost
+from connector.snapshot.exceptions import LeaseLostError
 
 __all__ = ["Lease", "LeaseRecord", "lease_free"]
 
@@ -103,19 +103,19 @@ class Lease:
         return True
 
     def renew(self) -> None:
-        """Push the expiry out by ``ttl``; ``LeaseLost`` if another owner replaced our version."""
+        """Push the expiry out by ``ttl``; ``LeaseLostError`` if another owner replaced our version."""
         if self._lost is not None:
-            raise LeaseLost(self._lost)
+            raise LeaseLostError(self._lost)
         try:
             self._write(if_match=self._etag)
         except PreconditionFailed:
             self._lost = f"the lease {self._key} was taken over after it expired"
-            raise LeaseLost(self._lost) from None
+            raise LeaseLostError(self._lost) from None
 
     def check(self) -> None:
-        """Raise ``LeaseLost`` if the background renewal found the lease taken over."""
+        """Raise ``LeaseLostError`` if the background renewal found the lease taken over."""
         if self._lost is not None:
-            raise LeaseLost(self._lost)
+            raise LeaseLostError(self._lost)
 
     def keep_renewed(self) -> None:
         """Renew on a daemon thread every third of the TTL until ``release``."""
@@ -125,7 +125,7 @@ class Lease:
             while not self._stop.wait(interval):
                 try:
                     self.renew()
-                except LeaseLost:
+                except LeaseLostError:
                     return
                 except Exception:  # a storage hiccup: the next tick retries before expiry
                     continue

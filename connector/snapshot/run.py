@@ -2,7 +2,7 @@
 
 ``SnapshotRun.run(day)`` publishes one date. Its steps, in order, each safe to repeat:
 
-1. Take the date's lease (``lease.py``); another live owner means ``LeaseBusy``.
+1. Take the date's lease (``lease.py``); another live owner means ``LeaseBusyError``.
 2. If the date's manifest exists the date is published: nothing to do (idempotent re-run).
 3. Clear debris of an interrupted run (incomplete multipart uploads, temporary files).
 4. Pin the cut: the first run of a date measures the ingest lag (waiting per the policy,
@@ -44,7 +44,7 @@ from connector.sinks.keys import control_key, day_prefix, manifest_key, object_k
 from connector.sinks.storage import Storage
 from connector.snapshot._pipeline import in_background
 from connector.snapshot.checks import OrphanPolicy
-from connector.snapshot.exceptions import LeaseBusy, SnapshotArgumentError
+from connector.snapshot.exceptions import LeaseBusyError, SnapshotArgumentError
 from connector.snapshot.lag import Lag
 from connector.snapshot.lease import Lease
 from connector.snapshot.manifest import (
@@ -137,7 +137,7 @@ class SnapshotRun:
             self._storage, control_key(cfg.prefix, day, "_lease.json"), cfg.owner, cfg.lease_ttl, self._clock
         )
         if not lease.acquire():
-            raise LeaseBusy(
+            raise LeaseBusyError(
                 f"snapshot {day} is being run by {lease.holder.owner if lease.holder else 'another pod'}"
             )
         lease.keep_renewed()

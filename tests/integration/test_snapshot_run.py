@@ -12,7 +12,7 @@ from connector.model import ENTITY_NAMES, fingerprint
 from connector.sinks.local import LocalStorage
 from connector.sinks.storage import Storage
 from connector.snapshot.checks import OrphanPolicy
-from connector.snapshot.exceptions import LeaseBusy
+from connector.snapshot.exceptions import LeaseBusyError
 from connector.snapshot.run import Outcome
 from tests.integration.snapshot_helpers import (
     children_point_at_parents,
@@ -194,7 +194,7 @@ def test_two_runs_of_one_date_never_run_at_once(
     other = Lease(storage, "carecloud/2026-11-25/_lease.json", "pod-b", dt.timedelta(minutes=5), clock)
     assert other.acquire()
 
-    with pytest.raises(LeaseBusy, match="pod-b"):
+    with pytest.raises(LeaseBusyError, match="pod-b"):
         snapshot_run(kafka, topic, storage, work_dir=tmp_path).run(DAY)
 
     other.release()

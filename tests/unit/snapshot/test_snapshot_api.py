@@ -13,6 +13,15 @@ def test_exported_names_are_what_was_meant() -> None:
     assert sorted(connector.snapshot.__all__) == sorted(
         [
             "API_BATCH_LIMIT",
+            "SnapshotRun",
+            "Scheduler",
+            "RunResult",
+            "RunConfig",
+            "Outcome",
+            "Manifest",
+            "LeaseLostError",
+            "LeaseBusyError",
+            "EntityResult",
             "DEFAULT_FILE_THRESHOLD",
             "Action",
             "CountCheck",
@@ -40,7 +49,10 @@ def test_exported_names_are_what_was_meant() -> None:
         assert getattr(connector.snapshot, name) is not None
 
 
-@pytest.mark.parametrize("module", ["checks", "exceptions", "routing", "schedule"])
+@pytest.mark.parametrize(
+    "module",
+    ["checks", "exceptions", "lag", "lease", "manifest", "plan", "routing", "run", "schedule", "scheduler"],
+)
 def test_every_module_declares_its_public_names(module: str) -> None:
     loaded = importlib.import_module(f"connector.snapshot.{module}")
     assert loaded.__all__

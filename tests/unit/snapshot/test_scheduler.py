@@ -1,0 +1,140 @@
+"""The daily loop over simulated days: runs once per day, retries, gives up, reports missed days."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from connector.errors import ConfigError, TransientError
+from connector.snapshot.exceptions import LeaseBusyError
+from connector.snapshot.run import Outcome, RunResult
+from connector.snapshot.schedule import Schedule
+from connector.snapshot.scheduler import Scheduler, SchedulerEvents
+
+LA = ZoneInfo("America/Los_Angeles")
+
+
+class World:
+    """A clock that only moves when the scheduler sleeps, and a storage of published days."""
+
+    def __init__(self, start: dt.datetime, stop_after: dt.datetime) -> None:
+        self.now = start.astimezone(dt.UTC)
+        self.stop_after = stop_after.astimezone(dt.UTC)
+        self.published: set[dt.date] = set()
+        self.runs: list[tuple[dt.date, dt.datetime]] = []
+        self.failures: list[BaseException] = []
+        self.run_takes = dt.timedelta(minutes=20)
+        self.missed: list[tuple[dt.date, str]] = []
+        self.finished: list[tuple[dt.date, str]] = []
+
+    def clock(self) -> dt.datetime:
+        return self.now
+
+    def sleep(self, seconds: float) -> bool:
+        self.now += dt.timedelta(seconds=seconds)
+        return self.now >= self.stop_after
+
+    def run(self, day: dt.date) -> RunResult:
+        self.runs.append((day, self.now.astimezone(LA)))
+        if self.failures:
+            failure = self.failures.pop(0)
+            self.now += dt.timedelta(minutes=1)
+            raise failure
+        self.now += self.run_takes
+        self.published.add(day)
+        return RunResult(Outcome.PUBLISHED, day, f"{day}/_manifest.json", None)
+
+    def last_published(self) -> dt.date | None:
+        return max(self.published, default=None)
+
+    def scheduler(self, **kwargs: object) -> Scheduler:
+        events = SchedulerEvents(
+            missed=lambda day, why: self.missed.append((day, why)),
+            finished=lambda day, outcome, slack: self.finished.append((day, outcome)),
+        )
+        return Scheduler(
+            Schedule(),
+            self.run,
+            self.last_published,
+            expected_duration=dt.timedelta(minutes=30),
+            clock=self.clock,
+            sleep=self.sleep,
+            events=events,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+def test_runs_once_a_day_at_the_start_across_the_spring_forward_change() -> None:
+    world = World(dt.datetime(2026, 3, 6, 12, 0, tzinfo=LA), dt.datetime(2026, 3, 9, 12, 0, tzinfo=LA))
+    world.published.add(dt.date(2026, 3, 6))
+    world.scheduler().run_forever()
+    assert [(day.isoformat(), at.strftime("%H:%M %Z")) for day, at in world.runs] == [
+        ("2026-03-07", "00:30 PST"),
+        ("2026-03-08", "00:30 PST"),
+        ("2026-03-09", "00:30 PDT"),
+    ]
+    assert world.missed == []
+
+
+def test_a_missed_day_runs_on_start_up_when_it_can_still_finish() -> None:
+    world = World(dt.datetime(2026, 11, 25, 2, 0, tzinfo=LA), dt.datetime(2026, 11, 25, 12, 0, tzinfo=LA))
+    world.published.add(dt.date(2026, 11, 24))
+    world.scheduler().run_forever()
+    assert [(d.isoformat(), at.strftime("%H:%M")) for d, at in world.runs] == [("2026-11-25", "02:00")]
+
+
+def test_a_day_that_cannot_finish_is_reported_missed_once_and_not_run() -> None:
+    world = World(dt.datetime(2026, 11, 25, 2, 45, tzinfo=LA), dt.datetime(2026, 11, 25, 23, 0, tzinfo=LA))
+    world.published.add(dt.date(2026, 11, 23))
+    world.scheduler().run_forever()
+    assert world.runs == []
+    assert [day.isoformat() for day, _ in world.missed] == ["2026-11-24", "2026-11-25"]
+
+
+def test_transient_failures_are_retried_with_backoff_then_published() -> None:
+    world = World(dt.datetime(2026, 11, 25, 0, 29, tzinfo=LA), dt.datetime(2026, 11, 25, 12, 0, tzinfo=LA))
+    world.published.add(dt.date(2026, 11, 24))
+    world.failures = [TransientError("s3 down"), TransientError("s3 down")]
+    world.scheduler().run_forever()
+    starts = [at for _, at in world.runs]
+    assert len(starts) == 3
+    assert (starts[1] - starts[0]) < (starts[2] - starts[1])  # backoff grows
+    assert world.finished == [(dt.date(2026, 11, 25), "published")]
+
+
+def test_transient_failures_until_the_deadline_give_up_and_report_the_day() -> None:
+    world = World(dt.datetime(2026, 11, 25, 0, 29, tzinfo=LA), dt.datetime(2026, 11, 26, 0, 0, tzinfo=LA))
+    world.published.add(dt.date(2026, 11, 24))
+    world.failures = [TransientError("s3 down")] * 100
+    world.scheduler().run_forever()
+    assert all(at.time() < dt.time(3, 0) for _, at in world.runs)
+    assert [day for day, _ in world.missed] == [dt.date(2026, 11, 25)]
+    assert world.finished == [(dt.date(2026, 11, 25), "failed")]
+
+
+def test_a_terminal_failure_is_not_retried() -> None:
+    world = World(dt.datetime(2026, 11, 25, 0, 29, tzinfo=LA), dt.datetime(2026, 11, 25, 12, 0, tzinfo=LA))
+    world.published.add(dt.date(2026, 11, 24))
+    world.failures = [ConfigError("CARECLOUD_S3_BUCKET: bucket does not exist")]
+    world.scheduler().run_forever()
+    assert len(world.runs) == 1
+    assert world.missed[0][0] == dt.date(2026, 11, 25)
+    assert "CARECLOUD_S3_BUCKET" in world.missed[0][1]
+
+
+def test_a_busy_lease_waits_for_the_other_pod_to_publish() -> None:
+    world = World(dt.datetime(2026, 11, 25, 0, 29, tzinfo=LA), dt.datetime(2026, 11, 25, 12, 0, tzinfo=LA))
+    world.published.add(dt.date(2026, 11, 24))
+    original = world.run
+
+    def other_pod_runs(day: dt.date) -> RunResult:
+        if len(world.runs) == 0:
+            world.runs.append((day, world.now.astimezone(LA)))
+            world.published.add(day)  # the other pod publishes while we wait
+            raise LeaseBusyError("snapshot is being run by pod-b")
+        return original(day)
+
+    world.run = other_pod_runs  # type: ignore[method-assign]
+    world.scheduler(busy_wait_s=30).run_forever()
+    assert len(world.runs) == 1
+    assert world.missed == []
