@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
@@ -26,6 +27,7 @@ __all__ = [
     "SftpSettings",
     "SnapshotSettings",
     "load_settings",
+    "sink_problems",
 ]
 
 
@@ -109,6 +111,8 @@ class SnapshotSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CARECLOUD_SNAPSHOT_", extra="ignore")
 
+    enabled: bool = False
+    """Run the daily snapshot in this process (beside ingest); the snapshot command runs it anyway."""
     zone: str = "America/Los_Angeles"
     """IANA zone of the start and deadline wall times."""
     start: dt.time = dt.time(0, 30)
@@ -252,15 +256,19 @@ def load_settings(**overrides: dict[str, Any]) -> Settings:
             for err in exc.errors():
                 name = ".".join(str(p) for p in err["loc"])
                 problems.append(f"{prefix}{name.upper()}: {err['msg']}")
-    if "snapshot" in models:
-        problems.extend(_sink_problems(models["snapshot"], models.get("s3"), models.get("sftp")))
+    if "snapshot" in models and models["snapshot"].enabled:
+        problems.extend(sink_problems(models["snapshot"], models.get("s3"), models.get("sftp")))
     if problems:
         raise SettingsError(problems)
     return Settings(**models)
 
 
-def _sink_problems(snapshot: SnapshotSettings, s3: S3Settings | None, sftp: SftpSettings | None) -> list[str]:
-    """Settings that only the chosen sink requires, named by their variables."""
+def sink_problems(snapshot: SnapshotSettings, s3: S3Settings | None, sftp: SftpSettings | None) -> list[str]:
+    """Settings the snapshot needs beyond their own validation, named by their variables.
+
+    Checked at start-up when the daily snapshot runs in the process, and by the snapshot
+    command before it connects to anything.
+    """
     problems = []
     if snapshot.sink == "s3" and s3 is not None and not s3.bucket:
         problems.append("CARECLOUD_S3_BUCKET: required when CARECLOUD_SNAPSHOT_SINK=s3")
@@ -275,4 +283,8 @@ def _sink_problems(snapshot: SnapshotSettings, s3: S3Settings | None, sftp: Sftp
             )
     if not snapshot.start < snapshot.deadline:
         problems.append("CARECLOUD_SNAPSHOT_START: must be before CARECLOUD_SNAPSHOT_DEADLINE")
+    try:
+        ZoneInfo(snapshot.zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"CARECLOUD_SNAPSHOT_ZONE: {snapshot.zone!r} is not an IANA time zone")
     return problems
