@@ -25,11 +25,13 @@ No step logs record values or EntityIds: logs get counts, keys and positions.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -107,6 +109,8 @@ class RunResult:
     day: dt.date
     manifest_key: str
     manifest: Manifest | None
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds spent per phase (cut, read, plan, deliver, publish) by this run."""
 
 
 class SnapshotRun:
@@ -155,39 +159,46 @@ class SnapshotRun:
         debris = self._storage.abort_incomplete(day_prefix(cfg.prefix, day))
         if debris:
             log.info("removed %d incomplete upload(s) of an interrupted run of %s", debris, day)
-        record = self._pin_cut(day)
-        previous = latest_manifest_before(self._storage, cfg.prefix, day)
+        phases: dict[str, float] = {}
+        with _timed(phases, "cut"):
+            record = self._pin_cut(day)
+            previous = latest_manifest_before(self._storage, cfg.prefix, day)
         with StateReader(self._kafka, Cut.from_json(record.cut), cfg.work_dir) as state:
-            read = state.load()
+            with _timed(phases, "read"):
+                read = state.load()
             log.info("snapshot %s: read %d state records up to the cut", day, read)
-            plan = make_plan(
-                state,
-                policy=cfg.orphan_policy,
-                previous=delivered_counts(previous) if previous else None,
-                max_drop_ratio=cfg.max_drop_ratio,
-                overrides=overrides,
-                file_threshold=cfg.file_threshold,
-                api_enabled=self._api is not None,
+            with _timed(phases, "plan"):
+                plan = make_plan(
+                    state,
+                    policy=cfg.orphan_policy,
+                    previous=delivered_counts(previous) if previous else None,
+                    max_drop_ratio=cfg.max_drop_ratio,
+                    overrides=overrides,
+                    file_threshold=cfg.file_threshold,
+                    api_enabled=self._api is not None,
+                )
+                report = self._write_report(day, record, plan)
+            with _timed(phases, "deliver"):
+                results = []
+                for entity_plan in plan.entities:
+                    lease.check()
+                    results.append(self._deliver(day, record, entity_plan, state))
+        with _timed(phases, "publish"):
+            self._verify(results)
+            lease.check()
+            manifest = Manifest(
+                record.snapshot_id,
+                day,
+                self._clock(),
+                record.cut,
+                record.lag,
+                plan.checks_json(),
+                tuple(results),
+                report,
             )
-            report = self._write_report(day, record, plan)
-            results = []
-            for entity_plan in plan.entities:
-                lease.check()
-                results.append(self._deliver(day, record, entity_plan, state))
-        self._verify(results)
-        lease.check()
-        manifest = Manifest(
-            record.snapshot_id,
-            day,
-            self._clock(),
-            record.cut,
-            record.lag,
-            plan.checks_json(),
-            tuple(results),
-            report,
-        )
         try:
-            self._storage.put_bytes(key, manifest.to_bytes(), content_type=_JSON, if_none_match=True)
+            with _timed(phases, "publish"):
+                self._storage.put_bytes(key, manifest.to_bytes(), content_type=_JSON, if_none_match=True)
         except PreconditionFailed:
             log.warning("snapshot %s was published by another run meanwhile; keeping that manifest", day)
             found = self._storage.get(key)
@@ -196,7 +207,7 @@ class SnapshotRun:
             )
         outcome = Outcome.PUBLISHED if all(r.status == "delivered" for r in results) else Outcome.PARTIAL
         log.info("snapshot %s published (%s): %s", day, outcome.value, {r.entity: r.records for r in results})
-        return RunResult(outcome, day, key, manifest)
+        return RunResult(outcome, day, key, manifest, phases)
 
     def _published(self, day: dt.date) -> RunResult | None:
         key = manifest_key(self._config.prefix, day)
@@ -295,3 +306,12 @@ class SnapshotRun:
             stored = self._storage.stat(result.key)
             if stored is None or stored.size != result.bytes or stored.sha256 != result.sha256:
                 raise TransientError(f"{result.key} is not stored as written; the manifest is not published")
+
+
+@contextlib.contextmanager
+def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.monotonic() - started
