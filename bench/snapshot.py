@@ -1,0 +1,306 @@
+"""Snapshot throughput and memory: state topic → cut → checks → gzip CSV files on an S3 server.
+
+    .venv/bin/python bench/snapshot.py [--sizes 250000,1000000] [--level 6] [--levels 1,6]
+
+Starts the project's Kafka broker and an S3-compatible server (moto, over HTTP), and for each
+size seeds a 3-partition state topic with that many live entities in a realistic mix (10 %
+Family, 0.1 % Provider, 20 % FamilyMember, 20 % Care, 30 % Claim, the rest EOP, every
+association resolving), then runs the real ``SnapshotRun`` in a child process (so its peak RSS
+is its own) and times it end to end: read up to the cut, the orphan and count checks, CSV
+formatting, gzip and multipart upload, manifest. The same-run baseline is the raw rate of
+gzip-writing the very same CSV bytes at the same level on one core (``zlib.compressobj`` over
+4 MiB chunks): ``ratio = records_per_s / gzip_records_per_s``. ``--levels`` repeats the largest
+size at other compression levels, for choosing the default. The last line printed is one JSON
+object; targets are in ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from connector.devtools.kafka import KafkaBroker, fetch_jars
+from connector.devtools.s3_server import S3Server
+from connector.model import REFERENCES, raw_schema, samples
+from connector.sinks.s3 import S3Storage
+from connector.snapshot.lag import Lag
+from connector.snapshot.run import RunConfig, SnapshotRun
+from connector.source.version import Version
+from connector.state.codec import encode_row, state_key
+from connector.state.reader import take_cut
+from connector.state.resolve import StateRow
+
+PARTITIONS = 3
+DAY = dt.date(2026, 11, 25)
+MIX = {"Family": 0.10, "Provider": 0.001, "FamilyMember": 0.20, "Care": 0.20, "Claim": 0.30}
+
+
+def _counts(total: int) -> dict[str, int]:
+    counts = {entity: max(1, int(total * share)) for entity, share in MIX.items()}
+    counts["EOP"] = total - sum(counts.values())
+    return counts
+
+
+def _rows(total: int) -> Iterator[tuple[bytes, bytes]]:
+    """Every entity with its associations pointing at existing parents (no orphans)."""
+    n = _counts(total)
+    refs = {
+        "Family": lambda i: {},
+        "Provider": lambda i: {},
+        "FamilyMember": lambda i: {"FamilyId": f"FAM-{i % n['Family']:09d}"},
+        "Care": lambda i: {
+            "FamilyMemberId": f"MEM-{i % n['FamilyMember']:09d}",
+            "ProviderId": f"PRV-{i % n['Provider']:09d}",
+        },
+        "Claim": lambda i: {
+            "CareId": f"CAR-{i % n['Care']:09d}",
+            "ProviderId": f"PRV-{i % n['Provider']:09d}",
+        },
+        "EOP": lambda i: {"ClaimId": f"CLM-{i % n['Claim']:09d}"},
+    }
+    prefix = {
+        "Family": "FAM",
+        "Provider": "PRV",
+        "FamilyMember": "MEM",
+        "Care": "CAR",
+        "Claim": "CLM",
+        "EOP": "EOP",
+    }
+    version = Version(1, 1, 0, 0, 0)
+    rng = random.Random(7)
+    words = [
+        "".join(rng.choice("abcdefghijklmnoprstuvwy") for _ in range(rng.randint(3, 9))) for _ in range(5000)
+    ]
+    for entity, count in n.items():
+        base = samples.sample(entity)
+        vary = _varying(entity)
+        for i in range(count):
+            entity_id = f"{prefix[entity]}-{i:09d}"
+            values = {**base, "EntityId": entity_id, **refs[entity](i)}
+            for name, kind in vary:  # realistic entropy, so gzip works as hard as on real data
+                if values.get(name) is None:
+                    continue
+                if kind == "string":
+                    values[name] = f"{rng.choice(words).title()} {rng.choice(words).title()}"
+                elif kind == "decimal":
+                    values[name] = Decimal(rng.randint(0, 2_000_000)).scaleb(-2)
+                elif kind == "date":
+                    values[name] = dt.date(2020, 1, 1) + dt.timedelta(days=rng.randint(0, 2500))
+                elif kind == "timestamp-millis":
+                    values[name] = base[name] + dt.timedelta(milliseconds=rng.randint(0, 10**10))
+            yield state_key(entity, entity_id), encode_row(StateRow(version, False, values))
+
+
+def _varying(entity: str) -> list[tuple[str, str]]:
+    """Fields to randomise: strings (not ids or associations), money, dates, timestamps."""
+    skip = {"EntityId"} | {ref.field for ref in REFERENCES[entity]}
+    out = []
+    for field in raw_schema(entity)["fields"]:
+        kind = field["type"]
+        kind = next(t for t in kind if t != "null") if isinstance(kind, list) else kind
+        kind = (kind.get("logicalType") or kind.get("type")) if isinstance(kind, dict) else kind
+        if field["name"] not in skip and kind in ("string", "decimal", "date", "timestamp-millis"):
+            out.append((field["name"], kind))
+    return out
+
+
+def _seed(base: dict[str, Any], topic: str, total: int) -> float:
+    admin = AdminClient(base)
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1, config={"cleanup.policy": "compact"})])[topic].result(
+        30
+    )
+    producer = Producer({**base, "linger.ms": 50, "batch.size": 1_000_000, "compression.type": "lz4"})
+    started = time.monotonic()
+    for key, value in _rows(total):
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(120) == 0
+    return time.monotonic() - started
+
+
+def _child(args: argparse.Namespace) -> None:
+    """One snapshot run; prints its timings and peak RSS as JSON."""
+    base = {"bootstrap.servers": args.bootstrap}
+    storage = S3Storage(
+        args.bucket,
+        region="us-east-1",
+        endpoint_url=args.endpoint,
+        access_key_id="bench",
+        secret_access_key="bench",
+    )
+    run = SnapshotRun(
+        RunConfig(
+            state_topic=args.topic, prefix=args.prefix, gzip_level=args.level, work_dir=Path(args.work)
+        ),
+        base,
+        storage,
+        take_cut=lambda: (take_cut(base, args.topic), Lag()),
+    )
+    started = time.monotonic()
+    result = run.run(DAY)
+    seconds = time.monotonic() - started
+    assert result.manifest is not None
+    files = {
+        r.entity: {"key": r.key, "records": r.records, "bytes": r.bytes} for r in result.manifest.entities
+    }
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "phases": result.phases, "files": files, "peak_rss_mb": peak}))
+
+
+def _gzip_baseline(storage: S3Storage, files: dict[str, Any], level: int) -> tuple[float, int]:
+    """Seconds to gzip the same CSV bytes at the same level on one core; total CSV bytes."""
+    seconds, raw_bytes = 0.0, 0
+    for entry in files.values():
+        found = storage.get(entry["key"])
+        assert found is not None
+        raw = gzip.decompress(found[0])
+        raw_bytes += len(raw)
+        chunk = 4 * 1024 * 1024
+        started = time.monotonic()
+        compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
+        for i in range(0, len(raw), chunk):
+            compressor.compress(raw[i : i + chunk])
+        compressor.flush()
+        seconds += time.monotonic() - started
+    return seconds, raw_bytes
+
+
+def _measure(broker: KafkaBroker, s3: S3Server, work: Path, size: int, level: int) -> dict[str, Any]:
+    base = broker.client_config()
+    tag = f"{size}-l{level}-{os.getpid()}"
+    topic, bucket = f"bench.snapshot.{tag}", f"bench-{tag}".lower()
+    s3.client().create_bucket(Bucket=bucket)
+    seed_s = _seed(base, topic, size)
+    child = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "_child",
+            "--bootstrap",
+            broker.bootstrap,
+            "--endpoint",
+            s3.endpoint_url,
+            "--bucket",
+            bucket,
+            "--topic",
+            topic,
+            "--prefix",
+            "bench",
+            "--level",
+            str(level),
+            "--work",
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        raise SystemExit(f"snapshot child failed:\n{child.stderr[-4000:]}")
+    run = json.loads(child.stdout.strip().splitlines()[-1])
+    storage = S3Storage(
+        bucket,
+        region="us-east-1",
+        endpoint_url=s3.endpoint_url,
+        access_key_id="bench",
+        secret_access_key="bench",
+    )
+    gzip_s, raw_bytes = _gzip_baseline(storage, run["files"], level)
+    records = sum(f["records"] for f in run["files"].values())
+    stored = sum(f["bytes"] for f in run["files"].values())
+    return {
+        "records": records,
+        "level": level,
+        "seconds": round(run["seconds"], 2),
+        "records_per_s": round(records / run["seconds"]),
+        "gzip_records_per_s": round(records / gzip_s),
+        "ratio": round(gzip_s / run["seconds"], 3),
+        "peak_rss_mb": round(run["peak_rss_mb"], 1),
+        "phases_s": {k: round(v, 2) for k, v in run["phases"].items()},
+        "csv_bytes": raw_bytes,
+        "gzip_bytes": stored,
+        "seed_s": round(seed_s, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="250000,1000000", help="entity counts, comma-separated")
+    parser.add_argument("--level", type=int, default=6, help="gzip level of the main runs")
+    parser.add_argument("--levels", default="", help="other levels to run at the largest size, e.g. 1,9")
+    args = parser.parse_args()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    extra = [int(level) for level in args.levels.split(",") if level]
+    fetch_jars()
+    load = os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix="bench-snapshot-"))
+    runs = []
+    try:
+        with KafkaBroker(work / "kafka") as broker, S3Server() as s3:
+            for size in sizes:
+                runs.append(_measure(broker, s3, work, size, args.level))
+                print(f"  {runs[-1]}", flush=True)
+            for level in extra:
+                runs.append(_measure(broker, s3, work, sizes[-1], level))
+                print(f"  {runs[-1]}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    main_run = next(r for r in reversed(runs) if r["level"] == args.level)
+    ten_million_s = 10_000_000 / main_run["records_per_s"]
+    print(f"\nsnapshot, gzip level {args.level}, {os.cpu_count()} CPUs, load {load:.1f}")
+    for r in runs:
+        print(
+            f"  {r['records']:>10,} records, level {r['level']}: {r['records_per_s']:>8,}/s "
+            f"(gzip alone {r['gzip_records_per_s']:,}/s, ratio {r['ratio']}), "
+            f"peak RSS {r['peak_rss_mb']} MB, "
+            f"{r['gzip_bytes'] / 1e6:.1f} MB stored, phases {r['phases_s']}"
+        )
+    print(f"  10M entities extrapolated from the largest run: {ten_million_s / 60:.1f} min")
+    summary = {
+        **{
+            k: main_run[k] for k in ("records", "records_per_s", "gzip_records_per_s", "ratio", "peak_rss_mb")
+        },
+        "runs": runs,
+        "extrapolated_10m_s": round(ten_million_s),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        child = argparse.ArgumentParser()
+        for name in ("bootstrap", "endpoint", "bucket", "topic", "prefix", "work"):
+            child.add_argument(f"--{name}", required=True)
+        child.add_argument("--level", type=int, required=True)
+        _child(child.parse_args(sys.argv[2:]))
+    else:
+        main()
