@@ -14,7 +14,7 @@ a blocked entity blocks its children.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -28,9 +28,11 @@ __all__ = ["EntityPlan", "Plan", "StateView", "make_plan"]
 class StateView(Protocol):
     """The part of ``StateReader`` the plan needs (a cut's state)."""
 
-    def entities(self, entity: str) -> Iterator[tuple[str, dict[str, Any]]]: ...
-
     def has(self, entity: str, entity_id: str) -> bool: ...
+
+    def count(self, entity: str) -> int: ...
+
+    def references(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]: ...
 
     def incomplete(self, entity: str) -> list[str]: ...
 
@@ -128,16 +130,15 @@ def make_plan(
 
 
 def _association_rows(state: StateView) -> dict[str, Iterator[tuple[str, ...]]]:
-    def rows(entity: str) -> Iterator[tuple[str, ...]]:
-        fields = [ref.field for ref in REFERENCES[entity]]
-        for entity_id, values in state.entities(entity):
-            yield (entity_id, *(values[name] for name in fields))
-
-    return {entity: rows(entity) for entity in ENTITY_NAMES if REFERENCES[entity]}
+    return {
+        entity: state.references(entity, [ref.field for ref in REFERENCES[entity]])
+        for entity in ENTITY_NAMES
+        if REFERENCES[entity]
+    }
 
 
 def _count(state: StateView, entity: str, report: OrphanReport) -> int:
-    """Complete live rows minus held-out orphans (incomplete rows are never in ``entities``)."""
+    """Complete live rows minus held-out orphans (incomplete rows are never delivered)."""
     result = next(r for r in report.entities if r.entity == entity)
-    total = result.checked if REFERENCES[entity] else sum(1 for _ in state.entities(entity))
+    total = result.checked if REFERENCES[entity] else state.count(entity)
     return total - len(report.held_out(entity))

@@ -23,7 +23,7 @@ from connector.model import ENTITY_NAMES, raw_schema
 from connector.source.version import Version
 from connector.state.resolve import StateRow
 
-__all__ = ["decode_row", "encode_row", "split_key", "state_key"]
+__all__ = ["decode_row", "encode_row", "restore_values", "split_key", "state_key"]
 
 _SEP = b"/"
 
@@ -62,12 +62,7 @@ def encode_row(row: StateRow) -> bytes:
 def decode_row(entity: str, data: bytes) -> StateRow:
     """Restore a row, typing its values by the entity schema."""
     doc = orjson.loads(data)
-    restore = _restorers(entity)
-    values = doc["r"]
-    for name, value in values.items():
-        fn = restore.get(name)
-        if fn is not None and value is not None:
-            values[name] = fn(value)
+    values = restore_values(entity, doc["r"])
     floor = doc.get("df")
     return StateRow(
         Version(*doc["v"]),
@@ -77,6 +72,16 @@ def decode_row(entity: str, data: bytes) -> StateRow:
         {k: Version(*v) for k, v in doc.get("fv", {}).items()},
         None if floor is None else Version(*floor),
     )
+
+
+def restore_values(entity: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Type an encoded row's values in place (decimals, dates, timestamps) by the entity schema."""
+    restore = _restorers(entity)
+    for name, value in values.items():
+        fn = restore.get(name)
+        if fn is not None and value is not None:
+            values[name] = fn(value)
+    return values
 
 
 @cache

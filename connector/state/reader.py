@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from connector.errors import TransientError
 from connector.source.version import Version
-from connector.state.codec import decode_row, split_key, state_key
+from connector.state.codec import decode_row, restore_values, split_key, state_key
 
 __all__ = ["Cut", "StateReader", "take_cut"]
 
@@ -72,6 +73,15 @@ def take_cut(base: dict[str, Any], topic: str) -> Cut:
     return Cut(topic, ends)
 
 
+_Held = tuple[Version, bytes, dict[str, Any]]
+"""A chosen row: its version, its bytes, its parsed document."""
+
+
+def _complete(doc: dict[str, Any]) -> bool:
+    """A live row with every field known (``StateRow.complete`` on the encoded document)."""
+    return not doc.get("d") and not doc.get("m")
+
+
 class StateReader:
     """Every live entity as of a cut, streamed from a sorted on-disk spill."""
 
@@ -85,6 +95,8 @@ class StateReader:
         self._no_wal = WriteOptions()
         self._no_wal.disable_wal = True  # type: ignore[method-assign,assignment]
         self.records_read = 0
+        self._complete_rows: Counter[str] = Counter()
+        self._incomplete_ids: dict[str, set[str]] = {}
 
     def load(self) -> int:
         """Read every partition up to the cut; returns the number of records read."""
@@ -104,7 +116,7 @@ class StateReader:
             consumer.assign([TopicPartition(self.cut.topic, p, 0) for p in pending])
             while pending:
                 batch = WriteBatch(raw_mode=True)
-                chosen: dict[bytes, tuple[Version, bytes]] = {}
+                chosen: dict[bytes, _Held] = {}
                 done: set[int] = set()
                 for msg in consumer.consume(_BATCH, 1.0):
                     p, offset = msg.partition() or 0, msg.offset() or 0
@@ -120,7 +132,7 @@ class StateReader:
                     key, value = msg.key(), msg.value()
                     if key is not None and value is not None:
                         self._keep_newer(key, value, chosen)
-                for key, (_, value) in chosen.items():
+                for key, (_, value, _) in chosen.items():
                     batch.put(key, value)
                 self._db.write(batch, self._no_wal)
                 for tp in consumer.position([TopicPartition(self.cut.topic, p) for p in list(pending)]):
@@ -131,31 +143,76 @@ class StateReader:
             consumer.close()
         return self.records_read
 
-    def _keep_newer(self, key: bytes, value: bytes, chosen: dict[bytes, tuple[Version, bytes]]) -> None:
-        """Keep the higher version of a key; a later record of one partition wins ties."""
+    def _keep_newer(self, key: bytes, value: bytes, chosen: dict[bytes, _Held]) -> None:
+        """Keep the higher version of a key; a later record of one partition wins ties.
+
+        The counts of complete rows and the incomplete EntityIds are kept up to date here, as
+        rows are chosen, so the snapshot's checks need no extra pass over the state.
+        """
         self.records_read += 1
-        version = Version(*orjson.loads(value)["v"])
+        doc = orjson.loads(value)
+        version = Version(*doc["v"])
         held = chosen.get(key)
         if held is None:
             raw = self._db.get(key)
-            held = None if raw is None else (Version(*orjson.loads(raw)["v"]), raw)
+            if raw is not None:
+                old = orjson.loads(raw)
+                held = (Version(*old["v"]), raw, old)
         if held is None or version >= held[0]:
-            chosen[key] = (version, value)
+            entity, entity_id = split_key(key)
+            if held is not None:
+                self._account(entity, entity_id, held[2], -1)
+            self._account(entity, entity_id, doc, 1)
+            chosen[key] = (version, value, doc)
+
+    def _account(self, entity: str, entity_id: str, doc: dict[str, Any], sign: int) -> None:
+        if _complete(doc):
+            self._complete_rows[entity] += sign
+        elif not doc.get("d"):
+            if sign > 0:
+                self._incomplete_ids.setdefault(entity, set()).add(entity_id)
+            else:
+                self._incomplete_ids.get(entity, set()).discard(entity_id)
 
     def entities(self, entity: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(EntityId, record) of every live, complete entity of one type, sorted by EntityId."""
-        for entity_id, row in self._rows(entity):
-            if row.complete:
-                yield entity_id, row.values
+        for entity_id, doc in self._scan(entity):
+            if _complete(doc):
+                yield entity_id, restore_values(entity, doc["r"])
 
     def has(self, entity: str, entity_id: str) -> bool:
         """Whether ``entities(entity)`` yields ``entity_id``: a parent check without a set in memory."""
         raw = self._db.get(state_key(entity, entity_id))
-        return raw is not None and decode_row(entity, bytes(raw)).complete
+        return raw is not None and _complete(orjson.loads(raw))
+
+    def count(self, entity: str) -> int:
+        """How many records ``entities(entity)`` yields (counted while loading)."""
+        return self._complete_rows[entity]
+
+    def references(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]:
+        """``(EntityId, value of each field...)`` for every record ``entities(entity)`` yields."""
+        for entity_id, doc in self._scan(entity):
+            if _complete(doc):
+                values = doc["r"]
+                yield (entity_id, *(values[name] for name in fields))
 
     def incomplete(self, entity: str) -> list[str]:
         """EntityIds of live rows still missing an unchanged-TOAST value: held out, reported."""
-        return [entity_id for entity_id, row in self._rows(entity) if not row.deleted and row.missing]
+        return sorted(self._incomplete_ids.get(entity, ()))
+
+    def _scan(self, entity: str) -> Iterator[tuple[str, Any]]:
+        """(EntityId, the row's JSON document, untyped) in EntityId order: cheap for checks."""
+        prefix = entity.encode() + b"/"
+        skip = len(prefix)
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid():
+            key = bytes(it.key())
+            if not key.startswith(prefix):
+                break
+            yield key[skip:].decode(), orjson.loads(it.value())
+            it.next()
+        it.status()
 
     def _rows(self, entity: str) -> Iterator[tuple[str, Any]]:
         prefix = entity.encode() + b"/"
