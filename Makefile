@@ -4,9 +4,12 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-# Debian packages the suite needs: Java+Maven run the project's own Kafka broker.
-APT_PACKAGES := openjdk-17-jre-headless maven
-APT_COMMANDS := java mvn
+# Debian packages the suite needs: Java+Maven run the project's own Kafka broker; kubectl
+# renders the Kustomize manifests and promtool (package prometheus) checks the alert rules.
+# openssh-server runs the SFTP integration tests' sshd: an absolute path, as /usr/sbin is not on
+# a normal user's PATH (`command -v` accepts a path).
+APT_PACKAGES := openjdk-17-jre-headless maven kubectl prometheus openssh-server
+APT_COMMANDS := java mvn kubectl promtool /usr/sbin/sshd ssh-keygen
 
 .PHONY: replay-example test lint typecheck unit integration system-deps venv kafka-jars clean
 

@@ -5,11 +5,13 @@ Fixtures are lazy: a unit test that asks for none of them never fetches jars or 
 long-lived ``python -m connector.devtools.kafka run``), which saves the start-up per session.
 Tests that kill or restart a broker get their own from ``kafka_broker_factory``, so the
 session broker every other test shares is never disturbed.
+``S3_ENDPOINT`` does the same for ``s3_server`` (``python -m connector.devtools.s3_server run``).
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 import pytest
 
 from connector.devtools.kafka import KafkaBroker
+from connector.devtools.s3_server import S3Endpoint, S3Server
+from connector.devtools.sftp_server import SftpServer
 from tests.kafka_helpers import KafkaTestCluster
 
 BrokerFactory = Callable[..., KafkaBroker]
@@ -62,3 +66,49 @@ def kafka_broker_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
 def kafka_broker(kafka_broker_factory: BrokerFactory) -> KafkaBroker:
     """One private PLAINTEXT ``KafkaBroker`` for kill/restart tests."""
     return kafka_broker_factory()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Endpoint]:
+    """The shared S3 endpoint: ``S3_ENDPOINT`` if set, else one moto server per session."""
+    url = os.environ.get("S3_ENDPOINT")
+    if url:
+        yield S3Endpoint(
+            url,
+            access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+            secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+        )
+        return
+    with S3Server() as server:
+        yield server.endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Endpoint) -> Iterator[str]:
+    """A fresh, uniquely named bucket, emptied and deleted afterwards (the server is shared)."""
+    client = s3_server.client()
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    client.create_bucket(Bucket=name)
+    yield name
+    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=name):
+        for upload in page.get("Uploads", []):
+            client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=name, Key=item["Key"])
+    client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer]:
+    """One OpenSSH ``sshd`` serving SFTP on loopback for the session (as the current user)."""
+    with SftpServer(tmp_path_factory.mktemp("sftp")) as server:
+        yield server
+
+
+@pytest.fixture
+def sftp_root(sftp_server: SftpServer) -> Path:
+    """A fresh, uniquely named directory on the shared SFTP server, for one test's keys."""
+    root = sftp_server.root_dir / f"test-{uuid.uuid4().hex[:16]}"
+    root.mkdir()
+    return root
