@@ -1,0 +1,359 @@
+"""The Portal API route: deliver one entity's complete set as one committed upload session.
+
+``openapi.yaml`` is the contract (``docs/decisions/0009-portal-api.md`` the reasoning): a
+session per entity type and snapshot date, batches of at most 1000 records with sequence
+numbers and idempotency keys, a commit with the count and a checksum. The Portal shows nothing
+of a session before its commit, so CareCloud never sees a single entity outside a complete set.
+
+Records are the state's Python values, encoded by the file formats' JSON encoders
+(``connector.sinks._cells``), so both routes write every value the same way. The records must
+come in a deterministic order (the same cut, the same records, the same order): that is what
+makes a batch's bytes, and so its idempotency key, the same after a restart.
+
+Nothing here logs or raises a record value or an EntityId: messages name the entity, the date,
+the session, batch numbers, field names and counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+import orjson
+
+from connector import __version__
+from connector.sinks._portal_batches import (
+    Batch,
+    check_delivery,
+    check_settings,
+    encode_batches,
+    set_checksum,
+)
+from connector.sinks._portal_retry import Caller, Run
+from connector.sinks._portal_session import AcknowledgedBatch, PortalCommit, PortalSession, parse_session
+from connector.sinks._portal_wire import (
+    API_KEY_HEADER,
+    IDEMPOTENCY_HEADER,
+    MAX_BATCH_RECORDS,
+    Checksum,
+    batch_body,
+    batch_path,
+    commit_path,
+    idempotency_key,
+    session_path,
+    sessions_path,
+)
+from connector.sinks.exceptions import PortalMismatchError
+
+__all__ = [
+    "MAX_BATCH_RECORDS",
+    "AcknowledgedBatch",
+    "ApiDelivery",
+    "PortalClient",
+    "PortalCommit",
+    "PortalSession",
+    "set_checksum",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiDelivery:
+    """What the Portal acknowledged for one entity's set: the manifest's record of the delivery."""
+
+    entity: str
+    day: dt.date
+    session_id: str
+    batch_count: int
+    record_count: int
+    checksum: str
+    """The set checksum the Portal acknowledged at commit (it equals the client's)."""
+    retries: int
+    """Calls retried during this delivery (429, 5xx, timeouts, dropped connections)."""
+    resumed_batches: int
+    """Batches the Portal had acknowledged before this run, so not sent again."""
+
+    def as_manifest(self) -> dict[str, Any]:
+        """The JSON object the snapshot manifest records for an API-routed entity."""
+        return {
+            "session_id": self.session_id,
+            "batch_count": self.batch_count,
+            "record_count": self.record_count,
+            "checksum": self.checksum,
+        }
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class PortalClient:
+    """A Portal API client: one pooled ``httpx.Client``, batches sent a few at a time.
+
+    ``deadline`` (timezone-aware) caps every retry wait and request timeout; ``transport``,
+    ``clock``, ``sleep`` and ``rng`` are for tests (``httpx.MockTransport``, no real waiting).
+    Entities may be delivered from several threads at once (each ``deliver`` keeps its own retry
+    count); use as a context manager or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        batch_size: int = MAX_BATCH_RECORDS,
+        max_concurrency: int = 4,
+        max_attempts: int = 8,
+        deadline: dt.datetime | None = None,
+        timeout: float = 30.0,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], dt.datetime] = _utc_now,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        check_settings(base_url, api_key, batch_size, max_concurrency, max_attempts, deadline, timeout)
+        self._batch_size = batch_size
+        self._max_concurrency = max_concurrency
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers={
+                API_KEY_HEADER: api_key,
+                "Accept": "application/json, application/problem+json",
+                "User-Agent": f"carecloud-connector/{__version__}",
+            },
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(
+                max_connections=max_concurrency + 1, max_keepalive_connections=max_concurrency + 1
+            ),
+            transport=transport,
+        )
+        self._caller = Caller(
+            self._http,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            deadline=deadline,
+            clock=clock,
+            sleep=sleep,
+            rng=rng or random.Random(),
+        )
+
+    def deliver(
+        self,
+        entity: str,
+        day: dt.date,
+        records: Iterable[Mapping[str, Any]],
+        count: int,
+        *,
+        snapshot_id: str,
+    ) -> ApiDelivery:
+        """Deliver ``entity``'s complete set of ``count`` records for ``day``; commit it whole.
+
+        1. Open or find the session of (entity, day, snapshot_id): after a restart the Portal
+           returns the same session with the batches it already acknowledged.
+        2. Encode the records batch by batch; a batch already acknowledged is checked against
+           the Portal's checksum and skipped, the others are uploaded, ``max_concurrency`` at a
+           time, each with its idempotency key (retries resend the same bytes and key).
+        3. Check the records numbered exactly ``count``.
+        4. Commit with the record count, batch count and set checksum (the Portal refuses a
+           mismatch); return what the Portal acknowledged.
+
+        A session already committed (a crash after the commit, before the manifest) is checked
+        against the records and returned without uploading. Raises ``PortalRejectedError`` (this
+        entity only), ``PortalAuthError``, ``PortalMismatchError``, ``EncodeError`` (terminal) or
+        ``PortalUnavailableError`` / ``PortalBackpressureError`` (transient).
+        """
+        check_delivery(entity, count, snapshot_id)
+        run = Run()
+        where = f"{entity} {day.isoformat()}"
+        session = self._open(entity, day, snapshot_id, run)
+        acked = {batch.sequence: batch for batch in session.batches}
+        log.info(
+            "portal: %s session %s is %s, %d batch(es) acknowledged",
+            where,
+            session.session_id,
+            session.state,
+            len(acked),
+        )
+        total = Checksum()
+        batches = encode_batches(entity, records, count, self._batch_size, total)
+        if session.state == "committed":
+            batch_count = sum(1 for _ in batches)
+            return self._already_committed(session, where, count, batch_count, total.hexdigest(), run)
+        batch_count = self._upload(entity, day, session, batches, acked, run)
+        if any(sequence > batch_count for sequence in acked):
+            raise PortalMismatchError(
+                f"{where}: the Portal holds batches beyond the {batch_count} of this set"
+            )
+        checksum = total.hexdigest()
+        committed = self._commit(entity, day, session.session_id, count, batch_count, checksum, run)
+        log.info(
+            "portal: %s committed session %s: %d records in %d batches, %d retries",
+            where,
+            committed.session_id,
+            count,
+            batch_count,
+            run.retries,
+        )
+        return ApiDelivery(
+            entity, day, committed.session_id, batch_count, count, checksum, run.retries, len(acked)
+        )
+
+    def sessions(self, entity: str, day: dt.date) -> list[PortalSession]:
+        """The Portal's sessions of ``entity`` and ``day``, newest first (status lookup)."""
+        data = self._caller.call(
+            "GET",
+            sessions_path(entity),
+            what=f"{entity} {day} sessions",
+            run=Run(),
+            params={"snapshot_date": day.isoformat()},
+        )
+        found = data.get("sessions")
+        if not isinstance(found, list):
+            raise PortalMismatchError(f"{entity} {day}: the Portal's session list is not a list")
+        return [parse_session(item, f"{entity} {day}") for item in found]
+
+    def session(self, entity: str, session_id: str) -> PortalSession:
+        """One session's state and acknowledged batches."""
+        data = self._caller.call("GET", session_path(entity, session_id), what=f"{entity} session", run=Run())
+        return parse_session(data, f"{entity} session")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PortalClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _open(self, entity: str, day: dt.date, snapshot_id: str, run: Run) -> PortalSession:
+        body = orjson.dumps({"snapshot_date": day.isoformat(), "snapshot_id": snapshot_id})
+        where = f"{entity} {day.isoformat()}"
+        data = self._caller.call(
+            "POST",
+            sessions_path(entity),
+            what=f"{where} open session",
+            run=run,
+            body=body,
+            headers={"Content-Type": "application/json"},
+        )
+        session = parse_session(data, where)
+        if session.state not in ("open", "committed"):
+            raise PortalMismatchError(f"{where}: the Portal returned a session that is {session.state}")
+        return session
+
+    def _upload(
+        self,
+        entity: str,
+        day: dt.date,
+        session: PortalSession,
+        batches: Iterator[Batch],
+        acked: Mapping[int, AcknowledgedBatch],
+        run: Run,
+    ) -> int:
+        """Send the batches not yet acknowledged, at most ``max_concurrency`` in flight; the count."""
+        where = f"{entity} {day.isoformat()}"
+        sent = 0
+        in_flight: set[Future[None]] = set()
+        with ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="portal") as pool:
+            try:
+                for batch in batches:
+                    sent = batch.sequence
+                    done = acked.get(batch.sequence)
+                    if done is not None:
+                        if (done.record_count, done.checksum) != (len(batch.lines), batch.checksum):
+                            raise PortalMismatchError(
+                                f"{where}: batch {batch.sequence} differs from the one the Portal "
+                                "acknowledged (records not in a deterministic order, or a snapshot id reused)"
+                            )
+                        continue
+                    while len(in_flight) >= self._max_concurrency:
+                        finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            future.result()
+                    in_flight.add(pool.submit(self._put, entity, day, session.session_id, batch, run))
+                for future in in_flight:
+                    future.result()
+            except BaseException:
+                run.stopped.set()  # queued retries give up; the first error is the one raised
+                raise
+        return sent
+
+    def _put(self, entity: str, day: dt.date, session_id: str, batch: Batch, run: Run) -> None:
+        what = f"{entity} {day.isoformat()} batch {batch.sequence}"
+        receipt = self._caller.call(
+            "PUT",
+            batch_path(entity, session_id, batch.sequence),
+            what=what,
+            run=run,
+            body=batch_body(batch.checksum, batch.lines),
+            headers={
+                IDEMPOTENCY_HEADER: idempotency_key(session_id, batch.sequence),
+                "Content-Type": "application/json",
+            },
+        )
+        if (receipt.get("sequence"), receipt.get("checksum")) != (batch.sequence, batch.checksum):
+            raise PortalMismatchError(f"{what}: the Portal acknowledged another sequence or checksum")
+
+    def _commit(
+        self,
+        entity: str,
+        day: dt.date,
+        session_id: str,
+        count: int,
+        batch_count: int,
+        checksum: str,
+        run: Run,
+    ) -> PortalSession:
+        where = f"{entity} {day.isoformat()}"
+        body = orjson.dumps({"record_count": count, "batch_count": batch_count, "checksum": checksum})
+        data = self._caller.call(
+            "POST",
+            commit_path(entity, session_id),
+            what=f"{where} commit",
+            run=run,
+            body=body,
+            headers={"Content-Type": "application/json"},
+        )
+        session = parse_session(data, where)
+        commit = session.commit
+        acknowledged = None if commit is None else (commit.record_count, commit.checksum)
+        if session.state != "committed" or acknowledged != (count, checksum):
+            raise PortalMismatchError(f"{where}: the Portal acknowledged another count or checksum at commit")
+        return session
+
+    def _already_committed(
+        self, session: PortalSession, where: str, count: int, batch_count: int, checksum: str, run: Run
+    ) -> ApiDelivery:
+        commit = session.commit
+        committed = None if commit is None else (commit.record_count, commit.batch_count, commit.checksum)
+        if committed != (count, batch_count, checksum):
+            raise PortalMismatchError(
+                f"{where}: session {session.session_id} was committed with other records"
+            )
+        log.info("portal: %s session %s was already committed", where, session.session_id)
+        return ApiDelivery(
+            session.entity,
+            session.snapshot_date,
+            session.session_id,
+            batch_count,
+            count,
+            checksum,
+            run.retries,
+            batch_count,
+        )

@@ -1,0 +1,355 @@
+"""The Portal API route over HTTP: the client against the simulator started by the CLI
+(``carecloud-connector simulate-portal``) as a subprocess, with faults injected on demand.
+
+Each test uses its own snapshot date, so the one simulator of this module is shared safely.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connector.sinks._portal_openapi import load_openapi
+from connector.sinks._portal_wire import canonical, checksum_of
+from connector.sinks.exceptions import (
+    PortalAuthError,
+    PortalRejectedError,
+    PortalUnavailableError,
+    SinkConfigError,
+)
+from connector.sinks.portal import PortalClient, set_checksum
+from tests.portal_helpers import CANARY_AMOUNT, CANARY_NAME, ContractChecker, expected_json, family_records
+
+pytestmark = pytest.mark.integration
+
+KEY = "integration-key"
+REPO = Path(__file__).resolve().parents[2]
+_DAYS = itertools.count()
+
+
+def next_day() -> dt.date:
+    return dt.date(2030, 1, 1) + dt.timedelta(days=next(_DAYS))
+
+
+class Simulator:
+    """The simulator subprocess: its URL and its control surface."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=10)
+
+    def faults(self, *faults: dict[str, Any]) -> None:
+        self.http.post("/_sim/faults", json={"faults": list(faults)}).raise_for_status()
+
+    def clear(self) -> None:
+        self.http.delete("/_sim/faults").raise_for_status()
+        self.http.put("/_sim/rate-limit", json={"per_second": None}).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.http.get("/_sim/stats").raise_for_status().json()
+        return data
+
+    def accepted(self, entity: str, day: dt.date) -> dict[str, Any]:
+        data: dict[str, Any] = (
+            self.http.get("/_sim/accepted", params={"entity": entity, "date": day.isoformat()})
+            .raise_for_status()
+            .json()
+        )
+        return data
+
+    def applications(self, session_id: str) -> list[int]:
+        return [seq for sid, seq in self.stats()["applications"] if sid == session_id]
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    command = [sys.executable, "-m", "connector.cli", "simulate-portal", "--port", "0", "--api-key", KEY]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = process.stdout
+    assert stdout is not None
+
+    def read() -> None:  # a thread, so a simulator that never starts cannot hang the test
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        first = lines.get(timeout=30)
+    except queue.Empty:
+        process.kill()
+        pytest.fail("the simulator did not start")
+    assert first.startswith("simulate-portal: listening on "), first
+    simulator = Simulator(first.split()[-1])
+    try:
+        yield simulator
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(autouse=True)
+def clean(sim: Simulator) -> Iterator[None]:
+    sim.clear()
+    yield
+    sim.clear()
+
+
+def client(sim: Simulator, **options: Any) -> PortalClient:
+    options.setdefault("backoff_base", 0.05)
+    return PortalClient(sim.url, KEY, **options)
+
+
+def test_2500_records_arrive_as_1000_1000_500_and_are_committed_with_count_and_checksum(
+    sim: Simulator,
+) -> None:
+    day, records = next_day(), family_records(2500)
+    with client(sim) as portal:
+        delivery = portal.deliver("Family", day, records, 2500, snapshot_id="cut-1")
+        [session] = portal.sessions("Family", day)
+    assert [(b.sequence, b.record_count) for b in session.batches] == [(1, 1000), (2, 1000), (3, 500)]
+    count, checksum = set_checksum("Family", records)
+    assert (delivery.batch_count, delivery.record_count, delivery.checksum) == (3, count, checksum)
+    assert session.commit is not None
+    assert (session.commit.record_count, session.commit.checksum) == (2500, checksum)
+    accepted = sim.accepted("Family", day)
+    assert accepted["records"] == expected_json("Family", records)
+    assert (accepted["record_count"], accepted["checksum"], accepted["session_id"]) == (
+        2500,
+        checksum,
+        delivery.session_id,
+    )
+    assert sorted(sim.applications(delivery.session_id)) == [1, 2, 3]
+
+
+def test_a_1001_record_batch_is_refused_by_the_simulator_and_by_the_client(sim: Simulator) -> None:
+    opened = sim.http.post(
+        "/v1/entities/Family/sessions", json={"snapshot_date": str(next_day()), "snapshot_id": "x"}
+    )
+    session_id = opened.json()["id"]
+    records = expected_json("Family", family_records(1001))
+    body = {"checksum": checksum_of(canonical(r) for r in records), "records": records}
+    response = sim.http.put(
+        f"/v1/entities/Family/sessions/{session_id}/batches/1", json=body, headers={"Idempotency-Key": "a"}
+    )
+    assert response.status_code == 422
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/batch-too-large")
+    with pytest.raises(SinkConfigError, match="1000"):
+        PortalClient(sim.url, KEY, batch_size=1001)
+
+
+def test_a_single_entity_outside_a_session_is_refused(sim: Simulator) -> None:
+    record = expected_json("Family", family_records(1))[0]
+    for method, path in (("POST", "/v1/entities/Family/records"), ("PUT", "/v1/entities/Family/fam-000000")):
+        response = sim.http.request(method, path, json=record)
+        assert response.status_code == 404
+        assert response.json()["type"].endswith("/outside-session")
+
+
+def test_a_wrong_key_fails_clearly_at_the_first_call(sim: Simulator) -> None:
+    before = sim.stats()["unauthorized"]
+    with PortalClient(sim.url, "wrong-key") as portal, pytest.raises(PortalAuthError) as caught:
+        portal.deliver("Family", next_day(), family_records(10), 10, snapshot_id="cut-1")
+    assert "401 Unauthorized" in str(caught.value)
+    assert "X-API-Key" in str(caught.value)
+    assert sim.stats()["unauthorized"] == before + 1
+
+
+def test_429_retry_after_in_seconds_and_as_a_date_are_honoured(sim: Simulator) -> None:
+    sim.faults(
+        {"on": "put_batch", "sequence": 1, "action": "throttle", "retry_after": 1},
+        {
+            "on": "put_batch",
+            "sequence": 2,
+            "action": "throttle",
+            "retry_after": 2,
+            "retry_after_format": "date",
+        },
+    )
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
+    with client(sim, batch_size=10, max_concurrency=1, sleep=sleep, deadline=deadline) as portal:
+        delivery = portal.deliver("Family", next_day(), family_records(20), 20, snapshot_id="cut-1")
+    assert delivery.retries == 2
+    assert 1.0 <= waits[0] <= 1.1  # seconds, plus at most 10 % jitter
+    assert 0.9 <= waits[1] <= 2.3  # an HTTP-date 2 s ahead, to the whole second
+    assert sorted(sim.applications(delivery.session_id)) == [1, 2]
+
+
+def test_a_retry_after_beyond_the_deadline_fails_before_it_instead_of_waiting(sim: Simulator) -> None:
+    sim.faults({"on": "put_batch", "action": "throttle", "retry_after": 3600})
+    started = time.monotonic()
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    with (
+        client(sim, deadline=deadline) as portal,
+        pytest.raises(PortalUnavailableError, match="would pass the deadline"),
+    ):
+        portal.deliver("Family", next_day(), family_records(10), 10, snapshot_id="cut-1")
+    assert time.monotonic() - started < 5
+
+
+def test_a_500_after_the_batch_was_applied_is_retried_with_the_same_key_and_applied_once(
+    sim: Simulator,
+) -> None:
+    sim.faults({"on": "put_batch", "sequence": 2, "action": "error", "status": 500, "after_apply": True})
+    replays = sim.stats()["replays"]
+    day, records = next_day(), family_records(2500)
+    with client(sim) as portal:
+        delivery = portal.deliver("Family", day, records, 2500, snapshot_id="cut-1")
+    assert delivery.retries == 1
+    assert sorted(sim.applications(delivery.session_id)) == [1, 2, 3]
+    assert sim.stats()["replays"] == replays + 1
+    assert sim.stats()["duplicate_applications"] == 0
+    assert sim.accepted("Family", day)["records"] == expected_json("Family", records)
+
+
+def test_dropped_connections_and_timeouts_are_retried_and_applied_once(sim: Simulator) -> None:
+    sim.faults(
+        {"on": "put_batch", "sequence": 1, "action": "drop"},
+        {"on": "put_batch", "sequence": 2, "action": "drop", "after_apply": True},
+        {"on": "put_batch", "sequence": 3, "action": "slow", "delay": 1.5},
+        {"on": "commit", "action": "drop", "after_apply": True},
+    )
+    day, records = next_day(), family_records(300)
+    with client(sim, batch_size=100, max_concurrency=2, timeout=0.5) as portal:
+        delivery = portal.deliver("Family", day, records, 300, snapshot_id="cut-1")
+    assert delivery.retries >= 4
+    assert sorted(sim.applications(delivery.session_id)) == [1, 2, 3]
+    assert sim.accepted("Family", day)["checksum"] == delivery.checksum
+
+
+def test_a_client_killed_mid_session_is_resumed_at_the_first_unacknowledged_batch(sim: Simulator) -> None:
+    day, count, size = next_day(), 4000, 100
+    sim.faults({"on": "put_batch", "action": "slow", "delay": 0.1, "times": 1000})
+    command = [
+        sys.executable,
+        "-m",
+        "tests.integration.portal_client_run",
+        sim.url,
+        KEY,
+        str(day),
+        str(count),
+        str(size),
+        "cut-1",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with client(sim, batch_size=size) as portal:  # the killed client's batch size
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                sessions = portal.sessions("Family", day)
+                if sessions and len(sessions[0].batches) >= 5:
+                    break
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                time.sleep(0.05)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            time.sleep(0.5)  # a request that reached the simulator before the kill is applied by now
+            sim.clear()
+            [session] = portal.sessions("Family", day)
+            acknowledged = set(session.acknowledged)
+            assert 5 <= len(acknowledged) < count // size
+            already = len(sim.applications(session.session_id))
+            delivery = portal.deliver("Family", day, family_records(count), count, snapshot_id="cut-1")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    resumed = sim.applications(session.session_id)[already:]
+    assert resumed[0] == min(set(range(1, count // size + 1)) - acknowledged)
+    assert sorted(resumed) == sorted(set(range(1, count // size + 1)) - acknowledged)
+    assert (delivery.session_id, delivery.resumed_batches) == (session.session_id, len(acknowledged))
+    assert (delivery.record_count, delivery.checksum) == set_checksum("Family", family_records(count))
+    assert sim.stats()["duplicate_applications"] == 0
+    assert sim.accepted("Family", day)["records"] == expected_json("Family", family_records(count))
+
+
+def test_a_record_that_breaks_the_schema_is_terminal_for_its_entity_with_the_portals_reason(
+    sim: Simulator,
+) -> None:
+    day, records = next_day(), family_records(30)
+    records[17]["DeductibleAmount"] = CANARY_AMOUNT
+    with client(sim) as portal:
+        with pytest.raises(PortalRejectedError) as caught:
+            portal.deliver("Family", day, records, 30, snapshot_id="cut-1")
+        other = portal.deliver("Family", day, family_records(5), 5, snapshot_id="cut-2")
+    error = caught.value
+    assert (error.status, error.title) == (422, "Record breaks the schema")
+    assert "record 17, field DeductibleAmount" in str(error)
+    for secret in (str(CANARY_AMOUNT), "98765432109", CANARY_NAME, "fam-000017"):
+        assert secret not in str(error)
+    assert sim.accepted("Family", day)["session_id"] == other.session_id
+
+
+def test_the_simulator_answers_as_its_openapi_yaml_says(sim: Simulator) -> None:
+    checker = ContractChecker(load_openapi())
+    served = sim.http.get("/openapi.yaml", headers={"X-API-Key": ""})
+    assert served.status_code == 200
+    assert "openapi: 3.1.0" in served.text
+    day = str(next_day())
+    records = expected_json("Family", family_records(3))
+    body = {"checksum": checksum_of(canonical(r) for r in records), "records": records}
+    seen: list[tuple[str, str, httpx.Response]] = []
+
+    def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = sim.http.request(method, path, **kwargs)
+        seen.append((method, path, response))
+        return response
+
+    opened = call(
+        "POST", "/v1/entities/Family/sessions", json={"snapshot_date": day, "snapshot_id": "c"}
+    ).json()
+    base = f"/v1/entities/Family/sessions/{opened['id']}"
+    call("POST", "/v1/entities/Family/sessions", json={"snapshot_date": day, "snapshot_id": "c"})
+    call("POST", "/v1/entities/Family/sessions", json={"snapshot_date": "soon", "snapshot_id": "c"})
+    call("POST", "/v1/entities/Nope/sessions", json={"snapshot_date": day, "snapshot_id": "c"})
+    call("PUT", f"{base}/batches/1", json=body, headers={"Idempotency-Key": "k1"})
+    call("PUT", f"{base}/batches/1", json=body, headers={"Idempotency-Key": "k1"})
+    call("PUT", f"{base}/batches/1", json=body, headers={"Idempotency-Key": "k2"})
+    call(
+        "PUT",
+        f"{base}/batches/2",
+        json={**body, "records": [{"EntityId": 1}]},
+        headers={"Idempotency-Key": "k3"},
+    )
+    call("PUT", f"{base}/batches/2", json=body)
+    call("GET", base)
+    call("GET", "/v1/entities/Family/sessions", params={"snapshot_date": day})
+    call("POST", f"{base}/commit", json={"record_count": 4, "batch_count": 1, "checksum": body["checksum"]})
+    call("POST", f"{base}/commit", json={"record_count": 3, "batch_count": 1, "checksum": body["checksum"]})
+    call("PUT", f"{base}/batches/2", json=body, headers={"Idempotency-Key": "k4"})
+    call("GET", base, headers={"X-API-Key": "wrong"})
+    call("DELETE", base)
+    call("GET", "/v1/entities/Family/everything")
+    sim.faults({"on": "get_session", "action": "error", "status": 503})
+    call("GET", base)
+    sim.http.put("/_sim/rate-limit", json={"per_second": 0.001})
+    call("GET", base)
+    call("GET", base)
+    statuses = [response.status_code for _, _, response in seen]
+    assert {200, 201, 400, 401, 404, 405, 409, 422, 429, 503} <= set(statuses)
+    for method, path, response in seen:
+        checker.check(method, path, response.status_code, response.headers["Content-Type"], response.json())
