@@ -7,10 +7,15 @@ for CareCloud's ingest team is in ``docs/file-format.md``.
 
 from connector.sinks.exceptions import (
     EncodeError,
-    PreconditionFailed,
+    PortalAuthError,
+    PortalBackpressureError,
+    PortalMismatchError,
+    PortalRejectedError,
+    PortalUnavailableError,
+    PreconditionFailedError,
     SinkConfigError,
-    StorageDenied,
-    StorageUnavailable,
+    StorageDeniedError,
+    StorageUnavailableError,
 )
 from connector.sinks.formats import (
     CSV,
@@ -26,6 +31,9 @@ from connector.sinks.formats import (
     neutralise,
 )
 from connector.sinks.keys import MANIFEST_NAME, control_key, day_prefix, manifest_key, object_key
+from connector.sinks.portal import ApiDelivery, PortalClient
+from connector.sinks.s3 import S3Storage
+from connector.sinks.sftp import SftpStorage
 from connector.sinks.storage import Storage, StoredObject
 
 __all__ = [
@@ -35,16 +43,25 @@ __all__ = [
     "GZIP_CONTENT_TYPE",
     "JSON_LINES",
     "MANIFEST_NAME",
+    "ApiDelivery",
     "CsvFormat",
     "EncodeError",
     "Format",
     "JsonLinesFormat",
-    "PreconditionFailed",
+    "PortalAuthError",
+    "PortalBackpressureError",
+    "PortalClient",
+    "PortalMismatchError",
+    "PortalRejectedError",
+    "PortalUnavailableError",
+    "PreconditionFailedError",
     "RowWriter",
+    "S3Storage",
+    "SftpStorage",
     "SinkConfigError",
     "Storage",
-    "StorageDenied",
-    "StorageUnavailable",
+    "StorageDeniedError",
+    "StorageUnavailableError",
     "StoredObject",
     "control_key",
     "day_prefix",

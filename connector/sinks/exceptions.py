@@ -3,13 +3,18 @@
 The first two are also ``ValueError``::
 
     ConfigError
-    └── SinkConfigError    a key prefix, compression level or schema type a sink cannot use
+    └── SinkConfigError              a key prefix, compression level or schema type a sink cannot use
     TerminalError
-    ├── EncodeError        a record cannot be written in the file format (names field and row)
-    ├── StorageDenied      credentials or permissions refused by S3/SFTP; retrying cannot help
-    └── PreconditionFailed a conditional write lost: the key exists, or changed since it was read
+    ├── EncodeError                  a record cannot be written in the file format (field and row)
+    ├── StorageDeniedError           credentials or permissions refused by S3/SFTP
+    ├── PreconditionFailedError      a conditional write lost: the key exists, or changed
+    ├── PortalRejectedError          the Portal refused a call (4xx but 429); its problem title/detail
+    │   └── PortalAuthError          401/403: the API key is wrong or lacks access; every entity fails
+    └── PortalMismatchError          the records disagree with what the Portal acknowledged
     TransientError
-    └── StorageUnavailable endpoint down, 5xx or throttling after the storage's bounded retries
+    ├── StorageUnavailableError      endpoint down, 5xx or throttling after bounded retries
+    └── PortalUnavailableError       5xx, timeouts, dropped connections after retries, or the deadline
+        └── PortalBackpressureError  429/503: carries the delay the Portal asked for (``retry_after``)
 
 An ``EncodeError`` stops the run rather than dead-lettering the record: records in the state
 have passed schema validation, so a record that cannot be encoded is a bug, and a file that
@@ -21,7 +26,18 @@ from __future__ import annotations
 
 from connector.errors import ConfigError, TerminalError, TransientError
 
-__all__ = ["EncodeError", "PreconditionFailed", "SinkConfigError", "StorageDenied", "StorageUnavailable"]
+__all__ = [
+    "EncodeError",
+    "PortalAuthError",
+    "PortalBackpressureError",
+    "PortalMismatchError",
+    "PortalRejectedError",
+    "PortalUnavailableError",
+    "PreconditionFailedError",
+    "SinkConfigError",
+    "StorageDeniedError",
+    "StorageUnavailableError",
+]
 
 
 class SinkConfigError(ConfigError, ValueError):
@@ -32,13 +48,51 @@ class EncodeError(TerminalError, ValueError):
     """A record's field does not hold a value of its schema type; the run stops."""
 
 
-class StorageUnavailable(TransientError):
+class StorageUnavailableError(TransientError):
     """The storage did not answer usefully after its own bounded retries; the run may retry later."""
 
 
-class StorageDenied(TerminalError):
+class StorageDeniedError(TerminalError):
     """The storage refused the credentials or the operation (403, permission denied)."""
 
 
-class PreconditionFailed(TerminalError):
+class PreconditionFailedError(TerminalError):
     """A conditional ``put_bytes`` lost: someone else created or changed the object first."""
+
+
+class PortalRejectedError(TerminalError):
+    """The Portal refused a call for a reason retrying cannot fix; fails that entity only.
+
+    ``title`` and ``detail`` are the Portal's RFC 9457 problem (which names records by index and
+    field, never by value); ``status`` is the HTTP status and ``problem_type`` the problem's URI.
+    """
+
+    def __init__(
+        self, message: str, *, status: int, title: str = "", detail: str = "", problem_type: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status, self.title, self.detail, self.problem_type = status, title, detail, problem_type
+
+
+class PortalAuthError(PortalRejectedError):
+    """401/403: the API key is missing, wrong or lacks access; no entity can be delivered."""
+
+
+class PortalMismatchError(TerminalError):
+    """The records do not agree with the count given or with what the Portal acknowledged."""
+
+
+class PortalUnavailableError(TransientError):
+    """The Portal did not answer usefully within the retry budget or before the deadline."""
+
+
+class PortalBackpressureError(PortalUnavailableError):
+    """The Portal asked to slow down (429, or 503 with ``Retry-After``).
+
+    ``retry_after`` is the delay in seconds it asked for, or ``None`` when it named none; the
+    caller decides when to retry (the client waits it out, bounded by attempts and deadline).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

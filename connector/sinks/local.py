@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from connector.sinks.exceptions import PreconditionFailed, SinkConfigError
+from connector.sinks.exceptions import PreconditionFailedError, SinkConfigError
 from connector.sinks.storage import StoredObject
 
 __all__ = ["LocalStorage"]
@@ -77,9 +77,9 @@ class LocalStorage:
             temp.write_bytes(data)
             current = self.stat(key)
             if if_none_match and current is not None:
-                raise PreconditionFailed(f"create {key}: the object exists")
+                raise PreconditionFailedError(f"create {key}: the object exists")
             if if_match is not None and (current is None or current.etag != if_match):
-                raise PreconditionFailed(f"replace {key}: the object changed since it was read")
+                raise PreconditionFailedError(f"replace {key}: the object changed since it was read")
             self._write_meta(path, stored, content_type)
             os.replace(temp, path)
         return stored

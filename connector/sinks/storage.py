@@ -11,15 +11,15 @@ here, once:
   visible under the key, only debris that ``abort_incomplete`` removes.
 - ``put_bytes`` can be conditional: ``if_none_match`` creates only when the key is absent,
   ``if_match`` replaces only the version whose ``etag`` is given. A failed condition raises
-  ``PreconditionFailed``. The run builds its lease, its pinned cut and its write-once manifest
+  ``PreconditionFailedError``. The run builds its lease, its pinned cut and its write-once manifest
   on these two conditions, so they must be atomic on the server, not read-then-write.
 - The returned ``StoredObject`` carries the size and sha256 of the bytes as stored, checked
   against the server's view of the object (not only what was sent).
 - Metadata (``str`` to ``str``, small) is kept with the object and returned by ``stat``; the run
   uses it to recognise a file of the same cut when it resumes.
 
-Errors: ``StorageUnavailable`` (a ``TransientError``: endpoint down, 5xx, throttling after the
-storage's own bounded retries) and ``StorageDenied`` (a ``TerminalError``: credentials or
+Errors: ``StorageUnavailableError`` (a ``TransientError``: endpoint down, 5xx, throttling after the
+storage's own bounded retries) and ``StorageDeniedError`` (a ``TerminalError``: credentials or
 permissions; retrying cannot help). Messages name the key and the operation, never contents.
 """
 

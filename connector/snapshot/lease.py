@@ -7,7 +7,7 @@ and an expiry:
 - **acquire**: create the object only if absent (``if_none_match``); if it exists and has
   expired, replace exactly the version that was read (``if_match`` its etag). Two pods racing
   for the same free or expired lease: the storage lets one conditional write through, the other
-  gets ``PreconditionFailed`` and does not run.
+  gets ``PreconditionFailedError`` and does not run.
 - **renew**: replace our own version (``if_match``) with a later expiry; failing means someone
   took over after our lease expired (we were paused or partitioned), so the run stops before it
   publishes anything more (``LeaseLostError``).
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from connector.sinks.exceptions import PreconditionFailed
+from connector.sinks.exceptions import PreconditionFailedError
 from connector.sinks.storage import Storage
 from connector.snapshot.exceptions import LeaseLostError
 
@@ -97,7 +97,7 @@ class Lease:
                 self._write(if_none_match=True)
             else:
                 self._write(if_match=current[1].etag)
-        except PreconditionFailed:
+        except PreconditionFailedError:
             self.holder = None
             return False
         return True
@@ -108,7 +108,7 @@ class Lease:
             raise LeaseLostError(self._lost)
         try:
             self._write(if_match=self._etag)
-        except PreconditionFailed:
+        except PreconditionFailedError:
             self._lost = f"the lease {self._key} was taken over after it expired"
             raise LeaseLostError(self._lost) from None
 
@@ -141,7 +141,7 @@ class Lease:
         if self._etag is None or self._lost is not None:
             return
         record = LeaseRecord(self._owner, self._token, self._clock())
-        with contextlib.suppress(PreconditionFailed):  # taken over already: nothing of ours to release
+        with contextlib.suppress(PreconditionFailedError):  # taken over already: nothing of ours to release
             self._storage.put_bytes(
                 self._key, record.to_bytes(), content_type=_CONTENT_TYPE, if_match=self._etag
             )

@@ -20,16 +20,25 @@ def test_exported_names_are_what_was_meant() -> None:
             "GZIP_CONTENT_TYPE",
             "JSON_LINES",
             "MANIFEST_NAME",
-            "PreconditionFailed",
+            "ApiDelivery",
+            "PreconditionFailedError",
             "CsvFormat",
             "EncodeError",
             "Format",
             "JsonLinesFormat",
+            "PortalAuthError",
+            "PortalBackpressureError",
+            "PortalClient",
+            "PortalMismatchError",
+            "PortalRejectedError",
+            "PortalUnavailableError",
             "RowWriter",
+            "S3Storage",
+            "SftpStorage",
             "SinkConfigError",
             "Storage",
-            "StorageDenied",
-            "StorageUnavailable",
+            "StorageDeniedError",
+            "StorageUnavailableError",
             "StoredObject",
             "control_key",
             "day_prefix",
@@ -43,7 +52,28 @@ def test_exported_names_are_what_was_meant() -> None:
         assert getattr(connector.sinks, name) is not None
 
 
-@pytest.mark.parametrize("module", ["_cells", "exceptions", "formats", "keys", "storage"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "_cells",
+        "exceptions",
+        "formats",
+        "keys",
+        "portal",
+        "_portal_batches",
+        "_portal_openapi",
+        "_portal_retry",
+        "_portal_session",
+        "_portal_wire",
+        "s3",
+        "_s3_rules",
+        "_s3_multipart",
+        "sftp",
+        "_sftp_layout",
+        "_sftp_session",
+        "storage",
+    ],
+)
 def test_every_module_declares_its_public_names(module: str) -> None:
     loaded = importlib.import_module(f"connector.sinks.{module}")
     assert loaded.__all__
@@ -56,3 +86,21 @@ def test_error_classes() -> None:
     assert issubclass(EncodeError, TerminalError)
     assert issubclass(SinkConfigError, ValueError)
     assert issubclass(EncodeError, ValueError)
+
+
+def test_portal_error_classes() -> None:
+    from connector.errors import TransientError
+    from connector.sinks import (
+        PortalAuthError,
+        PortalBackpressureError,
+        PortalMismatchError,
+        PortalRejectedError,
+        PortalUnavailableError,
+    )
+
+    assert issubclass(PortalAuthError, PortalRejectedError)
+    assert issubclass(PortalRejectedError, TerminalError)
+    assert issubclass(PortalMismatchError, TerminalError)
+    assert issubclass(PortalBackpressureError, PortalUnavailableError)
+    assert issubclass(PortalUnavailableError, TransientError)
+    assert PortalBackpressureError("slow down", retry_after=2.0).retry_after == 2.0
