@@ -26,7 +26,9 @@ from confluent_kafka.admin import AdminClient
 
 from connector.config import Settings
 from connector.errors import BadInputError, ConfigError, TerminalError, TransientError
+from connector.health import Heartbeat
 from connector.mapping import Mapper, MappingSpec
+from connector.metrics import METRICS, Metrics
 from connector.source import Decoder, Position, make_decoder
 from connector.state.apply import Outcome, apply_change
 from connector.state.codec import decode_row, encode_row, state_key
@@ -77,8 +79,17 @@ class _BatchView:
 class IngestService:
     """Consumes the source topics and maintains the state; one per process."""
 
-    def __init__(self, settings: Settings, spec: MappingSpec) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        spec: MappingSpec,
+        *,
+        metrics: Metrics | None = None,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else METRICS
+        self.heartbeat = heartbeat if heartbeat is not None else Heartbeat()
         self.ingest = settings.ingest
         self.mapper = Mapper(spec)
         self.source_topics = sorted(spec.topics)
@@ -93,6 +104,8 @@ class IngestService:
             self.decoders[name] = make_decoder(topic.format, **options)
         self.stores: dict[int, PartitionStore] = {}
         self.counts: Counter[str] = Counter()
+        self._batch_counts: Counter[tuple[str, str, str]] = Counter()
+        """(kind, entity or reason, operation) -> events of the batch in flight; reported on commit."""
         self.ready = threading.Event()
         self._delivered: dict[int, int] = {}
         self._fatal: KafkaError | None = None
@@ -145,6 +158,7 @@ class IngestService:
         backoff = _BACKOFF_MIN_S
         try:
             while not stop.is_set():
+                self.heartbeat.beat()
                 try:
                     self.run_batch()
                     backoff = _BACKOFF_MIN_S
@@ -194,7 +208,9 @@ class IngestService:
         self._check_fatal()
         msgs = [m for m in msgs if not self._skip_error(m)]
         if not msgs:
+            self._report_lag(consumer)
             return 0
+        self._batch_counts.clear()
         producer.begin_transaction()
         views: dict[int, _BatchView] = {}
         first: dict[tuple[str, int], int] = {}
@@ -240,7 +256,29 @@ class IngestService:
             if rows:
                 views[partition].store.write(rows, self._delivered[partition] + 1)
         self.counts["events"] += len(msgs)
+        self._report(consumer)
         return len(msgs)
+
+    def _report(self, consumer: Consumer) -> None:
+        """Metrics of a committed batch: only committed work is counted, so a retried batch is not."""
+        for (kind, name, operation), n in self._batch_counts.items():
+            if kind == "event":
+                self.metrics.count_events(name, operation, n)
+            elif kind == "stale":
+                self.metrics.count_stale(name, n)
+            else:
+                self.metrics.count_dead_letters(name, n)
+        self._report_lag(consumer)
+
+    def _report_lag(self, consumer: Consumer) -> None:
+        """Lag per assigned partition from the consumer's cached high watermark: no broker call."""
+        assigned = consumer.assignment()
+        if not assigned:
+            return
+        for tp in consumer.position(assigned):
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                self.metrics.set_lag(tp.topic, tp.partition, high - tp.offset)
 
     def _rewind(self, consumer: Consumer, first: dict[tuple[str, int], int]) -> None:
         """Seek back to the batch's first offsets: the aborted batch is consumed again."""
@@ -276,7 +314,12 @@ class IngestService:
             self._dead_letter(producer, msg, position, type(exc).__name__, exc.reason)
             return
         outcome = apply_change(view, change)
-        self.counts["stale" if outcome is Outcome.STALE else "applied"] += 1
+        if outcome is Outcome.STALE:
+            self.counts["stale"] += 1
+            self._batch_counts[("stale", change.entity, "")] += 1
+        else:
+            self.counts["applied"] += 1
+        self._batch_counts[("event", change.entity, "delete" if change.deleted else "upsert")] += 1
 
     def _dead_letter(
         self,
@@ -289,6 +332,7 @@ class IngestService:
         by_reference: bool = False,
     ) -> None:
         self.counts[f"dlq.{reason}"] += 1
+        self._batch_counts[("dlq", reason, "")] += 1
         log.warning(
             "dead letter",
             extra={
@@ -357,12 +401,19 @@ class IngestService:
             if p in self.stores:
                 continue
             store = PartitionStore(self.ingest.state_dir / f"p{p}")
-            restored = restore_partition(base, self.ingest.state_topic, p, store)
+
+            def progress(done: int, remaining: int, partition: int = p) -> None:
+                self.metrics.restore_progress(partition, done, remaining)
+                self.heartbeat.beat()  # a long restore is progress, not a stall
+
+            restored = restore_partition(base, self.ingest.state_topic, p, store, progress)
             self.counts["restored_records"] += restored
             self.stores[p] = store
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for topic in {tp.topic for tp in partitions}:
+            self.metrics.forget_partitions(topic, [tp.partition for tp in partitions if tp.topic == topic])
         for p in {tp.partition for tp in partitions}:
             store = self.stores.pop(p, None)
             if store is not None:

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
 from connector.errors import TransientError
 from connector.source.version import Version
@@ -73,6 +73,21 @@ def take_cut(base: dict[str, Any], topic: str) -> Cut:
     return Cut(topic, ends)
 
 
+def _spill_options() -> Options:
+    """Bounded memory (two 32 MiB memtables, a 32 MiB block cache) whatever the state's size;
+    a bloom filter, because loading looks up every key once and most are not there yet."""
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_compression_type(DBCompressionType.lz4())
+    options.set_write_buffer_size(32 << 20)
+    options.set_max_write_buffer_number(2)
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(32 << 20))
+    table.set_bloom_filter(10, False)
+    options.set_block_based_table_factory(table)
+    return options
+
+
 _Held = tuple[Version, bytes, dict[str, Any]]
 """A chosen row: its version, its bytes, its parsed document."""
 
@@ -89,9 +104,7 @@ class StateReader:
         self.cut = cut
         self._base = {k: v for k, v in base.items() if k != "error_cb"}
         self._dir = Path(tempfile.mkdtemp(prefix="carecloud-cut-", dir=work_dir))
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        self._db = Rdict(str(self._dir / "spill"), options)
+        self._db = Rdict(str(self._dir / "spill"), _spill_options())
         self._no_wal = WriteOptions()
         self._no_wal.disable_wal = True  # type: ignore[method-assign,assignment]
         self.records_read = 0

@@ -6,6 +6,7 @@ write batches of the consumed size: the measured cost is dominated by one write 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -18,8 +19,19 @@ __all__ = ["restore_partition"]
 _BATCH = 10_000
 
 
-def restore_partition(base: dict[str, Any], topic: str, partition: int, store: PartitionStore) -> int:
-    """Apply every committed state record from ``store.next_offset`` on; returns the count."""
+def restore_partition(
+    base: dict[str, Any],
+    topic: str,
+    partition: int,
+    store: PartitionStore,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Apply every committed state record from ``store.next_offset`` on; returns the count.
+
+    ``progress(restored, remaining)`` is called after each batch with the records just written
+    and the offsets still to read: a restore can take minutes, and both the restore-progress
+    metric and the liveness heartbeat must see it moving.
+    """
     conf = {k: v for k, v in base.items() if k != "error_cb"}
     consumer = Consumer(
         {
@@ -58,7 +70,10 @@ def restore_partition(base: dict[str, Any], topic: str, partition: int, store: P
             if next_offset >= 0:
                 store.write(puts, next_offset)
                 restored += len(puts)
-            done = done or consumer.position([tp])[0].offset >= high
+            position = consumer.position([tp])[0].offset
+            done = done or position >= high
+            if progress is not None:
+                progress(len(puts), 0 if done else high - max(position, 0))
     finally:
         consumer.close()
     store.flush()

@@ -56,6 +56,7 @@ def _env(
         "CARECLOUD_INGEST_GROUP_ID": group,
         "CARECLOUD_INGEST_STATE_TOPIC": state_topic,
         "CARECLOUD_INGEST_DLQ_TOPIC": unique("dlq"),
+        "CARECLOUD_OPS_HTTP_PORT": "0",  # two replicas on one machine: each picks a free port
         **{f"CARECLOUD_INGEST_{key}": value for key, value in ingest.items()},
     }
 
