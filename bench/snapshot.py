@@ -158,7 +158,7 @@ def _child(args: argparse.Namespace) -> None:
         ),
         base,
         storage,
-        take_cut=lambda: (take_cut(base, args.topic), Lag()),
+        take_cut=lambda day: (take_cut(base, args.topic), Lag()),
     )
     started = time.monotonic()
     result = run.run(DAY)

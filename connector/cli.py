@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from connector import __version__
 from connector.errors import ConnectorError
+from connector.snapshot.commands import add_snapshot_command
 
 __all__ = ["build_parser", "main"]
 
@@ -30,7 +31,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schemas(sub)
     _add_replay(sub)
     _add_ingest(sub)
+    add_snapshot_command(sub)
+    _add_simulate_portal(sub)
     return parser
+
+
+def _add_simulate_portal(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "simulate-portal",
+        help="run the CareCloud Portal simulator over HTTP (tests and the demo, never production)",
+        description="Serves openapi.yaml with CareCloud's rules until SIGTERM or Ctrl-C; "
+        "GET /_sim/accepted?entity=E&date=D returns the committed set (docs in portal_simulator.py).",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one (printed)")
+    p.add_argument("--api-key", required=True, help="the API key clients must send in X-API-Key")
+    p.add_argument("--rate-limit", type=float, default=None, help="API requests per second before 429s")
+
+    def run(args: argparse.Namespace) -> int:
+        from connector.devtools.portal_simulator import serve
+
+        return serve(args.host, args.port, args.api_key, args.rate_limit)
+
+    p.set_defaults(handler=run)
 
 
 def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,25 +66,45 @@ def _add_ingest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     import faulthandler
-    import logging
     import signal
     import threading
 
     from connector.config import load_settings
+    from connector.health import HealthServer, Heartbeat
+    from connector.logs import configure_logging
     from connector.mapping import load_mapping
+    from connector.metrics import METRICS
     from connector.state.ingest import IngestService
 
     faulthandler.register(signal.SIGUSR1)  # on-call: `kill -USR1` prints every thread's stack
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
-    service = IngestService(settings, load_mapping(settings.ingest.mapping_file))
+    configure_logging(settings.ops.log_level, settings.ops.log_format, secrets_from=settings)
+    heartbeat = Heartbeat()
+    service = IngestService(
+        settings, load_mapping(settings.ingest.mapping_file), metrics=METRICS, heartbeat=heartbeat
+    )
+
+    def readiness() -> str | None:
+        if service.ready.is_set() and service.stores:
+            return None
+        return "restoring the local state or no partitions assigned"
+
+    health = HealthServer.from_settings(settings.ops, METRICS, readiness, heartbeat).start()
     stop = threading.Event()
     # SIGTERM (Kubernetes) and Ctrl-C: finish or abort the batch in flight, then leave cleanly.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    service.start()
-    print("ingest: started", flush=True)
-    service.run(stop)
+    try:
+        service.start()
+        print(f"ingest: started; health and metrics on port {health.port}", flush=True)
+        if settings.snapshot.enabled:  # the daily snapshot runs beside ingest, on its own thread
+            from connector.snapshot.service import build_scheduler
+
+            scheduler = build_scheduler(settings, stop, metrics=METRICS)
+            threading.Thread(target=scheduler.run_forever, name="snapshot-scheduler", daemon=True).start()
+        service.run(stop)
+    finally:
+        health.stop()
     print(f"ingest: stopped after {service.counts['events']} events", flush=True)
     return 0
 

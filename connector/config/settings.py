@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import socket
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +22,7 @@ __all__ = [
     "IngestSettings",
     "KafkaSettings",
     "OpsSettings",
+    "PortalSettings",
     "S3Settings",
     "Settings",
     "SftpSettings",
@@ -214,6 +215,23 @@ class OpsSettings(BaseSettings):
     the pod); longer than the slowest batch commit, and than a restore between its beats."""
 
 
+class PortalSettings(BaseSettings):
+    """CareCloud's Portal API (used when CARECLOUD_SNAPSHOT_API_ENABLED=true)."""
+
+    model_config = SettingsConfigDict(env_prefix="CARECLOUD_PORTAL_", extra="ignore")
+
+    base_url: str | None = None
+    """The Portal API's base URL (openapi.yaml's server)."""
+    api_key: SecretStr | None = None
+    """API key sent in X-API-Key (a mounted Secret); never logged."""
+    max_concurrency: int = Field(default=4, ge=1, le=32)
+    """Batches in flight at once per entity."""
+    max_attempts: int = Field(default=8, ge=1, le=50)
+    """Tries per call (429, 5xx, timeouts, dropped connections), each wait capped by the deadline."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Timeout of one HTTP request."""
+
+
 class Settings:
     """All stages' settings, validated together."""
 
@@ -224,6 +242,7 @@ class Settings:
         snapshot: SnapshotSettings | None = None,
         s3: S3Settings | None = None,
         sftp: SftpSettings | None = None,
+        portal: PortalSettings | None = None,
         ops: OpsSettings | None = None,
     ) -> None:
         self.kafka = kafka
@@ -231,6 +250,7 @@ class Settings:
         self.snapshot = snapshot or SnapshotSettings()
         self.s3 = s3 or S3Settings()
         self.sftp = sftp or SftpSettings()
+        self.portal = portal or PortalSettings()
         self.ops = ops or OpsSettings()
 
 
@@ -240,6 +260,7 @@ _MODELS: tuple[tuple[str, type[BaseSettings]], ...] = (
     ("snapshot", SnapshotSettings),
     ("s3", S3Settings),
     ("sftp", SftpSettings),
+    ("portal", PortalSettings),
     ("ops", OpsSettings),
 )
 
@@ -257,13 +278,20 @@ def load_settings(**overrides: dict[str, Any]) -> Settings:
                 name = ".".join(str(p) for p in err["loc"])
                 problems.append(f"{prefix}{name.upper()}: {err['msg']}")
     if "snapshot" in models and models["snapshot"].enabled:
-        problems.extend(sink_problems(models["snapshot"], models.get("s3"), models.get("sftp")))
+        problems.extend(
+            sink_problems(models["snapshot"], models.get("s3"), models.get("sftp"), models.get("portal"))
+        )
     if problems:
         raise SettingsError(problems)
     return Settings(**models)
 
 
-def sink_problems(snapshot: SnapshotSettings, s3: S3Settings | None, sftp: SftpSettings | None) -> list[str]:
+def sink_problems(
+    snapshot: SnapshotSettings,
+    s3: S3Settings | None,
+    sftp: SftpSettings | None,
+    portal: PortalSettings | None = None,
+) -> list[str]:
     """Settings the snapshot needs beyond their own validation, named by their variables.
 
     Checked at start-up when the daily snapshot runs in the process, and by the snapshot
@@ -281,6 +309,12 @@ def sink_problems(snapshot: SnapshotSettings, s3: S3Settings | None, sftp: SftpS
                 "CARECLOUD_SFTP_PRIVATE_KEY_FILE: a private key or CARECLOUD_SFTP_PASSWORD is required "
                 "when CARECLOUD_SNAPSHOT_SINK=sftp"
             )
+    if snapshot.api_enabled and portal is not None:
+        for name in ("base_url", "api_key"):
+            if getattr(portal, name) is None:
+                problems.append(
+                    f"CARECLOUD_PORTAL_{name.upper()}: required when CARECLOUD_SNAPSHOT_API_ENABLED=true"
+                )
     if not snapshot.start < snapshot.deadline:
         problems.append("CARECLOUD_SNAPSHOT_START: must be before CARECLOUD_SNAPSHOT_DEADLINE")
     try:

@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,8 +39,9 @@ from typing import Any, Protocol
 import orjson
 
 from connector.errors import ConnectorError, TransientError
+from connector.metrics import Metrics
 from connector.model import fingerprint
-from connector.sinks.exceptions import PreconditionFailed
+from connector.sinks.exceptions import PortalAuthError, PreconditionFailedError
 from connector.sinks.formats import FORMATS, GZIP_CONTENT_TYPE, gzip_chunks
 from connector.sinks.keys import control_key, day_prefix, manifest_key, object_key
 from connector.sinks.storage import Storage
@@ -66,13 +67,19 @@ log = logging.getLogger(__name__)
 _JSON = "application/json"
 
 
+class ApiReceipt(Protocol):
+    """What the Portal acknowledged for one entity (``connector.sinks.portal.ApiDelivery``)."""
+
+    def as_manifest(self) -> dict[str, Any]: ...
+
+
 class ApiRoute(Protocol):
-    """The Portal API route (``connector.sinks.portal.PortalClient``)."""
+    """The Portal API route (``connector.snapshot.service.PortalRoute`` over ``PortalClient``)."""
 
     def deliver(
         self, entity: str, day: dt.date, records: Iterable[Mapping[str, Any]], count: int, *, snapshot_id: str
-    ) -> Any:
-        """Deliver one complete entity set; returns a dataclass describing what was acknowledged."""
+    ) -> ApiReceipt:
+        """Deliver one complete entity set, committed whole, or raise."""
         ...
 
 
@@ -122,14 +129,17 @@ class SnapshotRun:
         kafka: dict[str, Any],
         storage: Storage,
         *,
-        take_cut: Callable[[], tuple[Cut, Lag]],
+        take_cut: Callable[[dt.date], tuple[Cut, Lag]],
         api: ApiRoute | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        metrics: Metrics | None = None,
     ) -> None:
         if config.format not in FORMATS:
             raise SnapshotArgumentError(f"unknown file format {config.format!r}")
         self._config, self._kafka, self._storage = config, kafka, storage
         self._take_cut, self._api, self._clock = take_cut, api, clock
+        self._metrics = metrics
+        self._api_refused: str | None = None
 
     def run(self, day: dt.date, *, overrides: Iterable[str] = ()) -> RunResult:
         """Publish ``day`` (steps 1-9 of the module docstring); ``overrides`` lift count blocks."""
@@ -152,6 +162,7 @@ class SnapshotRun:
 
     def _publish(self, day: dt.date, lease: Lease, overrides: frozenset[str]) -> RunResult:
         cfg = self._config
+        self._api_refused = None
         key = manifest_key(cfg.prefix, day)
         published = self._published(day)
         if published is not None:
@@ -199,15 +210,30 @@ class SnapshotRun:
         try:
             with _timed(phases, "publish"):
                 self._storage.put_bytes(key, manifest.to_bytes(), content_type=_JSON, if_none_match=True)
-        except PreconditionFailed:
+        except PreconditionFailedError:
             log.warning("snapshot %s was published by another run meanwhile; keeping that manifest", day)
             found = self._storage.get(key)
             return RunResult(
                 Outcome.ALREADY_PUBLISHED, day, key, Manifest.from_bytes(found[0]) if found else None
             )
         outcome = Outcome.PUBLISHED if all(r.status == "delivered" for r in results) else Outcome.PARTIAL
+        self._report(manifest, plan, phases)
         log.info("snapshot %s published (%s): %s", day, outcome.value, {r.entity: r.records for r in results})
         return RunResult(outcome, day, key, manifest, phases)
+
+    def _report(self, manifest: Manifest, plan: Plan, phases: dict[str, float]) -> None:
+        """Metrics of a published run: counts and sizes only (label values are fixed names)."""
+        if self._metrics is None:
+            return
+        self._metrics.observe_phases(phases)
+        for entity_plan in plan.entities:
+            self._metrics.set_state_entities(entity_plan.entity, entity_plan.records)
+        for result in manifest.entities:
+            if result.status != "delivered":
+                continue
+            route = "api" if result.api is not None else result.storage or self._storage.name
+            self._metrics.delivered(route, result.entity, result.records, result.bytes or 0)
+            self._metrics.delivery_succeeded(result.entity, manifest.created_at)
 
     def _published(self, day: dt.date) -> RunResult | None:
         key = manifest_key(self._config.prefix, day)
@@ -224,11 +250,11 @@ class SnapshotRun:
         if found is not None:
             log.info("snapshot %s resumes at its pinned cut", day)
             return RunRecord.from_bytes(found[0])
-        cut, lag = self._take_cut()
+        cut, lag = self._take_cut(day)
         record = RunRecord(uuid.uuid4().hex, day, cut.as_json(), lag.as_json())
         try:
             self._storage.put_bytes(key, record.to_bytes(), content_type=_JSON, if_none_match=True)
-        except PreconditionFailed:  # another run pinned it first: use theirs, so bytes agree
+        except PreconditionFailedError:  # another run pinned it first: use theirs, so bytes agree
             found = self._storage.get(key)
             if found is None:
                 raise TransientError(f"the pinned cut {key} vanished while being read") from None
@@ -258,14 +284,20 @@ class SnapshotRun:
             values for entity_id, values in state.entities(plan.entity) if entity_id not in plan.held_out
         )
         if plan.route is Route.API and self._api is not None:
+            if self._api_refused is not None:  # the key was refused: no entity can go by API
+                return replace(base, status="failed", reason=self._api_refused)
             try:
                 delivery = self._api.deliver(
                     plan.entity, day, records, plan.records, snapshot_id=record.snapshot_id
                 )
-            except ConnectorError as exc:
+            except TransientError:
+                raise  # Portal away: no manifest; the scheduler retries, resuming the sessions
+            except ConnectorError as exc:  # refused for this entity: the others go on
                 log.error("snapshot %s: %s refused by the Portal API: %s", day, plan.entity, exc)
+                if isinstance(exc, PortalAuthError):
+                    self._api_refused = str(exc)
                 return replace(base, status="failed", reason=str(exc))
-            return replace(base, api=asdict(delivery))
+            return replace(base, api=delivery.as_manifest())
         return self._write_file(day, record, plan, records, base)
 
     def _write_file(

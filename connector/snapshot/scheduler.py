@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 class SchedulerEvents:
     """Callbacks for metrics; each takes plain values (dates, outcomes, seconds), no records."""
 
+    starting: Callable[[dt.date, float], None] = lambda day, slack_s: None
+    """Called before each attempt with the seconds between its expected finish and the deadline."""
     missed: Callable[[dt.date, str], None] = lambda day, why: None
     finished: Callable[[dt.date, str, float], None] = lambda day, outcome, slack_s: None
     """Called with the outcome and the seconds left before the deadline (negative: late)."""
@@ -84,6 +86,8 @@ class Scheduler:
     def _attempt(self, day: dt.date, deadline: dt.datetime) -> bool:
         backoff = 10.0
         while True:
+            expected_finish = self._clock() + self._expected
+            self._events.starting(day, (deadline - expected_finish).total_seconds())
             try:
                 result = self._run(day)
             except LeaseBusyError as exc:

@@ -12,7 +12,7 @@ from connector.model import ENTITY_NAMES, REFERENCES, samples
 from connector.sinks.storage import Storage
 from connector.snapshot.lag import Lag
 from connector.snapshot.manifest import Manifest
-from connector.snapshot.run import RunConfig, SnapshotRun
+from connector.snapshot.run import ApiRoute, RunConfig, SnapshotRun
 from connector.source.version import Version
 from connector.state.codec import encode_row, state_key
 from connector.state.reader import take_cut
@@ -84,13 +84,16 @@ def delete_rows(
     )
 
 
-def snapshot_run(kafka: KafkaTestCluster, topic: str, storage: Storage, **config: Any) -> SnapshotRun:
+def snapshot_run(
+    kafka: KafkaTestCluster, topic: str, storage: Storage, *, api: ApiRoute | None = None, **config: Any
+) -> SnapshotRun:
     """A run that cuts the state topic at once (lag policy ``go``; lag itself is tested elsewhere)."""
     return SnapshotRun(
         RunConfig(state_topic=topic, **config),
         kafka.config(),
         storage,
-        take_cut=lambda: (take_cut(kafka.config(), topic), Lag()),
+        take_cut=lambda day: (take_cut(kafka.config(), topic), Lag()),
+        api=api,
     )
 
 

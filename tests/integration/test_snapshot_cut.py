@@ -57,7 +57,7 @@ def test_a_snapshot_taken_while_ingest_goes_on_holds_exactly_the_state_at_the_cu
         RunConfig(state_topic=settings.ingest.state_topic, work_dir=tmp_path),
         kafka.config(),
         storage,
-        take_cut=lambda: (cut, lag),
+        take_cut=lambda day: (cut, lag),
     )
     manifest = run.run(DAY).manifest
     service.close()

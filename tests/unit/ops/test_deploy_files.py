@@ -29,9 +29,9 @@ ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
 ALERT_TESTS = DEPLOY / "prometheus" / "alerts_test.yaml"
 DASHBOARD = DEPLOY / "grafana" / "carecloud-connector.json"
 
-PENDING_PREFIXES = {"CARECLOUD_PORTAL_"}
-"""Env prefixes the manifests use before their settings class exists (the Portal API issue).
-When the class lands, this test fails until the prefix is removed here and the names agree."""
+PENDING_PREFIXES: set[str] = set()
+"""Env prefixes the manifests may use before their settings class exists (none now). When a
+class lands, this test fails until the prefix is removed here and the names agree."""
 
 
 def _load(path: Path) -> Any:
