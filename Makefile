@@ -1,4 +1,4 @@
-# The two commands a newcomer needs: `make demo` (added by the quickstart issue) and `make test`.
+# The two commands a newcomer needs: `make demo` and `make test`.
 # Every target installs what it needs on a fresh clone; a second run reuses .venv and .cache.
 SHELL := /bin/bash
 PY ?= python3
@@ -11,7 +11,7 @@ VPY := $(VENV)/bin/python
 APT_PACKAGES := openjdk-17-jre-headless maven kubectl prometheus openssh-server
 APT_COMMANDS := java mvn kubectl promtool /usr/sbin/sshd ssh-keygen
 
-.PHONY: replay-example test lint typecheck unit integration system-deps venv kafka-jars clean
+.PHONY: demo replay-example test lint typecheck unit integration system-deps venv kafka-jars clean
 
 test: system-deps venv kafka-jars lint typecheck
 	$(VPY) -m pytest
@@ -54,6 +54,11 @@ kafka-jars: venv
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+
+# The whole job on one machine: Kafka, S3 server, Portal simulator, synthetic stream, ingest,
+# today's snapshot, checked against the generator's expected state (DEMO_ARGS="--scale 200 --keep").
+demo: system-deps venv kafka-jars
+	$(VPY) -m connector.devtools.demo $(DEMO_ARGS)
 
 # The connector's ingest job, offline: the example Debezium events through decode -> map -> merge.
 replay-example: venv
