@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import orjson
 
 from connector.sinks._cells import FORMULA_TRIGGERS, Encoder, RuleError, Value, encoders
+from connector.sinks._stored import stored_encoders
 from connector.sinks.exceptions import EncodeError, SinkConfigError
 
 __all__ = [
@@ -83,8 +84,12 @@ class Format(Protocol):
         """The type of the decompressed content (the stored object is ``GZIP_CONTENT_TYPE``)."""
         ...
 
-    def writer(self, entity: str) -> RowWriter:
-        """A writer for one file of ``entity``; encoders are built once per entity and reused."""
+    def writer(self, entity: str, *, stored: bool = False) -> RowWriter:
+        """A writer for one file of ``entity``; encoders are built once per entity and reused.
+
+        ``stored``: records hold the state topic's JSON values (text dates, timestamps and
+        decimals) instead of typed ones; the bytes written are the same (``_stored``).
+        """
         ...
 
 
@@ -108,8 +113,9 @@ class CsvFormat:
     file_extension = "csv"
     content_type = "text/csv; charset=utf-8; header=present"
 
-    def writer(self, entity: str) -> RowWriter:
-        return _Writer(entity, encoders(entity, for_csv=True), _csv_chunk, header=True)
+    def writer(self, entity: str, *, stored: bool = False) -> RowWriter:
+        encode = stored_encoders(entity, for_csv=True) if stored else encoders(entity, for_csv=True)
+        return _Writer(entity, encode, _csv_chunk, header=True)
 
 
 class JsonLinesFormat:
@@ -119,8 +125,9 @@ class JsonLinesFormat:
     file_extension = "jsonl"
     content_type = "application/x-ndjson"
 
-    def writer(self, entity: str) -> RowWriter:
-        return _Writer(entity, encoders(entity, for_csv=False), _json_chunk, header=False)
+    def writer(self, entity: str, *, stored: bool = False) -> RowWriter:
+        encode = stored_encoders(entity, for_csv=False) if stored else encoders(entity, for_csv=False)
+        return _Writer(entity, encode, _json_chunk, header=False)
 
 
 CSV = CsvFormat()

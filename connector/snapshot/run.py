@@ -280,10 +280,11 @@ class SnapshotRun:
         if plan.blocked_because is not None:
             log.warning("snapshot %s: %s blocked (%s)", day, plan.entity, plan.blocked_because)
             return replace(base, status="blocked", reason=plan.blocked_because)
-        records = (
-            values for entity_id, values in state.entities(plan.entity) if entity_id not in plan.held_out
-        )
+        held_out = plan.held_out
         if plan.route is Route.API and self._api is not None:
+            records = (
+                values for entity_id, values in state.entities(plan.entity) if entity_id not in held_out
+            )
             if self._api_refused is not None:  # the key was refused: no entity can go by API
                 return replace(base, status="failed", reason=self._api_refused)
             try:
@@ -298,7 +299,8 @@ class SnapshotRun:
                     self._api_refused = str(exc)
                 return replace(base, status="failed", reason=str(exc))
             return replace(base, api=delivery.as_manifest())
-        return self._write_file(day, record, plan, records, base)
+        stored = (values for entity_id, values in state.documents(plan.entity) if entity_id not in held_out)
+        return self._write_file(day, record, plan, stored, base)
 
     def _write_file(
         self,
@@ -314,7 +316,7 @@ class SnapshotRun:
         meta = {"snapshot-id": record.snapshot_id, "records": str(plan.records)}
         stored = self._storage.stat(key)
         if stored is None or stored.sha256 is None or dict(stored.metadata) != meta:
-            chunks = in_background(fmt.writer(plan.entity).write_rows(records))
+            chunks = in_background(fmt.writer(plan.entity, stored=True).write_rows(records))
             stored = self._storage.put_stream(
                 key, gzip_chunks(chunks, cfg.gzip_level), content_type=GZIP_CONTENT_TYPE, metadata=meta
             )

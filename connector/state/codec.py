@@ -23,7 +23,7 @@ from connector.model import ENTITY_NAMES, raw_schema
 from connector.source.version import Version
 from connector.state.resolve import StateRow
 
-__all__ = ["decode_row", "encode_row", "restore_values", "split_key", "state_key"]
+__all__ = ["decode_row", "encode_row", "is_complete", "restore_values", "split_key", "state_key"]
 
 _SEP = b"/"
 
@@ -57,6 +57,16 @@ def encode_row(row: StateRow) -> bytes:
     if row.delete_floor is not None:
         doc["df"] = list(row.delete_floor)
     return orjson.dumps(doc, default=_default)
+
+
+def is_complete(data: bytes) -> bool:
+    """``decode_row(...).complete`` without parsing: no delete flag and no missing fields.
+
+    ``encode_row`` writes ``"d"`` and ``"m"`` as top-level keys only when set. Inside the
+    values a quote is escaped (``\\"``), and no entity has a field named ``d`` or ``m``, so the
+    unescaped ``"d":`` or ``"m":`` can only be those keys (a test checks it on every schema).
+    """
+    return b'"d":' not in data and b'"m":' not in data
 
 
 def decode_row(entity: str, data: bytes) -> StateRow:

@@ -25,8 +25,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
 from connector.errors import TransientError
-from connector.source.version import Version
-from connector.state.codec import decode_row, restore_values, split_key, state_key
+from connector.state.codec import decode_row, is_complete, restore_values, split_key, state_key
 
 __all__ = ["Cut", "StateReader", "take_cut"]
 
@@ -88,7 +87,7 @@ def _spill_options() -> Options:
     return options
 
 
-_Held = tuple[Version, bytes, dict[str, Any]]
+_Held = tuple[list[int], bytes, dict[str, Any]]
 """A chosen row: its version, its bytes, its parsed document."""
 
 
@@ -164,13 +163,13 @@ class StateReader:
         """
         self.records_read += 1
         doc = orjson.loads(value)
-        version = Version(*doc["v"])
+        version = doc["v"]  # the Version's fields as a list: compares as the Version would
         held = chosen.get(key)
         if held is None:
             raw = self._db.get(key)
             if raw is not None:
                 old = orjson.loads(raw)
-                held = (Version(*old["v"]), raw, old)
+                held = (old["v"], raw, old)
         if held is None or version >= held[0]:
             entity, entity_id = split_key(key)
             if held is not None:
@@ -193,10 +192,17 @@ class StateReader:
             if _complete(doc):
                 yield entity_id, restore_values(entity, doc["r"])
 
+    def documents(self, entity: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Like ``entities`` but with the values as stored (JSON text for dates, timestamps and
+        decimals): for ``Format.writer(entity, stored=True)``, which skips the typing."""
+        for entity_id, doc in self._scan(entity):
+            if _complete(doc):
+                yield entity_id, doc["r"]
+
     def has(self, entity: str, entity_id: str) -> bool:
         """Whether ``entities(entity)`` yields ``entity_id``: a parent check without a set in memory."""
         raw = self._db.get(state_key(entity, entity_id))
-        return raw is not None and _complete(orjson.loads(raw))
+        return raw is not None and is_complete(raw)
 
     def count(self, entity: str) -> int:
         """How many records ``entities(entity)`` yields (counted while loading)."""

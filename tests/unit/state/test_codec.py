@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from connector.model import ENTITY_NAMES
 from connector.model.samples import sample
 from connector.source.version import Version
-from connector.state.codec import decode_row, encode_row, split_key, state_key
+from connector.state.codec import decode_row, encode_row, is_complete, split_key, state_key
 from connector.state.resolve import StateRow
 
 
@@ -35,3 +38,24 @@ def test_keys_split_on_the_first_separator_only() -> None:
     key = state_key("Claim", "CLM/2024/7")
     assert key == b"Claim/CLM/2024/7"
     assert split_key(key) == ("Claim", "CLM/2024/7")
+
+
+@settings(max_examples=300)
+@given(
+    text=st.text(),
+    deleted=st.booleans(),
+    missing=st.frozensets(st.sampled_from(["FamilyName", "PlanCode"]), max_size=2),
+)
+def test_is_complete_agrees_with_decoding_whatever_the_values_hold(
+    text: str, deleted: bool, missing: frozenset[str]
+) -> None:
+    values = {} if deleted else {"EntityId": "FAM-1", "FamilyName": text, "PlanCode": '"d":"m":'}
+    row = StateRow(Version(1, 2, 3, 4, 5), deleted, values, frozenset() if deleted else missing)
+    data = encode_row(row)
+    assert is_complete(data) == decode_row("Family", data).complete
+
+
+def test_no_entity_has_a_field_named_like_a_row_flag() -> None:
+    from connector.model import field_names
+
+    assert all({"d", "m"}.isdisjoint(field_names(entity)) for entity in ENTITY_NAMES)
