@@ -138,3 +138,15 @@ def test_a_busy_lease_waits_for_the_other_pod_to_publish() -> None:
     world.scheduler(busy_wait_s=30).run_forever()
     assert len(world.runs) == 1
     assert world.missed == []
+
+
+def test_runs_once_a_day_at_the_start_across_the_fall_back_change() -> None:
+    world = World(dt.datetime(2026, 10, 30, 12, 0, tzinfo=LA), dt.datetime(2026, 11, 2, 12, 0, tzinfo=LA))
+    world.published.add(dt.date(2026, 10, 30))
+    world.scheduler().run_forever()
+    assert [(day.isoformat(), at.strftime("%H:%M %Z")) for day, at in world.runs] == [
+        ("2026-10-31", "00:30 PDT"),
+        ("2026-11-01", "00:30 PDT"),
+        ("2026-11-02", "00:30 PST"),
+    ]
+    assert all(day in world.published for day, _ in world.runs)
