@@ -11,8 +11,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from connector import __version__
+from connector.config.commands import add_validate_command
 from connector.errors import ConnectorError
 from connector.snapshot.commands import add_snapshot_command
+from connector.state.commands import add_dlq_command, add_rebuild_store_command
+from connector.status import add_status_command
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     _add_ingest(sub)
     add_snapshot_command(sub)
+    add_status_command(sub)
+    add_validate_command(sub)
+    add_rebuild_store_command(sub)
+    add_dlq_command(sub)
     _add_simulate_portal(sub)
     return parser
 

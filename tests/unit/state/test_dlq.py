@@ -1,0 +1,115 @@
+"""Dead letters read back: headers parsed, filters, what a replay forwards, nothing of the payload shown."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+import pytest
+
+from connector.source import Position
+from connector.state.commands import format_replay, parse_timestamp
+from connector.state.dlq import DeadLetter, DlqFilter, ReplayResult, from_message, replay, replay_headers
+from connector.state.ingest import dead_letter_headers
+
+CANARY = b'{"family_name": "Quillfeather-Zanzibar"}'
+T0 = dt.datetime(2026, 3, 8, 12, 0, tzinfo=dt.UTC)
+
+
+def letter(offset: int = 7, reason: str = "unknown_enum_symbol", *, by_reference: bool = False) -> DeadLetter:
+    headers = [
+        ("__debezium.newkey", b'{"id": 1}'),
+        *dead_letter_headers(Position("src.family", 2, 40 + offset), "MappingError", reason),
+    ]
+    key, value = (None, None) if by_reference else (b'{"family_id": 1}', CANARY)
+    stamp = int((T0 + dt.timedelta(minutes=offset)).timestamp() * 1000)
+    return from_message(0, offset, stamp, key, value, headers)
+
+
+def test_ingest_headers_parse_back_into_the_original_position() -> None:
+    got = letter()
+    assert got.position == Position("src.family", 2, 47)
+    assert (got.error, got.reason, got.dlq_offset) == ("MappingError", "unknown_enum_symbol", 7)
+    assert got.timestamp == T0 + dt.timedelta(minutes=7)
+    assert not got.by_reference
+    assert letter(reason="oversized_record", by_reference=True).by_reference
+
+
+def test_missing_or_garbled_headers_leave_no_position() -> None:
+    assert from_message(0, 1, None, b"k", b"v", None).position is None
+    garbled = from_message(0, 1, -1, b"k", b"v", [("carecloud.topic", b"t"), ("carecloud.partition", b"x")])
+    assert garbled.position is None
+    assert garbled.timestamp is None
+    assert garbled.reason == "unknown"
+
+
+def test_replay_forwards_the_original_headers_only() -> None:
+    assert replay_headers(letter().headers) == [("__debezium.newkey", b'{"id": 1}')]
+
+
+def test_payload_stays_out_of_repr_and_json() -> None:
+    got = letter()
+    for text in (repr(got), str(got.as_json())):
+        assert "Quillfeather" not in text
+        assert "family_id" not in text
+
+
+@pytest.mark.parametrize(
+    ("flt", "offsets"),
+    [
+        (DlqFilter(), [1, 2, 3, 4]),
+        (DlqFilter(since=3), [3, 4]),
+        (DlqFilter(from_time=T0 + dt.timedelta(minutes=2)), [2, 3, 4]),
+        (DlqFilter(reasons=frozenset({"invalid_json"})), [2]),
+        (DlqFilter(since=2, reasons=frozenset({"invalid_json", "unknown_enum_symbol"})), [2, 3]),
+    ],
+)
+def test_filters(flt: DlqFilter, offsets: list[int]) -> None:
+    letters = [
+        letter(1),
+        letter(2, "invalid_json"),
+        letter(3),
+        letter(4, "oversized_record", by_reference=True),
+    ]
+    assert [x.dlq_offset for x in letters if flt.matches(x)] == offsets
+
+
+def test_a_naive_from_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        DlqFilter(from_time=dt.datetime(2026, 3, 8))  # noqa: DTZ001  (the point of the test)
+    assert parse_timestamp("2026-03-08T04:00:00Z") == dt.datetime(2026, 3, 8, 4, tzinfo=dt.UTC)
+    with pytest.raises(argparse.ArgumentTypeError, match="no UTC offset"):
+        parse_timestamp("2026-03-08T04:00:00")
+    with pytest.raises(argparse.ArgumentTypeError, match="not an ISO 8601"):
+        parse_timestamp("yesterday")
+
+
+def test_dry_run_counts_per_reason_skips_by_reference_and_replays_a_position_once() -> None:
+    letters = [
+        letter(1),
+        letter(1),
+        letter(2, "invalid_json"),
+        letter(3, "oversized_record", by_reference=True),
+    ]
+    result = replay({}, letters, dry_run=True)  # no producer: nothing leaves the process
+    assert result.counts == {
+        ("unknown_enum_symbol", "would_replay"): 1,
+        ("unknown_enum_symbol", "duplicate"): 1,
+        ("invalid_json", "would_replay"): 1,
+        ("oversized_record", "skipped"): 1,
+    }
+    assert [x.dlq_offset for x in result.skipped] == [3]
+    text = format_replay(result, letters, dry_run=True, topic="carecloud.dlq")
+    assert ["src.family", "2", "41", "unknown_enum_symbol"] in [line.split() for line in text.splitlines()]
+    assert "src.family[2]@43 (oversized_record): dead-lettered by reference, no bytes kept" in text
+    assert "--since 4" in text
+    assert "Quillfeather" not in text
+
+
+def test_replay_report_shows_failures_by_position() -> None:
+    result = ReplayResult()
+    result.counts[("invalid_json", "failed")] += 1
+    result.failed.append((letter(5, "invalid_json"), "_UNKNOWN_PARTITION"))
+    text = format_replay(result, [letter(5, "invalid_json")], dry_run=False, topic="dlq")
+    assert "failed: src.family[2]@45 (invalid_json): _UNKNOWN_PARTITION" in text
+    assert text.splitlines()[0].split() == ["reason", "replayed", "skipped", "duplicate", "failed"]
