@@ -18,10 +18,13 @@ RUN pip wheel --wheel-dir /wheels .
 
 # Stage 2: the runtime. Only the installed wheels are carried over; pip leaves with them.
 FROM ${PYTHON_IMAGE}
+# MALLOC_ARENA_MAX: librdkafka, RocksDB and the snapshot's threads otherwise each grow a malloc
+# arena; two keep the snapshot's peak RSS flat as the state grows (docs/benchmarks.md).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MALLOC_ARENA_MAX=2
 # A fixed numeric uid/gid, so Kubernetes' runAsNonRoot can verify it (docs/decisions/0010).
 RUN groupadd --system --gid 10001 carecloud \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/carecloud --no-create-home \

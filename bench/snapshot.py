@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import random
+import re
 import resource
 import shutil
 import signal
@@ -52,18 +53,21 @@ from connector.state.resolve import StateRow
 
 PARTITIONS = 3
 DAY = dt.date(2026, 11, 25)
+API_KEY = "bench-key"
 MIX = {"Family": 0.10, "Provider": 0.001, "FamilyMember": 0.20, "Care": 0.20, "Claim": 0.30}
 
 
-def _counts(total: int) -> dict[str, int]:
+def _counts(total: int, families_only: bool = False) -> dict[str, int]:
+    if families_only:
+        return {"Family": total, "Provider": 0, "FamilyMember": 0, "Care": 0, "Claim": 0, "EOP": 0}
     counts = {entity: max(1, int(total * share)) for entity, share in MIX.items()}
     counts["EOP"] = total - sum(counts.values())
     return counts
 
 
-def _rows(total: int) -> Iterator[tuple[bytes, bytes]]:
+def _rows(total: int, families_only: bool = False) -> Iterator[tuple[bytes, bytes]]:
     """Every entity with its associations pointing at existing parents (no orphans)."""
-    n = _counts(total)
+    n = _counts(total, families_only)
     refs = {
         "Family": lambda i: {},
         "Provider": lambda i: {},
@@ -124,14 +128,14 @@ def _varying(entity: str) -> list[tuple[str, str]]:
     return out
 
 
-def _seed(base: dict[str, Any], topic: str, total: int) -> float:
+def _seed(base: dict[str, Any], topic: str, total: int, families_only: bool = False) -> float:
     admin = AdminClient(base)
     admin.create_topics([NewTopic(topic, PARTITIONS, 1, config={"cleanup.policy": "compact"})])[topic].result(
         30
     )
     producer = Producer({**base, "linger.ms": 50, "batch.size": 1_000_000, "compression.type": "lz4"})
     started = time.monotonic()
-    for key, value in _rows(total):
+    for key, value in _rows(total, families_only):
         while True:
             try:
                 producer.produce(topic, value, key)
@@ -169,6 +173,75 @@ def _child(args: argparse.Namespace) -> None:
     }
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "phases": result.phases, "files": files, "peak_rss_mb": peak}))
+
+
+class _PortalRoute:
+    """The Portal route as the service builds it (``PortalRoute``), pointed at the simulator."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def deliver(self, entity: str, day: dt.date, records: Any, count: int, *, snapshot_id: str) -> Any:
+        from connector.sinks.portal import PortalClient
+
+        with PortalClient(self.url, API_KEY, max_attempts=50) as client:
+            return client.deliver(entity, day, records, count, snapshot_id=snapshot_id)
+
+
+def _api_child(args: argparse.Namespace) -> None:
+    """One snapshot run with every entity on the API route; prints the deliver phase's time."""
+    from connector.sinks.local import LocalStorage
+
+    base = {"bootstrap.servers": args.bootstrap}
+    run = SnapshotRun(
+        RunConfig(state_topic=args.topic, file_threshold=10**9, work_dir=Path(args.work)),
+        base,
+        LocalStorage(Path(args.work) / "api-run"),
+        take_cut=lambda day: (take_cut(base, args.topic), Lag()),
+        api=_PortalRoute(args.endpoint),
+    )
+    result = run.run(DAY)
+    assert result.manifest is not None
+    records = sum(r.records for r in result.manifest.entities if r.status == "delivered")
+    print(json.dumps({"deliver_s": result.phases["deliver"], "records": records}))
+
+
+def _measure_api(broker: KafkaBroker, work: Path, records: int, rate: float) -> dict[str, Any]:
+    """API records/s at the simulator's rate limit, and the share of what the limit allows."""
+    import httpx
+
+    base = broker.client_config()
+    topic = f"bench.snapshot.api-{os.getpid()}"
+    _seed(base, topic, records, families_only=True)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "connector.cli", "simulate-portal", "--port", "0", "--api-key", API_KEY,
+         "--rate-limit", str(rate)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        url = re.search(r"http://[^\s,]+", sim.stdout.readline()).group(0)  # type: ignore[union-attr]
+        child = subprocess.run(
+            [sys.executable, __file__, "_api_child", "--bootstrap", broker.bootstrap, "--endpoint", url,
+             "--bucket", "-", "--topic", topic, "--prefix", "-", "--level", "6", "--work", str(work)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if child.returncode != 0:
+            raise SystemExit(f"API child failed:\n{child.stderr[-4000:]}")
+        run = json.loads(child.stdout.strip().splitlines()[-1])
+        stats = httpx.get(f"{url}/_sim/stats", headers={"X-API-Key": API_KEY}, timeout=10).json()
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    per_s = run["records"] / run["deliver_s"]
+    return {
+        "api_records": run["records"],
+        "api_rate_limit_per_s": rate,
+        "api_records_per_s": round(per_s),
+        "api_limit_ratio": round(per_s / (rate * 1000), 3),
+        "api_duplicate_batches": stats.get("duplicate_applications"),
+        "api_throttled": stats.get("throttled"),
+    }
 
 
 def _gzip_baseline(storage: S3Storage, files: dict[str, Any], level: int) -> tuple[float, int]:
@@ -218,6 +291,7 @@ def _measure(broker: KafkaBroker, s3: S3Server, work: Path, size: int, level: in
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, "MALLOC_ARENA_MAX": "2"},  # as the image sets it (Dockerfile)
     )
     if child.returncode != 0:
         raise SystemExit(f"snapshot child failed:\n{child.stderr[-4000:]}")
@@ -252,6 +326,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="250000,1000000", help="entity counts, comma-separated")
     parser.add_argument("--level", type=int, default=6, help="gzip level of the main runs")
     parser.add_argument("--levels", default="", help="other levels to run at the largest size, e.g. 1,9")
+    parser.add_argument("--api-records", type=int, default=100_000, help="records sent by the API route")
+    parser.add_argument("--api-rate", type=float, default=20.0, help="the simulator's requests/s limit")
     args = parser.parse_args()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.default_int_handler)
@@ -269,6 +345,8 @@ def main() -> None:
             for level in extra:
                 runs.append(_measure(broker, s3, work, sizes[-1], level))
                 print(f"  {runs[-1]}", flush=True)
+            api = _measure_api(broker, work, args.api_records, args.api_rate) if args.api_records else {}
+            print(f"  {api}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     main_run = next(r for r in reversed(runs) if r["level"] == args.level)
@@ -282,10 +360,18 @@ def main() -> None:
             f"{r['gzip_bytes'] / 1e6:.1f} MB stored, phases {r['phases_s']}"
         )
     print(f"  10M entities extrapolated from the largest run: {ten_million_s / 60:.1f} min")
+    if api:
+        print(
+            f"  API route: {api['api_records']:,} records at {api['api_records_per_s']:,}/s, "
+            f"the simulator limited to {api['api_rate_limit_per_s']:g} requests/s: "
+            f"{api['api_limit_ratio']} of the limit, "
+            f"{api['api_duplicate_batches']} duplicate batches"
+        )
     summary = {
         **{
             k: main_run[k] for k in ("records", "records_per_s", "gzip_records_per_s", "ratio", "peak_rss_mb")
         },
+        **api,
         "runs": runs,
         "extrapolated_10m_s": round(ten_million_s),
         "cpus": os.cpu_count(),
@@ -296,11 +382,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+    if len(sys.argv) > 1 and sys.argv[1] in ("_child", "_api_child"):
         child = argparse.ArgumentParser()
         for name in ("bootstrap", "endpoint", "bucket", "topic", "prefix", "work"):
             child.add_argument(f"--{name}", required=True)
         child.add_argument("--level", type=int, required=True)
-        _child(child.parse_args(sys.argv[2:]))
+        (_child if sys.argv[1] == "_child" else _api_child)(child.parse_args(sys.argv[2:]))
     else:
         main()

@@ -122,6 +122,7 @@ class StateReader:
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "fetch.queue.backoff.ms": 10,
+                "queued.max.messages.kbytes": 16384,  # prefetch bounded to 16 MiB, not librdkafka's 64
             }
         )
         try:
