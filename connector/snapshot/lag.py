@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from connector.errors import TransientError
@@ -81,16 +81,36 @@ def measure_lag(base: dict[str, Any], group_id: str, topics: Iterable[str]) -> L
             (tp.topic, tp.partition): future.result(_TIMEOUT_S).offset
             for tp, future in admin.list_offsets(ends_request, request_timeout=_TIMEOUT_S).items()
         }
-        request = [ConsumerGroupTopicPartitions(group_id, partitions)]
-        committed = {}
-        for future in admin.list_consumer_group_offsets(request, request_timeout=_TIMEOUT_S).values():
-            for tp in future.result(_TIMEOUT_S).topic_partitions:
-                committed[(tp.topic, tp.partition)] = max(tp.offset, 0)
+        committed = _committed(base, group_id, partitions)
     except (KafkaException, KeyError) as exc:
         raise TransientError(
             "cannot measure the ingest lag (source topic or group offsets unavailable)"
         ) from exc
     return Lag({f"{t}/{p}": max(end - committed.get((t, p), 0), 0) for (t, p), end in ends.items()})
+
+
+def _committed(
+    base: dict[str, Any], group_id: str, partitions: list[TopicPartition]
+) -> dict[tuple[str, int], int]:
+    """The group's committed offsets, read by a consumer that never subscribes (so never joins).
+
+    Not ``AdminClient.list_consumer_group_offsets``: librdkafka (through 2.16) can crash the
+    process when the coordinator answers NOT_COORDINATOR or "load in progress" to it
+    (librdkafka issue #5040), which a broker restart or a fresh group provokes.
+    """
+    consumer = Consumer(
+        {
+            **{k: v for k, v in base.items() if k != "error_cb"},
+            "group.id": group_id,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        return {
+            (tp.topic, tp.partition): max(tp.offset, 0) for tp in consumer.committed(partitions, _TIMEOUT_S)
+        }
+    finally:
+        consumer.close()
 
 
 def cut_when_caught_up(
