@@ -284,8 +284,7 @@ class Metrics:
     def restore_progress(self, partition: int, restored: int, remaining: int) -> None:
         """``restored`` more records read into partition's store; ``remaining`` still to read."""
         label = str(partition)
-        if restored:
-            self.restore_records.labels(partition=label).inc(restored)
+        self.restore_records.labels(partition=label).inc(restored)  # inc(0) creates the series at 0
         self.restore_remaining.labels(partition=label).set(max(remaining, 0))
 
     def set_ready(self, ready: bool) -> None:

@@ -45,11 +45,18 @@ def _default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def encode_row(row: StateRow) -> bytes:
-    """Compact JSON; absent optional parts are left out to keep the common row small."""
+def encode_row(row: StateRow, *, deleted_at_ms: int | None = None) -> bytes:
+    """Compact JSON; absent optional parts are left out to keep the common row small.
+
+    ``deleted_at_ms`` stamps a delete marker with when ingest wrote it (``"dt"``, epoch ms):
+    the age the purge rule reads (``connector.state.purge``). It is not part of ``StateRow``:
+    the merge is pure and never sees a clock, and ``decode_row`` ignores it.
+    """
     doc: dict[str, Any] = {"v": list(row.version), "r": row.values}
     if row.deleted:
         doc["d"] = 1
+        if deleted_at_ms is not None:
+            doc["dt"] = deleted_at_ms
     if row.missing:
         doc["m"] = sorted(row.missing)
     if row.field_versions:

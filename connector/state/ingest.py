@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +34,12 @@ from connector.source import Decoder, Position, make_decoder
 from connector.state.apply import Outcome, apply_change
 from connector.state.codec import decode_row, encode_row, state_key
 from connector.state.exceptions import StoreCorruptedError
+from connector.state.purge import MarkerPurge
 from connector.state.resolve import StateRow
 from connector.state.restore import restore_partition
 from connector.state.store import PartitionStore
 from connector.state.topics import ensure_topics, source_partitions
+from connector.state.watchdog import Watchdog
 
 __all__ = ["IngestService", "dead_letter_headers"]
 
@@ -45,6 +48,10 @@ log = logging.getLogger(__name__)
 _BACKOFF_MIN_S = 0.5
 _BACKOFF_MAX_S = 30.0
 _COMMIT_ATTEMPTS = 3
+_CALL_TIMEOUT_S = 30.0
+"""librdkafka's own timeout for each transactional call."""
+_WATCHDOG_GRACE_S = 15.0
+"""How far past its own timeout a call may run before the watchdog ends the process."""
 
 
 def dead_letter_headers(position: Position, error: str, reason: str) -> list[tuple[str, str | bytes | None]]:
@@ -86,8 +93,10 @@ class IngestService:
         *,
         metrics: Metrics | None = None,
         heartbeat: Heartbeat | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.settings = settings
+        self.watchdog = watchdog if watchdog is not None else Watchdog()
         self.metrics = metrics if metrics is not None else METRICS
         self.heartbeat = heartbeat if heartbeat is not None else Heartbeat()
         self.ingest = settings.ingest
@@ -103,6 +112,9 @@ class IngestService:
                 options["schema_registry_url"] = self.ingest.schema_registry_url
             self.decoders[name] = make_decoder(topic.format, **options)
         self.stores: dict[int, PartitionStore] = {}
+        self.purge = MarkerPurge(self.ingest.marker_purge_after_s)
+        self._restore_stall_s = self.ingest.transaction_timeout_ms / 1000 + 60
+        """A restore waits out an open transaction (up to the transaction timeout), not longer."""
         self.counts: Counter[str] = Counter()
         self._batch_counts: Counter[tuple[str, str, str]] = Counter()
         """(kind, entity or reason, operation) -> events of the batch in flight; reported on commit."""
@@ -132,7 +144,8 @@ class IngestService:
                 "transaction.timeout.ms": self.ingest.transaction_timeout_ms,
             }
         )
-        self._producer.init_transactions(30)
+        with self._guard("init_transactions", _CALL_TIMEOUT_S):
+            self._producer.init_transactions(_CALL_TIMEOUT_S)
         self._check_fatal()
         self._consumer = Consumer(
             {
@@ -194,12 +207,14 @@ class IngestService:
            here, between transactions, never inside one);
         2. begin the transaction; decode -> map -> merge each event against the batch's view
            of its partition; dead-letter bad input;
-        3. produce each touched row once to state partition p;
+        3. produce each touched row once to state partition p (new delete markers stamped with
+           the time), and a tombstone for each expired marker of p (``connector.state.purge``);
         4. send the consumed offsets with the group metadata (KIP-447 fencing);
         5. commit (a retriable failure is retried; an abortable one aborts, rewinds the
            consumer to the batch's first offsets and drops the batch's rows; anything else is
            fatal: the process exits and the orchestrator restarts it);
-        6. after the commit, write the rows and the state offset reached to the local store.
+        6. after the commit, write the rows (deleting purged keys) and the state offset
+           reached to the local store.
         """
         consumer, producer = self._clients()
         msgs = consumer.consume(self.ingest.batch_max_events, self.ingest.batch_max_ms / 1000)
@@ -225,11 +240,17 @@ class IngestService:
                     view = views[partition] = _BatchView(self._store(partition))
                 self._handle(msg, Position(topic, partition, offset), view, producer)
             self._delivered.clear()
-            encoded: dict[int, dict[bytes, bytes]] = {}
+            now_ms = self.purge.now_ms()
+            encoded: dict[int, dict[bytes, bytes | None]] = {}
+            purged: dict[int, int] = {}
             for partition, view in views.items():
                 rows = encoded[partition] = {
-                    state_key(e, i): encode_row(r) for (e, i), r in view.rows.items()
+                    state_key(e, i): encode_row(r, deleted_at_ms=now_ms) for (e, i), r in view.rows.items()
                 }
+                for key in self.purge.due(partition, view.store):
+                    if key not in rows:  # a row this batch writes wins over the purge
+                        rows[key] = None
+                        purged[partition] = purged.get(partition, 0) + 1
                 for key, value in rows.items():
                     producer.produce(
                         self.ingest.state_topic,
@@ -243,7 +264,8 @@ class IngestService:
         except (TransientError, StoreCorruptedError) as exc:
             # Nothing of this batch may become visible: abort, rewind, and let the caller back
             # off (registry or broker away) or rebuild the corrupt store and go again.
-            producer.abort_transaction(60)
+            with self._guard("abort_transaction", 2 * _CALL_TIMEOUT_S):
+                producer.abort_transaction(2 * _CALL_TIMEOUT_S)
             self._rewind(consumer, first)
             if isinstance(exc, StoreCorruptedError):
                 self._rebuild({p for _, p in first})
@@ -255,6 +277,9 @@ class IngestService:
         for partition, rows in encoded.items():
             if rows:
                 views[partition].store.write(rows, self._delivered[partition] + 1)
+        for partition, count in purged.items():
+            self.counts["purged_markers"] += count
+            log.info("delete markers purged", extra={"partition": partition, "count": count})
         self.counts["events"] += len(msgs)
         self._report(consumer)
         return len(msgs)
@@ -294,7 +319,9 @@ class IngestService:
                 log.warning("local store corrupt; rebuilding from the state topic", extra={"partition": p})
                 store.destroy()
                 fresh = PartitionStore(store.path)
-                self.counts["restored_records"] += restore_partition(base, self.ingest.state_topic, p, fresh)
+                self.counts["restored_records"] += restore_partition(
+                    base, self.ingest.state_topic, p, fresh, stall_timeout_s=self._restore_stall_s
+                )
                 self.stores[p] = fresh
 
     def _handle(self, msg: Message, position: Position, view: _BatchView, producer: Producer) -> None:
@@ -354,15 +381,21 @@ class IngestService:
 
         Retriable failures are retried a bounded number of times: a broker that stays away
         longer than that ends the process (non-zero exit), and the restarted process fences
-        this transaction at ``init_transactions`` instead of waiting on it forever.
+        this transaction at ``init_transactions`` instead of waiting on it forever. Each call
+        also runs under the watchdog, because librdkafka does not always honour its own
+        timeout here (``connector.state.watchdog``): a call that overruns it ends the process
+        the same way, only harder.
         """
         sent = False
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
             try:
                 if not sent:
-                    producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+                    metadata = consumer.consumer_group_metadata()
+                    with self._guard("send_offsets_to_transaction", _CALL_TIMEOUT_S):
+                        producer.send_offsets_to_transaction(offsets, metadata, _CALL_TIMEOUT_S)
                     sent = True
-                producer.commit_transaction(30)
+                with self._guard("commit_transaction", _CALL_TIMEOUT_S):
+                    producer.commit_transaction(_CALL_TIMEOUT_S)
                 return True
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
@@ -373,10 +406,15 @@ class IngestService:
                     continue
                 if err.txn_requires_abort():
                     log.warning("transaction aborted", extra={"kafka_error": err.name()})
-                    producer.abort_transaction(30)
+                    with self._guard("abort_transaction", _CALL_TIMEOUT_S):
+                        producer.abort_transaction(_CALL_TIMEOUT_S)
                     return False
                 raise TerminalError(f"Kafka transaction failed: {err.name()}") from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _guard(self, call: str, timeout_s: float) -> AbstractContextManager[None]:
+        """The watchdog's deadline for a call given ``timeout_s`` of its own."""
+        return self.watchdog.guard(call, timeout_s + _WATCHDOG_GRACE_S)
 
     # -- partitions and stores -------------------------------------------------------------
 
@@ -406,7 +444,9 @@ class IngestService:
                 self.metrics.restore_progress(partition, done, remaining)
                 self.heartbeat.beat()  # a long restore is progress, not a stall
 
-            restored = restore_partition(base, self.ingest.state_topic, p, store, progress)
+            restored = restore_partition(
+                base, self.ingest.state_topic, p, store, progress, stall_timeout_s=self._restore_stall_s
+            )
             self.counts["restored_records"] += restored
             self.stores[p] = store
         self.ready.set()
@@ -415,6 +455,7 @@ class IngestService:
         for topic in {tp.topic for tp in partitions}:
             self.metrics.forget_partitions(topic, [tp.partition for tp in partitions if tp.topic == topic])
         for p in {tp.partition for tp in partitions}:
+            self.purge.forget(p)
             store = self.stores.pop(p, None)
             if store is not None:
                 store.close()

@@ -92,11 +92,15 @@ class PartitionStore:
             raise self._corrupted(exc) from None
         return None if value is None else bytes(value)
 
-    def write(self, puts: Mapping[bytes, bytes], next_offset: int) -> None:
-        """Apply rows and the new offset atomically (one write batch)."""
+    def write(self, puts: Mapping[bytes, bytes | None], next_offset: int) -> None:
+        """Apply rows and the new offset atomically (one write batch); ``None`` deletes the key,
+        as a tombstone in the state topic does (a purged delete marker)."""
         batch = WriteBatch(raw_mode=True)
         for key, value in puts.items():
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         batch.put(_META_OFFSET, _OFFSET.pack(next_offset))
         try:
             self._db.write(batch, self._write_options)
