@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from connector.health import Heartbeat
 from connector.mapping import Mapper, MappingSpec
 from connector.metrics import METRICS, Metrics
 from connector.source import Decoder, Position, make_decoder
+from connector.state._ingest_report import IngestReport
 from connector.state.apply import Outcome, apply_change
 from connector.state.codec import decode_row, encode_row, state_key
 from connector.state.exceptions import StoreCorruptedError
@@ -71,13 +73,24 @@ class _BatchView:
 
     store: PartitionStore
     rows: dict[tuple[str, str], StateRow] = field(default_factory=dict)
+    live_before: dict[tuple[str, str], bool] = field(default_factory=dict)
+    """Whether each row read from the store was a live, complete entity (apply_change reads
+    every row before it writes it): the batch's change to the live count."""
 
     def get(self, entity: str, entity_id: str) -> StateRow | None:
         row = self.rows.get((entity, entity_id))
         if row is not None:
             return row
         raw = self.store.get(state_key(entity, entity_id))
-        return None if raw is None else decode_row(entity, raw)
+        stored = None if raw is None else decode_row(entity, raw)
+        self.live_before.setdefault((entity, entity_id), stored is not None and stored.complete)
+        return stored
+
+    def live_changes(self) -> Counter[str]:
+        changes: Counter[str] = Counter()
+        for (entity, entity_id), row in self.rows.items():
+            changes[entity] += int(row.complete) - int(self.live_before.get((entity, entity_id), False))
+        return changes
 
     def put(self, entity: str, entity_id: str, row: StateRow) -> None:
         self.rows[(entity, entity_id)] = row
@@ -116,8 +129,7 @@ class IngestService:
         self._restore_stall_s = self.ingest.transaction_timeout_ms / 1000 + 60
         """A restore waits out an open transaction (up to the transaction timeout), not longer."""
         self.counts: Counter[str] = Counter()
-        self._batch_counts: Counter[tuple[str, str, str]] = Counter()
-        """(kind, entity or reason, operation) -> events of the batch in flight; reported on commit."""
+        self.report = IngestReport(self.metrics)
         self.ready = threading.Event()
         self._delivered: dict[int, int] = {}
         self._fatal: KafkaError | None = None
@@ -132,6 +144,7 @@ class IngestService:
         base = self.settings.kafka.client_config()
         base["error_cb"] = self._on_error
         admin = AdminClient(base)
+        self._await_cluster(admin)
         partitions = source_partitions(admin, self.source_topics)
         ensure_topics(
             admin, state_topic=self.ingest.state_topic, dlq_topic=self.ingest.dlq_topic, partitions=partitions
@@ -165,6 +178,23 @@ class IngestService:
         self._consumer.subscribe(
             self.source_topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
+
+    def _await_cluster(self, admin: AdminClient) -> None:
+        """Reach the cluster in short steps, so a refused login fails start-up in seconds.
+
+        librdkafka reports a wrong password only through ``error_cb`` (``_AUTHENTICATION``);
+        one long metadata call would hide it behind a generic transport failure.
+        """
+        deadline = time.monotonic() + _CALL_TIMEOUT_S
+        while True:
+            try:
+                admin.list_topics(timeout=1.0)
+                return
+            except KafkaException:
+                admin.poll(0)  # serves error_cb
+                self._check_fatal()
+                if time.monotonic() >= deadline:
+                    raise TransientError("cannot reach the Kafka cluster (CARECLOUD_KAFKA_*)") from None
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; the batch in flight completes or aborts whole."""
@@ -223,9 +253,9 @@ class IngestService:
         self._check_fatal()
         msgs = [m for m in msgs if not self._skip_error(m)]
         if not msgs:
-            self._report_lag(consumer)
+            self.report.lag(consumer)
             return 0
-        self._batch_counts.clear()
+        self.report.batch.clear()
         producer.begin_transaction()
         views: dict[int, _BatchView] = {}
         first: dict[tuple[str, int], int] = {}
@@ -281,29 +311,8 @@ class IngestService:
             self.counts["purged_markers"] += count
             log.info("delete markers purged", extra={"partition": partition, "count": count})
         self.counts["events"] += len(msgs)
-        self._report(consumer)
+        self.report.committed(consumer, {p: view.live_changes() for p, view in views.items()})
         return len(msgs)
-
-    def _report(self, consumer: Consumer) -> None:
-        """Metrics of a committed batch: only committed work is counted, so a retried batch is not."""
-        for (kind, name, operation), n in self._batch_counts.items():
-            if kind == "event":
-                self.metrics.count_events(name, operation, n)
-            elif kind == "stale":
-                self.metrics.count_stale(name, n)
-            else:
-                self.metrics.count_dead_letters(name, n)
-        self._report_lag(consumer)
-
-    def _report_lag(self, consumer: Consumer) -> None:
-        """Lag per assigned partition from the consumer's cached high watermark: no broker call."""
-        assigned = consumer.assignment()
-        if not assigned:
-            return
-        for tp in consumer.position(assigned):
-            _, high = consumer.get_watermark_offsets(tp, cached=True)
-            if high >= 0 and tp.offset >= 0:
-                self.metrics.set_lag(tp.topic, tp.partition, high - tp.offset)
 
     def _rewind(self, consumer: Consumer, first: dict[tuple[str, int], int]) -> None:
         """Seek back to the batch's first offsets: the aborted batch is consumed again."""
@@ -341,12 +350,8 @@ class IngestService:
             self._dead_letter(producer, msg, position, type(exc).__name__, exc.reason)
             return
         outcome = apply_change(view, change)
-        if outcome is Outcome.STALE:
-            self.counts["stale"] += 1
-            self._batch_counts[("stale", change.entity, "")] += 1
-        else:
-            self.counts["applied"] += 1
-        self._batch_counts[("event", change.entity, "delete" if change.deleted else "upsert")] += 1
+        self.counts["stale" if outcome is Outcome.STALE else "applied"] += 1
+        self.report.event(change.entity, change.deleted, outcome is Outcome.STALE)
 
     def _dead_letter(
         self,
@@ -359,7 +364,7 @@ class IngestService:
         by_reference: bool = False,
     ) -> None:
         self.counts[f"dlq.{reason}"] += 1
-        self._batch_counts[("dlq", reason, "")] += 1
+        self.report.dead_letter(reason)
         log.warning(
             "dead letter",
             extra={
@@ -439,6 +444,7 @@ class IngestService:
             if p in self.stores:
                 continue
             store = PartitionStore(self.ingest.state_dir / f"p{p}")
+            self.report.assigning(p)
 
             def progress(done: int, remaining: int, partition: int = p) -> None:
                 self.metrics.restore_progress(partition, done, remaining)
@@ -448,12 +454,12 @@ class IngestService:
                 base, self.ingest.state_topic, p, store, progress, stall_timeout_s=self._restore_stall_s
             )
             self.counts["restored_records"] += restored
+            self.report.assigned(p, store)
             self.stores[p] = store
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for topic in {tp.topic for tp in partitions}:
-            self.metrics.forget_partitions(topic, [tp.partition for tp in partitions if tp.topic == topic])
+        self.report.revoked(partitions)
         for p in {tp.partition for tp in partitions}:
             self.purge.forget(p)
             store = self.stores.pop(p, None)

@@ -358,47 +358,19 @@ def _unexported(scrape: str) -> dict[str, list[str]]:
     return {where: sorted(names - scraped) for where, names in used.items() if names - scraped}
 
 
-class KnownGapError(Exception):
-    """Metrics the alerts or the dashboard query that the connector does not export yet."""
+def _check_exported(scrape: str) -> None:
+    """Every metric the alerts and the dashboard query is in the scrape."""
+    assert _unexported(scrape) == {}
 
 
-FIRST_START_GAPS = {
-    "Restore: records remaining": ["carecloud_restore_records_total", "carecloud_restore_remaining_records"],
-}
-"""A first start has nothing to restore, and the restore series appear only when a restore
-reports progress (connector/state/restore.py, ingest._assign)."""
-RESTART_GAPS = {
-    "CareCloudConsumerLagHigh": ["carecloud_consumer_lag_messages"],
-    "Consumer lag by topic": ["carecloud_consumer_lag_messages"],
-    "State size by entity": ["carecloud_state_entities"],
-    "Restore: records remaining": ["carecloud_restore_records_total"],
-}
-"""A restarted replica that is caught up: no lag series (the consumer has no position and no
-cached watermark until a message arrives), no entity counts (set only by a snapshot run in the
-process), and no restored-records counter when its store was already current."""
-
-
-def _check_exported(scrape: str, known: dict[str, list[str]]) -> None:
-    """Fail on any gap not listed in ``known``; raise ``KnownGapError`` while a known one remains."""
-    missing = _unexported(scrape)
-    unknown = {
-        where: names for where, names in missing.items() if not set(names) <= set(known.get(where, []))
-    }
-    assert unknown == {}
-    if missing:
-        raise KnownGapError(missing)
-
-
-@pytest.mark.xfail(strict=True, raises=KnownGapError, reason=f"connector gaps: {FIRST_START_GAPS}")
 def test_a_running_ingest_after_its_snapshot_exports_every_metric_the_alerts_and_dashboard_query(
     full_run: FullRun,
 ) -> None:
-    _check_exported(full_run.scrapes[-2], FIRST_START_GAPS)
+    _check_exported(full_run.scrapes[-2])
 
 
-@pytest.mark.xfail(strict=True, raises=KnownGapError, reason=f"connector gaps: {RESTART_GAPS}")
 def test_a_restarted_ingest_exports_every_metric_the_alerts_and_dashboard_query(full_run: FullRun) -> None:
-    _check_exported(full_run.restarted_scrape, RESTART_GAPS)
+    _check_exported(full_run.restarted_scrape)
 
 
 def test_the_running_ingest_is_ready_once_caught_up_and_counts_what_it_did(full_run: FullRun) -> None:

@@ -89,12 +89,6 @@ def test_ingest_over_sasl_ssl_reaches_the_expected_state(
     assert password not in ingest.stdout + ingest.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="IngestService.start() lists topics (30 s timeout) before it looks at the error_cb's "
-    "_AUTHENTICATION: the process ends after 30 s with a traceback of _TRANSPORT 'Broker "
-    "transport failure'. Fix in connector/state/ingest.py (reported to the lead).",
-)
 def test_a_wrong_password_fails_at_start_up_naming_authentication(
     kafka_sasl: KafkaTestCluster, tmp_path: Path
 ) -> None:
