@@ -27,9 +27,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+from connector.devtools._http import BackgroundHttpServer
 
 __all__ = ["S3_ACCESS_DENIED", "S3_SLOW_DOWN", "Fault", "FaultyHttpProxy"]
 
@@ -122,28 +123,23 @@ class _Server(ThreadingHTTPServer):
     proxy: FaultyHttpProxy
 
 
-class FaultyHttpProxy:
+class FaultyHttpProxy(BackgroundHttpServer):
     """The proxy on a free loopback port, in a background thread; a context manager."""
+
+    thread_name = "faulty-http"
 
     def __init__(self, target: str, host: str = "127.0.0.1", *, timeout: float = 60.0) -> None:
         """``target`` is ``http://host:port``; ``timeout`` bounds each forwarded exchange."""
         parts = urlsplit(target)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"target must be http://host[:port], not {target!r}")
+        super().__init__(host, 0)
         self.target = (parts.hostname, parts.port or 80)
-        self.host = host
         self.timeout = timeout
         self.requests: list[str] = []
         """``"METHOD /path?query"`` of every request received, faulted or not."""
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def fail_next(
         self,
@@ -206,32 +202,7 @@ class FaultyHttpProxy:
         finally:
             connection.close()
 
-    def start(self) -> FaultyHttpProxy:
-        if self._server is None:
-            self._server = _Server((self.host, self.port), _Handler)
-            self._server.proxy = self
-            self.port = self._server.server_address[1]
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="faulty-http",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            if self._thread is not None:
-                self._thread.join(timeout=5)
-            self._server = self._thread = None
-
-    def __enter__(self) -> FaultyHttpProxy:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _make_server(self) -> _Server:
+        server = _Server((self.host, self.port), _Handler)
+        server.proxy = self
+        return server

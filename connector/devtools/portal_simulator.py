@@ -31,11 +31,11 @@ import socket
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 import orjson
 
+from connector.devtools._http import BackgroundHttpServer
 from connector.devtools._portal_app import Fault, PortalApp, Reply
 from connector.devtools._portal_sessions import Problem, SessionStore
 from connector.sinks._portal_wire import PROBLEM_CONTENT_TYPE
@@ -118,8 +118,10 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-class PortalSimulator:
+class PortalSimulator(BackgroundHttpServer):
     """The simulator on a loopback port (``port=0``: a free one) in a background thread."""
+
+    thread_name = "portal-simulator"
 
     def __init__(
         self,
@@ -130,45 +132,11 @@ class PortalSimulator:
         rate_limit: float | None = None,
         faults: Iterable[Fault] = (),
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.app = PortalApp(api_key, rate_limit=rate_limit, faults=faults)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> PortalSimulator:
-        """Listen (again, on the same port once one was chosen) with the same sessions."""
-        if self._server is None:
-            self._server = _Server((self.host, self.port), self.app)
-            self.port = self._server.server_address[1]
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="portal-simulator",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            if self._thread is not None:
-                self._thread.join(timeout=5)
-            self._server = self._thread = None
-
-    def __enter__(self) -> PortalSimulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _make_server(self) -> _Server:
+        return _Server((self.host, self.port), self.app)
 
 
 def serve(host: str, port: int, api_key: str, rate_limit: float | None = None) -> int:

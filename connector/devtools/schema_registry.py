@@ -24,9 +24,10 @@ import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from connector.devtools._http import BackgroundHttpServer
 
 __all__ = ["SchemaRegistryServer"]
 
@@ -140,55 +141,19 @@ def _free_port(host: str) -> int:
         return port
 
 
-class SchemaRegistryServer:
+class SchemaRegistryServer(BackgroundHttpServer):
     """The registry on a free loopback port, in a background thread; a context manager."""
 
+    thread_name = "schema-registry"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self.port = port or _free_port(host)
+        super().__init__(host, port or _free_port(host))
         self._store = _Store()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    def start(self) -> SchemaRegistryServer:
-        """Listen (again) on the same port with the same schemas."""
-        if self._server is None:
-            self._server = _Server((self.host, self.port), self._store)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="schema-registry",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Close the socket: clients now get connection refused."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            if self._thread is not None:
-                self._thread.join(timeout=5)
-            self._server = self._thread = None
+    def _make_server(self) -> _Server:
+        return _Server((self.host, self.port), self._store)
 
     def register(self, subject: str, schema: str | dict[str, Any], schema_type: str = "AVRO") -> int:
         """Register directly (no HTTP round trip); same ids as ``POST .../versions``."""
         text = schema if isinstance(schema, str) else json.dumps(schema)
         return self._store.register(subject, text, schema_type)
-
-    def __enter__(self) -> SchemaRegistryServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
