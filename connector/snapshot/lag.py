@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from connector.errors import TransientError
@@ -29,6 +29,15 @@ log = logging.getLogger(__name__)
 __all__ = ["Lag", "cut_when_caught_up", "lag_decision", "measure_lag"]
 
 _TIMEOUT_S = 30.0
+_COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    }
+)
+"""Answers that librdkafka does not mark retriable but that pass once the group's coordinator
+is elected and loaded (a fresh cluster, a broker restart)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +114,19 @@ def _committed(
             "enable.auto.commit": False,
         }
     )
+    deadline = time.monotonic() + _TIMEOUT_S
     try:
-        return {
-            (tp.topic, tp.partition): max(tp.offset, 0) for tp in consumer.committed(partitions, _TIMEOUT_S)
-        }
+        while True:
+            try:
+                found = consumer.committed(partitions, _TIMEOUT_S)
+                return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}
+            except KafkaException as exc:
+                # A fresh cluster has no offsets topic yet, and a coordinator may be loading:
+                # both answer with a retriable error at once rather than after the timeout.
+                err = exc.args[0]
+                if not (err.retriable() or err.code() in _COORDINATOR_MOVING) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 
