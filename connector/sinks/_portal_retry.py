@@ -138,8 +138,12 @@ class Caller:
         clock: Callable[[], dt.datetime],
         sleep: Callable[[float], None],
         rng: random.Random,
+        observe: Callable[[str, int | None], None] = lambda event, status: None,
     ) -> None:
         self._http = http
+        self._observe = observe
+        """``("response", status or None)`` per answer or transport failure, ``("retry", ...)``
+        per retry: the metrics' API response and retry counts (status codes only, no bodies)."""
         self._max_attempts = max_attempts
         self._timeout = timeout
         self._backoff_base = backoff_base
@@ -177,7 +181,11 @@ class Caller:
                 failure: PortalUnavailableError = PortalUnavailableError(
                     f"{what}: {kind} ({type(exc).__name__})"
                 )
+                status: int | None = None
+                self._observe("response", None)
             else:
+                status = response.status_code
+                self._observe("response", status)
                 try:
                     return classify(response, what, self._clock())
                 except PortalUnavailableError as exc:
@@ -187,6 +195,7 @@ class Caller:
             delay = self._delay(attempt, failure)
             self._wait(delay, what, failure)
             run.count_retry()
+            self._observe("retry", status)
             log.info("portal: retrying %s (attempt %d) after %.2f s: %s", what, attempt + 1, delay, failure)
 
     def _delay(self, attempt: int, failure: PortalUnavailableError) -> float:

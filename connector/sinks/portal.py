@@ -121,7 +121,10 @@ class PortalClient:
         clock: Callable[[], dt.datetime] = _utc_now,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        observe: Callable[[str, int | None], None] | None = None,
     ) -> None:
+        """``observe(event, status)``: ``"response"`` per HTTP answer (``None``: no answer) and
+        ``"retry"`` per retried call, for the API metrics."""
         check_settings(base_url, api_key, batch_size, max_concurrency, max_attempts, deadline, timeout)
         self._batch_size = batch_size
         self._max_concurrency = max_concurrency
@@ -148,6 +151,7 @@ class PortalClient:
             clock=clock,
             sleep=sleep,
             rng=rng or random.Random(),
+            **({"observe": observe} if observe is not None else {}),
         )
 
     def deliver(

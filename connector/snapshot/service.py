@@ -79,8 +79,9 @@ def build_storage(settings: Settings) -> Storage:
 class PortalRoute:
     """The Portal client per entity delivery, its waits capped by that day's deadline."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         portal, snapshot = settings.portal, settings.snapshot
+        self._metrics = metrics
         if portal.base_url is None or portal.api_key is None:  # sink_problems named them
             raise SettingsError(["CARECLOUD_PORTAL_BASE_URL and CARECLOUD_PORTAL_API_KEY are required"])
         self._url, self._key = portal.base_url, portal.api_key
@@ -91,6 +92,14 @@ class PortalRoute:
     def _deadline(self, day: dt.date) -> dt.datetime:
         """The day's deadline; for a late or manual run past it, the run's expected duration from now."""
         return max(run_window(self._schedule, day)[1], _now() + self._expected)
+
+    def _observe(self, event: str, status: int | None) -> None:
+        if self._metrics is None:
+            return
+        if event == "response":
+            self._metrics.api_response(status)
+        else:
+            self._metrics.api_retry(status)
 
     def deliver(
         self, entity: str, day: dt.date, records: Iterable[Mapping[str, Any]], count: int, *, snapshot_id: str
@@ -105,6 +114,7 @@ class PortalRoute:
             max_attempts=self._portal.max_attempts,
             timeout=self._portal.timeout_s,
             deadline=self._deadline(day),
+            observe=self._observe if self._metrics is not None else None,
         ) as client:
             return client.deliver(entity, day, records, count, snapshot_id=snapshot_id)
 
@@ -123,7 +133,7 @@ def build_run(
     configured client (tests).
     """
     if api is None and settings.snapshot.api_enabled:
-        api = PortalRoute(settings)
+        api = PortalRoute(settings, metrics)
     s, ingest = settings.snapshot, settings.ingest
     kafka = settings.kafka.client_config()
     topics = sorted(load_mapping(ingest.mapping_file).topics)

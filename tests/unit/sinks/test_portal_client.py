@@ -354,3 +354,17 @@ def test_retry_after_reads_seconds_dates_and_refuses_garbage() -> None:
     assert retry_after_seconds("Tue, 05 Nov 2024 08:00:00 GMT", now) == 0.0
     assert retry_after_seconds("soon", now) is None
     assert retry_after_seconds(None, now) is None
+
+
+def test_every_answer_and_retry_is_reported_to_the_observer_by_status() -> None:
+    app, time_ = PortalApp(KEY, faults=[Fault(on="put_batch", after_apply=True, sequence=2)]), FakeTime()
+    events: list[tuple[str, int | None]] = []
+    with client(
+        sim_transport(app), time_, observe=lambda event, status: events.append((event, status))
+    ) as portal:
+        portal.deliver("Family", DAY, family_records(2500), 2500, snapshot_id="cut-1")
+    retries = [status for event, status in events if event == "retry"]
+    responses = [status for event, status in events if event == "response"]
+    assert retries == [500]  # the batch whose answer failed after it was applied
+    assert responses.count(500) == 1
+    assert len(responses) == len(app.store.stats()["applications"]) + 1 + 2  # + the retry, open, commit
