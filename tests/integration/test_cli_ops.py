@@ -31,9 +31,9 @@ from connector.snapshot.manifest import EntityResult, Manifest
 from connector.state.codec import decode_row, split_key
 from connector.state.store import PartitionStore
 from connector.state.topics import high_watermarks
+from tests.integration.family_ingest import MAPPING
 from tests.integration.state_helpers import committed, read_state
 from tests.integration.test_ingest_bad_input import CANARY, event, key
-from tests.integration.test_ingest_crash import MAPPING
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import pytest
 from connector.config import load_settings
 from connector.mapping import parse_mapping
 from connector.state.ingest import IngestService
-from tests.integration.test_ingest_crash import MAPPING
+from tests.integration.family_ingest import MAPPING
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 pytestmark = pytest.mark.integration

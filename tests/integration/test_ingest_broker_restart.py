@@ -32,8 +32,8 @@ from connector.state.restore import restore_partition
 from connector.state.store import PartitionStore
 from connector.state.topics import high_watermarks
 from connector.state.watchdog import WATCHDOG_EXIT_CODE
+from tests.integration.family_ingest import MAPPING, PARTITIONS, assert_state_equals_replay, ingest_env
 from tests.integration.state_helpers import committed
-from tests.integration.test_ingest_crash import MAPPING, PARTITIONS, _assert_state_equals_replay, _env
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 pytestmark = pytest.mark.integration
@@ -148,7 +148,7 @@ def test_broker_sigkilled_and_restarted_mid_stream_loses_and_duplicates_nothing(
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(MAPPING.format(topic=topic))
     group, state_topic = unique("brk"), unique("state")
-    env = _env(
+    env = ingest_env(
         kafka,
         mapping,
         group,
@@ -191,7 +191,7 @@ def test_broker_sigkilled_and_restarted_mid_stream_loses_and_duplicates_nothing(
     # No transaction left open: every state partition's last stable offset is its end.
     ends = high_watermarks(kafka.config(), state_topic, range(PARTITIONS))
     assert take_cut(kafka.config(), state_topic).end_offsets == ends
-    _assert_state_equals_replay(kafka, state_topic, topic, events)
+    assert_state_equals_replay(kafka, state_topic, topic, events)
     print(f"restarts after non-zero exits: {orchestrator.exits}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,65 +12,15 @@ from pathlib import Path
 import pytest
 
 from connector.devtools.generator import family_events
-from connector.mapping import parse_mapping
-from connector.replay import RawMessage, replay
-from connector.source import Position
+from tests.integration.family_ingest import MAPPING, PARTITIONS, assert_state_equals_replay, ingest_env
 from tests.integration.state_helpers import committed, live_rows, read_state
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 pytestmark = pytest.mark.integration
 
-PARTITIONS = 3
-MAPPING = """\
-version: 1
-topics:
-  {topic}: {{format: debezium-json}}
-tables:
-  public.family:
-    entity: Family
-    entity_id: "FAM-{{family_id}}"
-    fields:
-      FamilyName: family_name
-      Status: {{column: status, enum: {{A: ACTIVE, P: PENDING, S: SUSPENDED, T: TERMINATED}}}}
-      PlanCode: plan_code
-      CoverageStartDate: coverage_start
-      CoverageEndDate: coverage_end
-      StateCode: {{path: address.state}}
-      PostalCode: {{path: address.zip}}
-      PrimaryEmail: email
-      DeductibleAmount: deductible
-      OutOfPocketMaximum: oop_max
-      UpdatedAt: updated_at
-"""
-
-
-def _env(
-    kafka: KafkaTestCluster, mapping: Path, group: str, state_topic: str, **ingest: str
-) -> dict[str, str]:
-    """The environment of one `carecloud-connector ingest` process (CARECLOUD_INGEST_<KEY>)."""
-    return {
-        **os.environ,
-        "CARECLOUD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-        "CARECLOUD_INGEST_MAPPING_FILE": str(mapping),
-        "CARECLOUD_INGEST_GROUP_ID": group,
-        "CARECLOUD_INGEST_STATE_TOPIC": state_topic,
-        "CARECLOUD_INGEST_DLQ_TOPIC": unique("dlq"),
-        "CARECLOUD_OPS_HTTP_PORT": "0",  # two replicas on one machine: each picks a free port
-        **{f"CARECLOUD_INGEST_{key}": value for key, value in ingest.items()},
-    }
-
 
 def _committed(kafka: KafkaTestCluster, group: str, topic: str) -> int:
     return committed(kafka, group, topic, PARTITIONS)
-
-
-def _assert_state_equals_replay(
-    kafka: KafkaTestCluster, state_topic: str, topic: str, events: list[tuple[bytes, bytes | None]]
-) -> None:
-    """The live state in Kafka equals the offline replay of the same events."""
-    messages = [RawMessage(Position(topic, 0, i), k, v, None) for i, (k, v) in enumerate(events)]
-    expected = replay(parse_mapping(MAPPING.format(topic=topic)), messages)
-    assert live_rows(read_state(kafka, state_topic, PARTITIONS)) == expected.live
 
 
 def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
@@ -83,7 +32,7 @@ def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(MAPPING.format(topic=topic))
     group, state_topic = unique("crash"), unique("state")
-    env = _env(
+    env = ingest_env(
         kafka,
         mapping,
         group,
@@ -119,7 +68,7 @@ def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
     assert proc.wait(30) == 0
     assert _committed(kafka, group, topic) == len(events)
 
-    _assert_state_equals_replay(kafka, state_topic, topic, events)
+    assert_state_equals_replay(kafka, state_topic, topic, events)
     assert len(live_rows(read_state(kafka, state_topic, PARTITIONS))) == 2000 - 2000 // 7
 
 
@@ -145,7 +94,7 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(MAPPING.format(topic=topic))
     group, state_topic = unique("scale"), unique("state")
-    base = _env(
+    base = ingest_env(
         kafka,
         mapping,
         group,
@@ -189,4 +138,4 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     assert procs[1].wait(30) == 0
     assert _committed(kafka, group, topic) == len(events)
 
-    _assert_state_equals_replay(kafka, state_topic, topic, events)
+    assert_state_equals_replay(kafka, state_topic, topic, events)

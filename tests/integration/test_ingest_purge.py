@@ -20,7 +20,7 @@ from connector.state.codec import encode_row, state_key
 from connector.state.ingest import IngestService
 from connector.state.reader import StateReader, take_cut
 from connector.state.resolve import StateRow
-from tests.integration.test_ingest_crash import MAPPING
+from tests.integration.family_ingest import MAPPING
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ from connector.model import ENTITY_NAMES
 from connector.sinks.local import LocalStorage
 from connector.sinks.portal import ApiDelivery, PortalClient
 from connector.snapshot.run import Outcome
+from tests.integration.portal_sim import KEY, Simulator, next_day
 from tests.integration.snapshot_helpers import record, seed_state, snapshot_run
-from tests.integration.test_portal_api import KEY, Simulator, next_day, sim  # noqa: F401  (fixture)
 from tests.kafka_helpers import KafkaTestCluster
 from tests.portal_helpers import expected_json
 
@@ -37,7 +37,7 @@ class Route:
 
 def test_routing_on_both_sides_of_5000(
     kafka: KafkaTestCluster,
-    sim: Simulator,  # noqa: F811
+    sim: Simulator,
     tmp_path: Path,
 ) -> None:
     day = next_day()
@@ -90,7 +90,7 @@ def test_routing_on_both_sides_of_5000(
 
 def test_a_refused_key_fails_the_api_entities_and_delivers_the_files(
     kafka: KafkaTestCluster,
-    sim: Simulator,  # noqa: F811
+    sim: Simulator,
     tmp_path: Path,
 ) -> None:
     day = next_day()

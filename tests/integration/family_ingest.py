@@ -1,0 +1,66 @@
+"""The family-table ingest the process-level tests run: its mapping, its environment, its check.
+
+The crash, broker-restart, purge, bad-input and CLI tests all drive the real ``ingest`` command
+over one Family source topic; this is what they share.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from connector.mapping import parse_mapping
+from connector.replay import RawMessage, replay
+from connector.source import Position
+from tests.integration.state_helpers import live_rows, read_state
+from tests.kafka_helpers import KafkaTestCluster, unique
+
+__all__ = ["MAPPING", "PARTITIONS", "assert_state_equals_replay", "ingest_env"]
+
+PARTITIONS = 3
+MAPPING = """\
+version: 1
+topics:
+  {topic}: {{format: debezium-json}}
+tables:
+  public.family:
+    entity: Family
+    entity_id: "FAM-{{family_id}}"
+    fields:
+      FamilyName: family_name
+      Status: {{column: status, enum: {{A: ACTIVE, P: PENDING, S: SUSPENDED, T: TERMINATED}}}}
+      PlanCode: plan_code
+      CoverageStartDate: coverage_start
+      CoverageEndDate: coverage_end
+      StateCode: {{path: address.state}}
+      PostalCode: {{path: address.zip}}
+      PrimaryEmail: email
+      DeductibleAmount: deductible
+      OutOfPocketMaximum: oop_max
+      UpdatedAt: updated_at
+"""
+
+
+def ingest_env(
+    kafka: KafkaTestCluster, mapping: Path, group: str, state_topic: str, **ingest: str
+) -> dict[str, str]:
+    """The environment of one `carecloud-connector ingest` process (CARECLOUD_INGEST_<KEY>)."""
+    return {
+        **os.environ,
+        "CARECLOUD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "CARECLOUD_INGEST_MAPPING_FILE": str(mapping),
+        "CARECLOUD_INGEST_GROUP_ID": group,
+        "CARECLOUD_INGEST_STATE_TOPIC": state_topic,
+        "CARECLOUD_INGEST_DLQ_TOPIC": unique("dlq"),
+        "CARECLOUD_OPS_HTTP_PORT": "0",  # two replicas on one machine: each picks a free port
+        **{f"CARECLOUD_INGEST_{key}": value for key, value in ingest.items()},
+    }
+
+
+def assert_state_equals_replay(
+    kafka: KafkaTestCluster, state_topic: str, topic: str, events: list[tuple[bytes, bytes | None]]
+) -> None:
+    """The live state in Kafka equals the offline replay of the same events."""
+    messages = [RawMessage(Position(topic, 0, i), k, v, None) for i, (k, v) in enumerate(events)]
+    expected = replay(parse_mapping(MAPPING.format(topic=topic)), messages)
+    assert live_rows(read_state(kafka, state_topic, PARTITIONS)) == expected.live
