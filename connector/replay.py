@@ -19,7 +19,7 @@ import orjson
 from connector.errors import BadInputError, ConfigError
 from connector.mapping import Mapper, MappingSpec
 from connector.source import Decoder, Position, make_decoder
-from connector.state import MemoryStore, apply_change
+from connector.state import MemoryStore, StateRow, apply_change
 
 __all__ = ["DeadLetter", "ReplayResult", "encode_json", "read_events", "replay"]
 
@@ -76,10 +76,16 @@ def encode_json(value: Any) -> bytes:
 
 def _payload(obj: dict[str, Any], name: str, line_no: int) -> bytes | None:
     if f"{name}_b64" in obj:
+        encoded = obj[f"{name}_b64"]
+        if encoded is None:  # null, as for ``value``: a tombstone
+            return None
+        problem = ConfigError(f"input line {line_no}: {name}_b64 is not base64")
+        if not isinstance(encoded, str):
+            raise problem
         try:
-            return base64.b64decode(obj[f"{name}_b64"], validate=True)
+            return base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
-            raise ConfigError(f"input line {line_no}: {name}_b64 is not base64") from None
+            raise problem from None
     raw = obj.get(name)
     return None if raw is None else orjson.dumps(raw)
 
@@ -101,6 +107,8 @@ def read_events(path: str | Path) -> Iterator[RawMessage]:
                     f"input line {line_no}: expected a JSON object with topic, partition, offset, key, value"
                 ) from None
             raw_headers = obj.get("headers") or {}
+            if not isinstance(raw_headers, dict):
+                raise ConfigError(f"input line {line_no}: headers must be an object {{name: JSON value}}")
             headers = [(str(k), None if v is None else orjson.dumps(v)) for k, v in raw_headers.items()]
             yield RawMessage(
                 position, _payload(obj, "key", line_no), _payload(obj, "value", line_no), headers or None
@@ -113,8 +121,8 @@ def replay(
     """Run the messages through the same decode -> map -> merge as the Kafka path."""
     mapper = Mapper(spec)
     decoders: dict[str, Decoder] = {}
-    store = MemoryStore()
-    last_position: dict[tuple[str, str], Position] = {}
+    stores: dict[int, MemoryStore] = {}  # as in ingest: state partition p holds source partition p
+    last_position: dict[tuple[int, str, str], Position] = {}
     result = ReplayResult()
     for msg in messages:
         topic = msg.position.topic
@@ -134,18 +142,25 @@ def replay(
         except BadInputError as exc:
             result.dead_letters.append(DeadLetter(msg.position, type(exc).__name__, exc.reason))
             continue
+        partition = msg.position.partition
+        store = stores.get(partition)
+        if store is None:
+            store = stores[partition] = MemoryStore()
         if apply_change(store, change).value == "stale":
             result.stale += 1
-        last_position[(change.entity, change.entity_id)] = msg.position
-    for (entity, entity_id), row in store.items():
+        last_position[(partition, change.entity, change.entity_id)] = msg.position
+    # A key in several partitions resolves by version, as the snapshot's reader does.
+    chosen: dict[tuple[str, str], tuple[StateRow, Position]] = {}
+    for partition, store in sorted(stores.items()):
+        for key, row in store.items():
+            held = chosen.get(key)
+            if held is None or row.version >= held[0].version:
+                chosen[key] = (row, last_position[(partition, *key)])
+    for (entity, entity_id), (row, position) in sorted(chosen.items(), key=lambda item: item[0]):
         if row.deleted:
             continue
         if row.missing:
-            result.dead_letters.append(
-                DeadLetter(
-                    last_position[(entity, entity_id)], "IncompleteRow", "toast_without_previous_value"
-                )
-            )
+            result.dead_letters.append(DeadLetter(position, "IncompleteRow", "toast_without_previous_value"))
             continue
         result.live.append((entity, entity_id, row.values))
     return result

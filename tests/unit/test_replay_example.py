@@ -6,15 +6,23 @@ not from a previous run's output.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from connector.cli import main
+from connector.mapping import load_mapping
+from connector.model import ENVELOPE_NAME, encode
+from connector.model.samples import sample_envelope
+from connector.replay import RawMessage, ReplayResult, encode_json, read_events, replay
+from connector.source import Position
 
 ROOT = Path(__file__).parents[2]
 MAPPING = ROOT / "examples" / "mapping.yaml"
@@ -182,3 +190,204 @@ def test_every_mapped_record_conforms_to_its_entity_schema() -> None:
         assert all(
             isinstance(v, (str, int, bool, Decimal, date, datetime, type(None))) for v in record.values()
         )
+
+
+# -- primary-key updates, transactions and partitions, on the example's own messages ---------------
+
+PAYMENT = "benefits.public.payment"
+FAMILY = "benefits.public.family"
+CANARY = "Zyx-CANARY-4417"
+"""Seeded into bad input lines; no output may contain it."""
+
+
+def example_messages(topic: str) -> dict[int, RawMessage]:
+    return {m.position.offset: m for m in read_events(EVENTS) if m.position.topic == topic}
+
+
+def live_records(result: ReplayResult) -> dict[str, dict[str, Any]]:
+    return {entity_id: record for _, entity_id, record in result.live}
+
+
+# The example's payment offsets: 0 creates payment 1 (reference ACH-77); 1 deletes key 1 with
+# header __debezium.newkey 5; 2 is its tombstone; 3 creates key 5 with header
+# __debezium.oldkey 1 and the TOAST placeholder for reference.
+@pytest.mark.parametrize("order", [(0, 3, 1, 2), (3, 0, 1, 2)], ids=["old-row-first", "create-first"])
+def test_primary_key_update_whose_delete_arrives_after_the_create_still_carries_toast(
+    order: tuple[int, ...],
+) -> None:
+    payments = example_messages(PAYMENT)
+    result = replay(load_mapping(MAPPING), [payments[offset] for offset in order])
+    live = live_records(result)
+    assert list(live) == ["EOP-5"]  # the old EntityId is gone
+    assert (live["EOP-5"]["PaymentReference"], live["EOP-5"]["PaymentAmount"]) == (
+        "ACH-77",
+        Decimal("125.00"),
+    )
+    assert result.dead_letters == []
+
+
+def test_primary_key_update_across_partitions_reports_the_new_row_incomplete() -> None:
+    """State partition p holds source partition p: the old key's value is not there to carry."""
+    payments = example_messages(PAYMENT)
+    create = payments[3]
+    moved = RawMessage(Position(PAYMENT, 1, 0), create.key, create.value, create.headers)
+    result = replay(load_mapping(MAPPING), [payments[0], payments[1], payments[2], moved])
+    assert result.live == []  # not delivered with an empty PaymentReference
+    assert [d.as_json() for d in result.dead_letters] == [
+        {
+            "topic": PAYMENT,
+            "partition": 1,
+            "offset": 0,
+            "error": "IncompleteRow",
+            "reason": "toast_without_previous_value",
+        }
+    ]
+
+
+def _family_update(read: RawMessage, name: str, lsn: int, offset: int, tx_id: str | None) -> RawMessage:
+    """An UPDATE of family 1 in source transaction 808, as pgoutput numbers it."""
+    assert read.value is not None
+    value = orjson.loads(read.value)
+    value["op"] = "u"
+    value["after"]["family_name"] = name
+    value["source"].update(snapshot="false", txId=808, lsn=lsn, sequence=json.dumps(["24700000", str(lsn)]))
+    value["transaction"] = (
+        None if tx_id is None else {"id": tx_id, "total_order": 1, "data_collection_order": 1}
+    )
+    return RawMessage(Position(FAMILY, 0, offset), read.key, orjson.dumps(value), None)
+
+
+def test_one_transactions_changes_are_ordered_by_sequence_alone_not_by_transaction_id() -> None:
+    """Debezium's PostgreSQL transaction id is "txId:lsn": its suffix differs within one
+    transaction. Delivered in reverse order, the change with the higher sequence still wins,
+    whatever the transaction ids say or whether they are there at all."""
+    read = example_messages(FAMILY)[0]  # the snapshot read of family 1
+    first, second = "808:24734567", "808:24734901"
+
+    def run(earlier_id: str | None, later_id: str | None) -> ReplayResult:
+        later = _family_update(read, "Okafor-Lind", 24_734_901, 1, later_id)
+        earlier = _family_update(read, "Okafor-Reyes", 24_734_567, 2, earlier_id)
+        return replay(load_mapping(MAPPING), [read, later, earlier])
+
+    result = run(first, second)
+    assert live_records(result)["FAM-1"]["FamilyName"] == "Okafor-Lind"
+    assert result.stale == 1  # the earlier change, delivered last, replaced nothing
+    assert run(second, first) == result
+    assert run(None, None) == result
+    assert run("808", "808") == result
+
+
+# -- the replay input itself ------------------------------------------------------------------------
+
+
+def _replay_cli(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["replay", "--mapping", str(MAPPING), "--input", str(path)])
+    out, err = capsys.readouterr()
+    assert CANARY not in out + err
+    return code, err
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        f"not json {CANARY}",
+        f'["{CANARY}"]',
+        f'{{"topic": "{CANARY}"}}',
+        f'{{"topic": "t", "offset": "{CANARY}"}}',
+    ],
+    ids=["not-json", "not-an-object", "no-offset", "offset-not-a-number"],
+)
+def test_a_bad_input_line_is_named_by_its_number_and_exits_1(
+    tmp_path: Path, bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(EVENTS.read_text().splitlines()[0] + "\n\n" + bad + "\n")
+    code, err = _replay_cli(events, capsys)
+    assert code == 1
+    assert "error: input line 3: expected a JSON object with topic, partition, offset" in err
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("value_b64", f"{CANARY}!"),
+        ("value_b64", f"{CANARY}é"),
+        ("value_b64", 12345),
+        ("key_b64", [CANARY]),
+    ],
+    ids=["bad-alphabet", "not-ascii", "a-number", "key-a-list"],
+)
+def test_b64_that_is_not_base64_is_named_and_exits_1(
+    tmp_path: Path, field: str, bad: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.jsonl"
+    line = {"topic": FAMILY, "partition": 0, "offset": 9, "key": {"family_id": 1}, "value": None, field: bad}
+    events.write_text(EVENTS.read_text().splitlines()[0] + "\n" + json.dumps(line) + "\n")
+    code, err = _replay_cli(events, capsys)
+    assert code == 1
+    assert f"error: input line 2: {field} is not base64" in err
+
+
+def test_headers_that_are_not_an_object_are_named_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.jsonl"
+    line = {"topic": FAMILY, "offset": 9, "key": {"family_id": 1}, "value": None, "headers": [CANARY]}
+    events.write_text(json.dumps(line) + "\n")
+    code, err = _replay_cli(events, capsys)
+    assert code == 1
+    assert "error: input line 1: headers must be an object" in err
+
+
+def test_null_value_b64_is_a_tombstone_like_a_null_value(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    line = {"topic": FAMILY, "offset": 9, "key_b64": None, "value_b64": None}
+    events.write_text(json.dumps(line) + "\n")
+    result = replay(load_mapping(MAPPING), read_events(events))
+    assert (result.tombstones, result.live, result.dead_letters) == (1, [], [])
+
+
+def test_key_b64_and_value_b64_lines_replay_exactly_like_their_json(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    binary = tmp_path / "events.jsonl"
+    with binary.open("w") as out:
+        for line in EVENTS.read_text().splitlines():
+            doc = json.loads(line)
+            for part in ("key", "value"):
+                if doc.get(part) is not None:
+                    doc[f"{part}_b64"] = base64.b64encode(orjson.dumps(doc.pop(part))).decode()
+            out.write(json.dumps(doc) + "\n")
+    text = binary.read_text()
+    assert "key_b64" in text
+    assert '"value": {' not in text  # every message is binary now; tombstones stay "value": null
+    runs = []
+    for path in (EVENTS, binary):
+        assert main(["replay", "--mapping", str(MAPPING), "--input", str(path), "--json"]) == 0
+        runs.append(capsysbinary.readouterr().out)
+    assert runs[0] == runs[1]
+    assert runs[0].count(b'"dead_letter"') == 6
+
+
+def test_native_envelope_topic_takes_binary_avro_lines(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(
+        MAPPING.read_text().replace("topics:\n", "topics:\n  benefits.native.eop: {format: native-avro}\n", 1)
+    )
+    upsert = sample_envelope("EOP", "UPSERT", version=3)
+    events = tmp_path / "events.jsonl"
+    line = {
+        "topic": "benefits.native.eop",
+        "partition": 0,
+        "offset": 0,
+        "key_b64": base64.b64encode(upsert["EntityId"].encode()).decode(),
+        "value_b64": base64.b64encode(encode(ENVELOPE_NAME, upsert)).decode(),
+    }
+    events.write_text(json.dumps(line) + "\n")
+    assert main(["replay", "--mapping", str(mapping), "--input", str(events), "--json"]) == 0
+    (doc,) = [json.loads(raw) for raw in capsysbinary.readouterr().out.splitlines()]
+    assert doc == json.loads(
+        encode_json({"entity": "EOP", "entity_id": "eop-0001", "record": upsert["Payload"]})
+    )

@@ -89,6 +89,52 @@ def test_postgres_create_carries_sequence_version_and_transaction() -> None:
     assert event.transaction == Transaction("779:34389512", 1, 1)
 
 
+@pytest.mark.parametrize("strip", [False, True], ids=["with-schema", "schemaless"])
+@pytest.mark.parametrize("sequence", [KeyError, None], ids=["sequence-absent", "sequence-null"])
+def test_postgres_without_sequence_is_versioned_by_the_event_lsn(strip: bool, sequence: object) -> None:
+    """Older Debezium versions send no ``source.sequence``: the event's own LSN orders it."""
+    doc = fixture_doc("pg_create.json")
+    source = doc["value"]["payload"]["source"]
+    if sequence is KeyError:
+        del source["sequence"]
+    else:
+        source["sequence"] = sequence
+    event = decode_doc(strip_schemas(doc) if strip else doc)
+    assert event is not None
+    assert event.version == Version(PHASE_STREAM, 34389512, 0, 0, 2)
+
+
+def test_transaction_id_suffix_plays_no_part_in_the_order() -> None:
+    """PostgreSQL transaction ids are ``txId:lsn``, so they differ within one transaction; the
+    version comes from ``source.sequence`` alone, the transaction block is carried as it is."""
+
+    def update(lsn: int, offset: int, transaction: dict[str, object] | None) -> ChangeEvent:
+        doc = fixture_doc("pg_create.json")
+        payload = doc["value"]["payload"]
+        payload["op"] = "u"
+        payload["source"].update(txId=808, lsn=lsn, sequence=f'["34000","{lsn}"]')
+        payload["transaction"] = transaction
+        doc["offset"] = offset
+        event = decode_doc(doc)
+        assert event is not None
+        return event
+
+    def tx(suffix: int, order: int) -> dict[str, object]:
+        return {"id": f"808:{suffix}", "total_order": order, "data_collection_order": order}
+
+    later = update(34901, 0, tx(34901, 2))  # delivered first
+    earlier = update(34567, 1, tx(34567, 1))
+    assert (earlier.transaction, later.transaction) == (
+        Transaction("808:34567", 1, 1),
+        Transaction("808:34901", 2, 2),
+    )
+    assert earlier.version == Version(PHASE_STREAM, 34000, 34567, 0, 1)
+    assert later.version == Version(PHASE_STREAM, 34000, 34901, 0, 0)
+    assert earlier.version < later.version
+    for swapped in (tx(34901, 2), None):
+        assert update(34567, 1, swapped).version == earlier.version
+
+
 def test_unchanged_toast_columns_are_removed_and_named() -> None:
     event = decode("pg_update_toast.json")
     assert event is not None

@@ -135,6 +135,26 @@ def test_error_names_the_column() -> None:
     assert "1000000000" not in str(error)
 
 
+@pytest.mark.parametrize("lsn", [KeyError, None], ids=["lsn-absent", "lsn-null"])
+def test_postgres_source_with_neither_sequence_nor_lsn(lsn: object) -> None:
+    def edit(payload: dict[str, Any]) -> None:
+        _set("source.sequence", KeyError)(payload)
+        _set("source.lsn", lsn)(payload)
+
+    error = reject(GOOD.key, edited(edit))
+    assert error.reason == "bad_source_position"
+    assert "neither sequence nor lsn" in str(error)
+
+
+@pytest.mark.parametrize("lsn", [CANARY, True, "-1", "1" * 21], ids=["text", "bool", "negative", "over-u64"])
+def test_postgres_lsn_fallback_rejects_what_is_not_an_lsn(lsn: object) -> None:
+    def edit(payload: dict[str, Any]) -> None:
+        _set("source.sequence", KeyError)(payload)
+        _set("source.lsn", lsn)(payload)
+
+    assert reject(GOOD.key, edited(edit, strip=True)).reason == "bad_source_position"
+
+
 KEY_CASES = {
     "null_key": (None, "missing_key"),
     "not_json": (b"{" + CANARY.encode(), "invalid_key"),
