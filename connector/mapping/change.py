@@ -11,7 +11,7 @@ from connector.source.version import Version
 __all__ = ["EntityChange"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EntityChange:
     """A change to the entity ``(entity, entity_id)`` at ``version``.
 
@@ -21,6 +21,10 @@ class EntityChange:
     ``previous_entity_id`` is set on the create that follows a primary-key update (Debezium's
     ``__debezium.oldkey``) and ``next_entity_id`` on the matching delete (``newkey``), so the
     state can carry over a TOAST value that exists only under the old key.
+
+    Not ``frozen``: a frozen dataclass sets each field through ``object.__setattr__``, which
+    made construction about four times slower on the per-event path (bench/ingest.py). It is
+    still treated as immutable: nothing assigns to it after construction.
     """
 
     entity: str

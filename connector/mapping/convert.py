@@ -31,6 +31,11 @@ _UNIT_DIVISOR = {"millis": 1_000, "micros": 1_000_000, "nanos": 1_000_000_000}
 # Dates outside this span are a source bug (a sentinel like 9999-12-31 or a unit mix-up), not
 # a family's data: they go to the dead-letter topic instead of into CareCloud.
 _YEARS = range(1800, 2201)
+_EPOCH_ORDINAL = _EPOCH_DAY.toordinal()
+_FIRST_DAY = date(_YEARS.start, 1, 1).toordinal() - _EPOCH_ORDINAL
+_LAST_DAY = date(_YEARS.stop - 1, 12, 31).toordinal() - _EPOCH_ORDINAL
+_FIRST_MICRO = _FIRST_DAY * 86_400_000_000
+_END_MICRO = (_LAST_DAY + 1) * 86_400_000_000
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 
@@ -86,6 +91,8 @@ def _base_converter(avro_type: Any, spec: FieldSpec, dec: DecimalHandling, unit:
 
 def _string(value: Any) -> str:
     if isinstance(value, str):
+        if value.isascii() and value.isprintable():  # no control character: skip the regex
+            return value
         if _CONTROL.search(value):
             raise ConversionError("control_character", "string")
         return value
@@ -163,11 +170,28 @@ def _decimal(scale: int, precision: int, handling: DecimalHandling, source_scale
                 raise ConversionError("unparseable_decimal", "decimal") from None
         raise ConversionError("wrong_type", "decimal")
 
+    fast_base64 = handling == "precise" and raw_scale == scale and precision <= 28
+    digits_limit = 10**precision
+
     def conv(value: Any) -> Decimal:
+        if fast_base64 and type(value) is str:
+            # The common precise-mode value: the unscaled integer at the schema's scale, so its
+            # range is checked on the integer and no quantize is needed. Anything unusual (bad
+            # base64, out of range) takes the general path below, which names the problem.
+            try:
+                unscaled = int.from_bytes(binascii.a2b_base64(value, strict_mode=True), "big", signed=True)
+            except binascii.Error:
+                pass
+            else:
+                if -digits_limit < unscaled < digits_limit:
+                    return Decimal(unscaled).scaleb(-scale)
         number = parse(value)
         if not number.is_finite():
             raise ConversionError("non_finite_number", "decimal")
-        quantized = number.quantize(quantum)
+        try:
+            quantized = number.quantize(quantum)
+        except InvalidOperation:  # more digits than any context holds: far out of range
+            raise ConversionError("decimal_out_of_range", f"decimal({precision},{scale})") from None
         if quantized != number:
             raise ConversionError("decimal_scale_exceeded", f"decimal with scale {scale}")
         if abs(quantized) >= limit:
@@ -179,6 +203,8 @@ def _decimal(scale: int, precision: int, handling: DecimalHandling, source_scale
 
 def _date(unit: TimeUnit) -> Converter:
     def conv(value: Any) -> date:
+        if unit == "days" and type(value) is int and _FIRST_DAY <= value <= _LAST_DAY:
+            return date.fromordinal(_EPOCH_ORDINAL + value)  # the common case, range checked on the int
         result = parse(value)
         if result.year not in _YEARS:
             raise ConversionError("date_out_of_range", "date")
@@ -211,6 +237,12 @@ def _timestamp(unit: TimeUnit, *, millis: bool) -> Converter:
     divisor = _UNIT_DIVISOR.get(unit, 1_000_000)
 
     def conv(value: Any) -> datetime:
+        if type(value) is int:  # the common case: range and truncation checked on the integer
+            micros = value * 1_000_000 // divisor
+            if _FIRST_MICRO <= micros < _END_MICRO:
+                if millis:
+                    micros -= micros % 1000
+                return _EPOCH + timedelta(microseconds=micros)
         result = parse(value)
         if result.year not in _YEARS:
             raise ConversionError("date_out_of_range", "timestamp")

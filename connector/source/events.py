@@ -31,9 +31,12 @@ class Op(enum.Enum):
         return self is Op.DELETE
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where a message came from: what dead letters, logs and metrics may name."""
+class Position(NamedTuple):
+    """Where a message came from: what dead letters, logs and metrics may name.
+
+    A named tuple rather than a frozen dataclass: one is built per consumed message, and a
+    named tuple is built in half the time.
+    """
 
     topic: str
     partition: int
@@ -52,7 +55,7 @@ class Transaction(NamedTuple):
     data_collection_order: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChangeEvent:
     """One decoded change to one source row.
 
@@ -64,6 +67,10 @@ class ChangeEvent:
     a primary-key update. ``transaction`` is Debezium's transaction block, when the
     connector emits one. For the native envelope, ``entity``/``entity_id`` are set and
     ``row`` already has the entity's fields.
+
+    Not ``frozen``: a frozen dataclass sets each field through ``object.__setattr__``, which
+    made construction about four times slower on the per-event path (bench/ingest.py). It is
+    still treated as immutable: nothing assigns to it after construction.
     """
 
     position: Position

@@ -76,10 +76,17 @@ def is_complete(data: bytes) -> bool:
     return b'"d":' not in data and b'"m":' not in data
 
 
-def decode_row(entity: str, data: bytes) -> StateRow:
-    """Restore a row, typing its values by the entity schema."""
+def decode_row(entity: str, data: bytes, *, typed: bool = True) -> StateRow:
+    """Restore a row, typing its values by the entity schema.
+
+    ``typed=False`` leaves dates, timestamps and decimals as the JSON text they are stored
+    as. The ingest reads stored rows only to merge them and write them back: the merge copies
+    values without looking at them, and ``encode_row`` writes such text exactly as it writes
+    the typed value it came from (a test checks it on every entity), so typing them would be
+    work thrown away on every update.
+    """
     doc = orjson.loads(data)
-    values = restore_values(entity, doc["r"])
+    values = restore_values(entity, doc["r"]) if typed else doc["r"]
     floor = doc.get("df")
     return StateRow(
         Version(*doc["v"]),

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,12 +68,60 @@ def dead_letter_headers(position: Position, error: str, reason: str) -> list[tup
     ]
 
 
+class _Emitter:
+    """Produces one partition's state records for one batch, reporting the offset reached.
+
+    The local store records the state-topic offset it reflects, which is the offset of the
+    partition's last record of the batch: records of one partition are delivered in order, so
+    only that last record needs a delivery report. Each record is held back until the next
+    one comes (then produced without a report), and ``finish`` produces the last with one:
+    a Python callback per batch and partition instead of one per record.
+    """
+
+    __slots__ = ("_delivered", "_pending", "_producer", "_topic", "partition")
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        partition: int,
+        delivered: Callable[[KafkaError | None, Message], None],
+    ) -> None:
+        self._producer, self._topic, self.partition, self._delivered = producer, topic, partition, delivered
+        self._pending: tuple[bytes, bytes | None] | None = None
+
+    def __call__(self, key: bytes, value: bytes | None) -> None:
+        if self._pending is not None:
+            self._producer.produce(self._topic, self._pending[1], self._pending[0], partition=self.partition)
+        self._pending = (key, value)
+
+    def finish(self) -> None:
+        if self._pending is not None:
+            key, value = self._pending
+            self._producer.produce(
+                self._topic, value, key, partition=self.partition, on_delivery=self._delivered
+            )
+            self._pending = None
+
+
 @dataclass
 class _BatchView:
-    """The rows one batch has touched in one partition, over that partition's local store."""
+    """The rows one batch has touched in one partition, over that partition's local store.
+
+    A row is produced to the state topic as soon as it changes (``emit``), not at the end of
+    the batch: the producer then sends while the batch is still being decoded, and the commit
+    waits only for the tail. A row changed twice in a batch is produced twice; the later
+    record wins on restore and in the snapshot, as it is later in the partition, and
+    compaction drops the earlier one.
+    """
 
     store: PartitionStore
+    emit: _Emitter
+    stamp_ms: int
+    """When this batch wrote its delete markers (``connector.state.purge`` reads their age)."""
     rows: dict[tuple[str, str], StateRow] = field(default_factory=dict)
+    encoded: dict[bytes, bytes | None] = field(default_factory=dict)
+    """What the local store is to hold after the commit: the last bytes produced per key."""
     live_before: dict[tuple[str, str], bool] = field(default_factory=dict)
     """Whether each row read from the store was a live, complete entity (apply_change reads
     every row before it writes it): the batch's change to the live count."""
@@ -82,7 +131,7 @@ class _BatchView:
         if row is not None:
             return row
         raw = self.store.get(state_key(entity, entity_id))
-        stored = None if raw is None else decode_row(entity, raw)
+        stored = None if raw is None else decode_row(entity, raw, typed=False)
         self.live_before.setdefault((entity, entity_id), stored is not None and stored.complete)
         return stored
 
@@ -94,6 +143,9 @@ class _BatchView:
 
     def put(self, entity: str, entity_id: str, row: StateRow) -> None:
         self.rows[(entity, entity_id)] = row
+        key = state_key(entity, entity_id)
+        value = self.encoded[key] = encode_row(row, deleted_at_ms=self.stamp_ms)
+        self.emit(key, value)
 
 
 class IngestService:
@@ -236,9 +288,9 @@ class IngestService:
         1. consume up to ``batch_max_events`` within ``batch_max_ms`` (rebalance callbacks run
            here, between transactions, never inside one);
         2. begin the transaction; decode -> map -> merge each event against the batch's view
-           of its partition; dead-letter bad input;
-        3. produce each touched row once to state partition p (new delete markers stamped with
-           the time), and a tombstone for each expired marker of p (``connector.state.purge``);
+           of its partition, producing each changed row to state partition p at once (delete
+           markers stamped with the batch's time); dead-letter bad input;
+        3. produce a tombstone for each expired marker of p (``connector.state.purge``);
         4. send the consumed offsets with the group metadata (KIP-447 fencing);
         5. commit (a retriable failure is retried; an abortable one aborts, rewinds the
            consumer to the batch's first offsets and drops the batch's rows; anything else is
@@ -257,9 +309,12 @@ class IngestService:
             return 0
         self.report.batch.clear()
         producer.begin_transaction()
+        self._delivered.clear()
+        now_ms = self.purge.now_ms()
         views: dict[int, _BatchView] = {}
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
+        purged: dict[int, int] = {}
         try:
             for msg in msgs:
                 topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
@@ -267,28 +322,17 @@ class IngestService:
                 last[(topic, partition)] = offset
                 view = views.get(partition)
                 if view is None:
-                    view = views[partition] = _BatchView(self._store(partition))
-                self._handle(msg, Position(topic, partition, offset), view, producer)
-            self._delivered.clear()
-            now_ms = self.purge.now_ms()
-            encoded: dict[int, dict[bytes, bytes | None]] = {}
-            purged: dict[int, int] = {}
-            for partition, view in views.items():
-                rows = encoded[partition] = {
-                    state_key(e, i): encode_row(r, deleted_at_ms=now_ms) for (e, i), r in view.rows.items()
-                }
-                for key in self.purge.due(partition, view.store):
-                    if key not in rows:  # a row this batch writes wins over the purge
-                        rows[key] = None
-                        purged[partition] = purged.get(partition, 0) + 1
-                for key, value in rows.items():
-                    producer.produce(
-                        self.ingest.state_topic,
-                        value,
-                        key,
-                        partition=partition,
-                        on_delivery=self._on_delivery,
+                    view = views[partition] = _BatchView(
+                        self._store(partition), self._emitter(producer, partition), now_ms
                     )
+                self._handle(msg, Position(topic, partition, offset), view, producer)
+            for partition, view in views.items():
+                for key in self.purge.due(partition, view.store):
+                    if key not in view.encoded:  # a row this batch writes wins over the purge
+                        view.encoded[key] = None
+                        view.emit(key, None)
+                        purged[partition] = purged.get(partition, 0) + 1
+                view.emit.finish()
             offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
             committed = self._commit(producer, consumer, offsets)
         except (TransientError, StoreCorruptedError) as exc:
@@ -304,15 +348,18 @@ class IngestService:
         if not committed:
             self._rewind(consumer, first)
             return 0
-        for partition, rows in encoded.items():
-            if rows:
-                views[partition].store.write(rows, self._delivered[partition] + 1)
+        for partition, view in views.items():
+            if view.encoded:
+                view.store.write(view.encoded, self._delivered[partition] + 1)
         for partition, count in purged.items():
             self.counts["purged_markers"] += count
             log.info("delete markers purged", extra={"partition": partition, "count": count})
         self.counts["events"] += len(msgs)
         self.report.committed(consumer, {p: view.live_changes() for p, view in views.items()})
         return len(msgs)
+
+    def _emitter(self, producer: Producer, partition: int) -> _Emitter:
+        return _Emitter(producer, self.ingest.state_topic, partition, self._on_delivery)
 
     def _rewind(self, consumer: Consumer, first: dict[tuple[str, int], int]) -> None:
         """Seek back to the batch's first offsets: the aborted batch is consumed again."""

@@ -32,12 +32,16 @@ from connector.source.version import Version
 __all__ = ["StateRow", "merge"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StateRow:
     """The state of one entity: its newest version, live or a delete marker.
 
     ``field_versions`` lists only the fields whose value came from a version older than
     ``version`` (filled after a partial update); every other present field is at ``version``.
+
+    Not ``frozen``: a frozen dataclass sets each field through ``object.__setattr__``, which
+    made construction about four times slower on the per-event path (bench/ingest.py). It is
+    still treated as immutable: nothing assigns to it after construction.
     """
 
     version: Version
