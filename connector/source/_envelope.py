@@ -105,7 +105,7 @@ def _table(connector: Any, source: Mapping[str, Any]) -> tuple[str, Callable[...
 def _transaction(block: Any) -> Transaction | None:
     if block is None:
         return None
-    if not isinstance(block, Mapping):
+    if type(block) is not dict and not isinstance(block, Mapping):  # dict first: ABC checks are slow
         raise DecodeError("transaction is not an object", reason="bad_transaction")
     tx_id, total, per_table = block.get("id"), block.get("total_order"), block.get("data_collection_order")
     if not isinstance(tx_id, str) or type(total) is not int or type(per_table) is not int:
@@ -164,7 +164,7 @@ class Envelope:
         if op is None:
             raise DecodeError("op is not one of c, u, d, r", reason="unknown_op")
         source = payload.get("source")
-        if not isinstance(source, Mapping):
+        if type(source) is not dict and not isinstance(source, Mapping):
             raise DecodeError("source block missing or not an object", reason="missing_source")
         connector = source.get("connector")
         table, version_of = _table(connector, source)

@@ -46,13 +46,15 @@ class Version(NamedTuple):
 
 def _lsn(value: Any, field: str) -> int:
     """LSNs arrive as JSON numbers or decimal strings (in ``sequence``); both must be exact."""
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 20:  # u64
+        return int(value)  # the common form, from ``sequence``: checked first
     if value is None:
         return 0
     if isinstance(value, bool):
         raise DecodeError(f"source.{field} is not an LSN", reason="bad_source_position")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:  # u64
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:  # a str subclass
         return int(value)
     raise DecodeError(f"source.{field} is not an LSN", reason="bad_source_position")
 
