@@ -64,3 +64,30 @@ def test_a_key_in_two_partitions_resolves_by_version(kafka: KafkaTestCluster, tm
         ("CLM-7", "PAID", False),
         ("CLM-8", None, True),
     ]
+
+
+def test_a_key_seen_again_batches_later_resolves_by_version(kafka: KafkaTestCluster, tmp_path: Path) -> None:
+    """Loading writes a key it has not seen without parsing it; a key already in the spill
+    (from an earlier consumed batch, or earlier in the same one) is compared by version,
+    whether its twin is in the same partition or another."""
+    topic = kafka.new_topic(2, {"cleanup.policy": "compact"}, prefix="state")
+
+    def row(entity_id: str, major: int, status: str) -> tuple[bytes, bytes]:
+        values = {"EntityId": entity_id, "Status": status}
+        return state_key("Claim", entity_id), encode_row(StateRow(Version(1, major, 0, 0, 0), False, values))
+
+    filler = [row(f"CLM-F{i:05d}", 1, "PENDING") for i in range(25_000)]  # more than one consumed batch
+    kafka.seed_topic(topic, [row("CLM-1", 9, "PAID"), row("CLM-2", 3, "PENDING")], partition=0)
+    kafka.seed_topic(topic, filler[:12_500], partition=0)
+    kafka.seed_topic(topic, filler[12_500:], partition=1)
+    kafka.seed_topic(topic, [row("CLM-2", 4, "DENIED"), row("CLM-2", 4, "APPROVED")], partition=0)
+    kafka.seed_topic(topic, [row("CLM-1", 5, "DENIED"), row("CLM-3", 2, "PENDING")], partition=1)
+    kafka.seed_topic(topic, [row("CLM-3", 1, "DENIED")], partition=0)
+    with StateReader(kafka.config(), take_cut(kafka.config(), topic), tmp_path) as reader:
+        assert reader.load() == 25_007
+        found = {i: r["Status"] for i, r in reader.entities("Claim") if not i.startswith("CLM-F")}
+        assert reader.count("Claim") == 25_003
+        assert reader.has("Claim", "CLM-F24999")
+        assert not reader.has("Claim", "CLM-4")
+    # A higher version wins across partitions; an equal one later in its partition wins.
+    assert found == {"CLM-1": "PAID", "CLM-2": "APPROVED", "CLM-3": "PENDING"}
