@@ -39,7 +39,7 @@ from connector.state.codec import decode_row, encode_row, state_key
 from connector.state.exceptions import StoreCorruptedError
 from connector.state.purge import MarkerPurge
 from connector.state.resolve import StateRow
-from connector.state.restore import restore_partition
+from connector.state.restore import restore_partitions
 from connector.state.store import PartitionStore
 from connector.state.topics import ensure_topics, source_partitions
 from connector.state.watchdog import Watchdog
@@ -369,16 +369,17 @@ class IngestService:
 
     def _rebuild(self, partitions: set[int]) -> None:
         base = self.settings.kafka.client_config()
-        for p in partitions:
+        fresh: dict[int, PartitionStore] = {}
+        for p in sorted(partitions):
             store = self.stores.pop(p, None)
             if store is not None:
                 log.warning("local store corrupt; rebuilding from the state topic", extra={"partition": p})
                 store.destroy()
-                fresh = PartitionStore(store.path)
-                self.counts["restored_records"] += restore_partition(
-                    base, self.ingest.state_topic, p, fresh, stall_timeout_s=self._restore_stall_s
-                )
-                self.stores[p] = fresh
+                fresh[p] = PartitionStore(store.path)
+        self.counts["restored_records"] += restore_partitions(
+            base, self.ingest.state_topic, fresh, stall_timeout_s=self._restore_stall_s
+        )
+        self.stores.update(fresh)
 
     def _handle(self, msg: Message, position: Position, view: _BatchView, producer: Producer) -> None:
         value = msg.value()
@@ -487,20 +488,22 @@ class IngestService:
     def _assign(self, partitions: list[TopicPartition]) -> None:
         self.ready.clear()
         base = self.settings.kafka.client_config()
-        for p in sorted({tp.partition for tp in partitions}):
-            if p in self.stores:
-                continue
-            store = PartitionStore(self.ingest.state_dir / f"p{p}")
+        arriving = {
+            p: PartitionStore(self.ingest.state_dir / f"p{p}")
+            for p in sorted({tp.partition for tp in partitions})
+            if p not in self.stores
+        }
+        for p in arriving:
             self.report.assigning(p)
 
-            def progress(done: int, remaining: int, partition: int = p) -> None:
-                self.metrics.restore_progress(partition, done, remaining)
-                self.heartbeat.beat()  # a long restore is progress, not a stall
+        def progress(partition: int, done: int, remaining: int) -> None:
+            self.metrics.restore_progress(partition, done, remaining)
+            self.heartbeat.beat()  # a long restore is progress, not a stall
 
-            restored = restore_partition(
-                base, self.ingest.state_topic, p, store, progress, stall_timeout_s=self._restore_stall_s
-            )
-            self.counts["restored_records"] += restored
+        self.counts["restored_records"] += restore_partitions(
+            base, self.ingest.state_topic, arriving, progress, stall_timeout_s=self._restore_stall_s
+        )
+        for p, store in arriving.items():
             self.report.assigned(p, store)
             self.stores[p] = store
         self.ready.set()

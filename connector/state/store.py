@@ -101,6 +101,11 @@ class PartitionStore:
                 batch.delete(key)
             else:
                 batch.put(key, value)
+        self.commit(batch, next_offset)
+
+    def commit(self, batch: WriteBatch, next_offset: int) -> None:
+        """Apply a write batch built by the caller (in order: a later put of a key wins) and
+        the new offset atomically: the restore fills one per consumed batch, without a dict."""
         batch.put(_META_OFFSET, _OFFSET.pack(next_offset))
         try:
             self._db.write(batch, self._write_options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
 from connector.state.codec import decode_row, split_key
 from connector.state.resolve import StateRow
@@ -28,7 +28,16 @@ def committed(kafka: KafkaTestCluster, group: str, topic: str, partitions: int =
 
 
 def read_state(kafka: KafkaTestCluster, topic: str, partitions: int = 1) -> dict[tuple[str, str], StateRow]:
-    """The latest committed row per key, read up to the high watermark of every partition.
+    """The latest committed row per key, read up to the high watermark of every partition."""
+    rows: dict[tuple[str, str], StateRow] = {}
+    for msg in state_records(kafka, topic, partitions):
+        entity, entity_id = split_key(msg.key())
+        rows[(entity, entity_id)] = decode_row(entity, msg.value())
+    return rows
+
+
+def state_records(kafka: KafkaTestCluster, topic: str, partitions: int = 1) -> list[Message]:
+    """Every committed record, read up to the high watermark of every partition.
 
     Waiting for the high watermark (not the first end-of-partition) waits out a transaction
     a killed replica left open, which holds read-committed readers back until it times out.
@@ -36,19 +45,17 @@ def read_state(kafka: KafkaTestCluster, topic: str, partitions: int = 1) -> dict
     consumer = kafka.consumer(None, {"isolation.level": "read_committed"})
     ends = high_watermarks(kafka.config(), topic, range(partitions))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    rows: dict[tuple[str, str], StateRow] = {}
+    records: list[Message] = []
     deadline = time.monotonic() + 90
     try:
         while True:
             positions = consumer.position([TopicPartition(topic, p) for p in range(partitions)])
             if all(tp.offset >= ends[tp.partition] for tp in positions):
-                return rows
+                return records
             assert time.monotonic() < deadline, "state topic read timed out"
             msg = consumer.poll(0.5)
-            if msg is None or msg.error() is not None:
-                continue
-            entity, entity_id = split_key(msg.key())
-            rows[(entity, entity_id)] = decode_row(entity, msg.value())
+            if msg is not None and msg.error() is None:
+                records.append(msg)
     finally:
         consumer.close()
 
