@@ -3,7 +3,7 @@
 The plan is computed from the cut's state before anything is published, so the manifest and
 the report describe exactly what was delivered, and the same cut always gives the same plan.
 It streams: each entity is scanned once for its count and associations, parents are looked up
-in the cut's on-disk copy (``StateReader.has``) rather than in sets, so memory holds only the
+in the cut's on-disk copy (``StateReader.present``) rather than in sets, so memory holds only the
 orphans' EntityIds, not the state.
 
 Held out of an entity's delivery: rows still missing an unchanged-TOAST value (``incomplete``)
@@ -14,7 +14,7 @@ a blocked entity blocks its children.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -28,7 +28,7 @@ __all__ = ["EntityPlan", "Plan", "StateView", "make_plan"]
 class StateView(Protocol):
     """The part of ``StateReader`` the plan needs (a cut's state)."""
 
-    def has(self, entity: str, entity_id: str) -> bool: ...
+    def present(self, entity: str) -> Container[str]: ...
 
     def count(self, entity: str) -> int: ...
 
@@ -76,16 +76,6 @@ class Plan:
         }
 
 
-class _Present:
-    """``id in present[parent]`` answered by the cut's on-disk state."""
-
-    def __init__(self, state: StateView, entity: str) -> None:
-        self._state, self._entity = state, entity
-
-    def __contains__(self, entity_id: object) -> bool:
-        return isinstance(entity_id, str) and self._state.has(self._entity, entity_id)
-
-
 def make_plan(
     state: StateView,
     *,
@@ -98,7 +88,7 @@ def make_plan(
 ) -> Plan:
     """Run the checks over the cut's state and route every entity."""
     incomplete = {entity: tuple(state.incomplete(entity)) for entity in ENTITY_NAMES}
-    present = {entity: _Present(state, entity) for entity in ENTITY_NAMES}
+    present = {entity: state.present(entity) for entity in ENTITY_NAMES}
     report = orphans(_association_rows(state), present, policy=policy)
     counts = {entity: _count(state, entity, report) for entity in ENTITY_NAMES}
     checks = tuple(

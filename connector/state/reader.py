@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +33,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
 from connector.errors import TransientError
-from connector.state.codec import decode_row, is_complete, restore_values, split_key, state_key
+from connector.state.codec import decode_row, is_complete, restore_values, split_key
 
 __all__ = ["Cut", "StateReader", "take_cut"]
 
@@ -111,6 +111,18 @@ def _presence_options() -> Options:
 def _complete(doc: dict[str, Any]) -> bool:
     """A live row with every field known (``StateRow.complete`` on the encoded document)."""
     return not doc.get("d") and not doc.get("m")
+
+
+class _Presence:
+    """The EntityIds of one entity's complete rows, answered by the presence index."""
+
+    __slots__ = ("_get", "_prefix")
+
+    def __init__(self, get: Callable[[bytes], Any], prefix: bytes) -> None:
+        self._get, self._prefix = get, prefix
+
+    def __contains__(self, entity_id: object) -> bool:
+        return type(entity_id) is str and self._get(self._prefix + entity_id.encode()) is not None
 
 
 class StateReader:
@@ -233,7 +245,12 @@ class StateReader:
 
     def has(self, entity: str, entity_id: str) -> bool:
         """Whether ``entities(entity)`` yields ``entity_id``: a parent check without a set in memory."""
-        return self._present.get(state_key(entity, entity_id)) is not None
+        return entity_id in self.present(entity)
+
+    def present(self, entity: str) -> Container[str]:
+        """``entity_id in present(entity)`` is ``has(entity, entity_id)``: the plan asks it once
+        per association, so the entity's key prefix is encoded once, not per lookup."""
+        return _Presence(self._present.get, entity.encode() + b"/")
 
     def count(self, entity: str) -> int:
         """How many records ``entities(entity)`` yields (counted while loading)."""
