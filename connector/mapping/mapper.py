@@ -227,46 +227,30 @@ def _refused(entity: str, name: str, exc: ConversionError) -> MappingError:
 
 
 def _reader(f: _FieldPlan, entity: str) -> _Reader:
-    """``_field_value`` for one field, shortened for a plain column holding a value.
+    """``_field_value`` for one field, as ``_fill`` calls it when it cannot read inline.
 
-    Constants and templates, null or absent values, conversion errors: all go through
-    ``_field_value``, so the shortcut only skips the branches a plain column never takes. A
-    JSON text column read through paths is parsed once per event: the parsed object replaces
+    A JSON text column read through paths is parsed once per event: the parsed object replaces
     the text in the event's row, and every path field of that column walks it.
     """
-    spec = f.spec
     if f.const is not _ABSENT:
         const = f.const
         return lambda event: const
-    column = spec.column
-    if spec.template is not None or column is None:
+    column = f.spec.column
+    if column is None or f.spec.template is not None or not f.spec.path:
         return lambda event: _field_value(f, event, entity)
-    convert = f.convert
-    if spec.path:
 
-        def read_path(event: ChangeEvent) -> Any:
-            raw = event.row.get(column)
-            if type(raw) is str and column not in event.unavailable:
-                try:
-                    parsed = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    parsed = None  # _field_value reports it
-                if isinstance(parsed, dict):
-                    event.row[column] = parsed
-            return _field_value(f, event, entity)
-
-        return read_path
-
-    def read(event: ChangeEvent) -> Any:
+    def read_path(event: ChangeEvent) -> Any:
         raw = event.row.get(column)
-        if raw is None or column in event.unavailable:
-            return _field_value(f, event, entity)
-        try:
-            return convert(raw)
-        except ConversionError as exc:
-            raise _refused(entity, f.name, exc) from None
+        if type(raw) is str and column not in event.unavailable:
+            try:
+                parsed = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                parsed = None  # _field_value reports it
+            if isinstance(parsed, dict):
+                event.row[column] = parsed
+        return _field_value(f, event, entity)
 
-    return read
+    return read_path
 
 
 def _field_value(f: _FieldPlan, event: ChangeEvent, entity: str) -> Any:
