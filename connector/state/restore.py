@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from rocksdict import WriteBatch
 
 from connector.errors import TransientError
@@ -88,33 +88,33 @@ def restore_partitions(
         moved_at = time.monotonic()
         while pending:
             batches: dict[int, WriteBatch] = {}
-            written: dict[int, int] = {}
-            next_offset: dict[int, int] = {}
+            last: dict[int, Message] = {}  # the last record of each partition in this batch
             ended: set[int] = set()
+            p, batch = -1, WriteBatch(raw_mode=True)
             for msg in consumer.consume(_BATCH, 0.1):  # short: the end of a partition is an EOF event
-                p = msg.partition() or 0
                 err = msg.error()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        if p in pending and (msg.offset() or 0) >= pending[p]:
-                            ended.add(p)
-                        continue
-                    raise KafkaException(err)
-                key = msg.key()
-                if key is not None:
-                    batch = batches.get(p)
-                    if batch is None:
-                        batch = batches[p] = WriteBatch(raw_mode=True)
-                    value = msg.value()
-                    if value is None:
-                        batch.delete(key)
-                    else:
-                        batch.put(key, value)
-                    written[p] = written.get(p, 0) + 1
-                next_offset[p] = (msg.offset() or 0) + 1
-            for p, offset in next_offset.items():
-                stores[p].commit(batches.get(p) or WriteBatch(raw_mode=True), offset)
-                restored += written.get(p, 0)
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(err)
+                    q = msg.partition() or 0
+                    if q in pending and (msg.offset() or 0) >= pending[q]:
+                        ended.add(q)
+                    continue
+                if msg.partition() != p:  # a fetch hands records of one partition in runs
+                    p = msg.partition() or 0
+                    batch = batches.setdefault(p, WriteBatch(raw_mode=True))
+                last[p] = msg
+                key, value = msg.key(), msg.value()
+                if key is None:
+                    continue
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+            written = {q: len(b) for q, b in batches.items()}
+            for q, msg in last.items():
+                stores[q].commit(batches[q], (msg.offset() or 0) + 1)
+                restored += written[q]
             positions = consumer.position([TopicPartition(topic, p) for p in pending])
             for tp in positions:
                 p = tp.partition
