@@ -277,7 +277,12 @@ class IngestService:
             store.close()
         self.stores.clear()
         if self._producer is not None:
-            self._producer.flush(10)
+            try:
+                self._producer.flush(10)
+            except KafkaException as exc:
+                # A fenced or otherwise failed producer has nothing left to send; raising here
+                # would replace the error that ended the loop with this one.
+                log.warning("producer not flushed on close", extra={"kafka_error": exc.args[0].name()})
             self._producer = None
 
     # -- the transaction -------------------------------------------------------------------

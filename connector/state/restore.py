@@ -51,8 +51,9 @@ def restore_partitions(
 
     A tombstone (a purged delete marker) deletes its key from the store. ``progress(partition,
     restored, remaining)`` is called after each batch for each partition still being read, with
-    the records just written (0 while waiting) and the offsets still to read: a restore can take minutes, and both
-    the restore-progress metric and the liveness heartbeat must see it moving. A restore whose
+    the records just written (0 while waiting) and the offsets still to read: a restore can
+    take minutes, and both the restore-progress metric and the liveness heartbeat must see it
+    moving. A restore whose
     position has not moved for ``stall_timeout_s`` (the broker away, not a transaction being
     waited out: the caller sets it above the transaction timeout) raises ``TransientError``
     instead of waiting forever while looking alive.

@@ -139,3 +139,97 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     assert _committed(kafka, group, topic) == len(events)
 
     assert_state_equals_replay(kafka, state_topic, topic, events)
+
+
+def test_a_replica_paused_past_its_session_is_fenced_when_it_wakes(
+    kafka: KafkaTestCluster, tmp_path: Path
+) -> None:
+    """A zombie: one replica is frozen (SIGSTOP) mid-stream, most likely inside an open
+    transaction, for longer than its session and transaction timeouts; the other takes its
+    partitions over. When the frozen one wakes, its transaction has been aborted and its group
+    generation is stale, so nothing it still tries to commit may count."""
+    topic = kafka.new_topic(PARTITIONS, prefix="family")
+    events = list(family_events(4000, 5, seed=23, deletes_every=9))
+    head, tail = events[: len(events) // 4], events[len(events) // 4 :]
+    kafka.seed_topic(topic, head)
+    stop_publishing = threading.Event()
+
+    def publish_tail() -> None:
+        for start in range(0, len(tail), 200):
+            kafka.seed_topic(topic, tail[start : start + 200])
+            if stop_publishing.wait(0.1):
+                return
+
+    publisher = threading.Thread(target=publish_tail, name="publisher")
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(MAPPING.format(topic=topic))
+    group, state_topic = unique("zombie"), unique("state")
+    base = ingest_env(
+        kafka,
+        mapping,
+        group,
+        state_topic,
+        BATCH_MAX_EVENTS="300",
+        SESSION_TIMEOUT_MS="6000",
+        TRANSACTION_TIMEOUT_MS="8000",
+    )
+    cmd = [sys.executable, "-m", "connector.cli", "ingest"]
+    log = (tmp_path / "ingest.log").open("w")
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env={
+                **base,
+                "CARECLOUD_INGEST_STATE_DIR": str(tmp_path / f"store{i}"),
+                "CARECLOUD_INGEST_TRANSACTIONAL_ID": unique(f"txn{i}"),
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
+    try:
+        stores = (tmp_path / "store0", tmp_path / "store1")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (
+            all(p.exists() for p in stores) and _committed(kafka, group, topic) > 0
+        ):
+            time.sleep(0.05)
+        assert all(p.exists() for p in stores), "both replicas should have owned partitions"
+        publisher.start()
+        time.sleep(1.0)  # both replicas busy with the live stream
+        procs[0].send_signal(signal.SIGSTOP)
+        frozen_at = _committed(kafka, group, topic)
+        # The survivor takes the frozen replica's partitions once its session ends, and gets
+        # past the frozen open transaction once the broker aborts it.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and _committed(kafka, group, topic) < frozen_at + 3000:
+            time.sleep(0.2)
+        assert _committed(kafka, group, topic) >= frozen_at + 3000, "the survivor did not take over"
+        assert publisher.is_alive(), "the stream finished while the replica was frozen; publish more slowly"
+        procs[0].send_signal(signal.SIGCONT)  # the zombie wakes and tries to go on
+        publisher.join(120)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events):
+            time.sleep(0.2)
+    finally:
+        stop_publishing.set()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(30) for proc in procs]
+    assert codes[1] == 0
+    # The zombie's first commit after waking is refused, one of two ways: frozen inside a
+    # transaction the broker has since aborted, its producer is fenced (a fatal error: it
+    # exits 1 naming it, and the orchestrator restarts it); frozen between transactions, its
+    # offsets are refused as from a member the group no longer has (abortable: it aborts,
+    # rewinds, rejoins and carries on). Never a traceback.
+    text = (tmp_path / "ingest.log").read_text()
+    fenced = "error: Kafka transaction failed: _FENCED" in text
+    refused = '"msg":"transaction aborted","kafka_error":"UNKNOWN_MEMBER_ID"' in text
+    assert fenced or refused
+    assert codes[0] == (1 if fenced else 0)
+    assert "Traceback" not in text
+    assert _committed(kafka, group, topic) == len(events)
+    assert_state_equals_replay(kafka, state_topic, topic, events)
