@@ -233,3 +233,78 @@ def test_a_replica_paused_past_its_session_is_fenced_when_it_wakes(
     assert "Traceback" not in text
     assert _committed(kafka, group, topic) == len(events)
     assert_state_equals_replay(kafka, state_topic, topic, events)
+
+
+def test_rebalance_churn_from_one_to_three_replicas_and_back_keeps_the_state_exact(
+    kafka: KafkaTestCluster, tmp_path: Path
+) -> None:
+    """Replicas join and leave while the stream runs (1 → 2 → 3 → 2 → 1): every rebalance
+    moves partitions between batches, and each new owner restores its partitions' state
+    before it consumes them. Nothing is lost or applied twice."""
+    topic = kafka.new_topic(PARTITIONS, prefix="family")
+    events = list(family_events(6000, 5, seed=31, deletes_every=11))
+    head, tail = events[: len(events) // 10], events[len(events) // 10 :]
+    kafka.seed_topic(topic, head)
+    stop_publishing = threading.Event()
+
+    def publish_tail() -> None:
+        for start in range(0, len(tail), 150):
+            kafka.seed_topic(topic, tail[start : start + 150])
+            if stop_publishing.wait(0.1):
+                return
+
+    publisher = threading.Thread(target=publish_tail, name="publisher")
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(MAPPING.format(topic=topic))
+    group, state_topic = unique("churn"), unique("state")
+    base = ingest_env(kafka, mapping, group, state_topic, BATCH_MAX_EVENTS="200", SESSION_TIMEOUT_MS="6000")
+    cmd = [sys.executable, "-m", "connector.cli", "ingest"]
+    log = (tmp_path / "ingest.log").open("w")
+
+    def start(i: int) -> subprocess.Popen[bytes]:
+        env = {
+            **base,
+            "CARECLOUD_INGEST_STATE_DIR": str(tmp_path / f"store{i}"),
+            "CARECLOUD_INGEST_TRANSACTIONAL_ID": unique(f"txn{i}"),
+        }
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def moving(by: int) -> None:
+        """Wait until the group has committed ``by`` more events: the members in it work."""
+        goal = _committed(kafka, group, topic) + by
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and _committed(kafka, group, topic) < goal:
+            time.sleep(0.1)
+        assert _committed(kafka, group, topic) >= goal, "the group stopped making progress"
+
+    procs = [start(0)]
+    try:
+        moving(1)
+        publisher.start()
+        for i in (1, 2):  # 1 -> 2 -> 3
+            procs.append(start(i))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (tmp_path / f"store{i}").exists():
+                time.sleep(0.05)  # the store appears when the replica is assigned a partition
+            assert (tmp_path / f"store{i}").exists(), f"replica {i} was never assigned a partition"
+            moving(1500)
+        exit_codes = []
+        for proc in (procs[2], procs[1]):  # 3 -> 2 -> 1
+            proc.send_signal(signal.SIGTERM)
+            exit_codes.append(proc.wait(30))
+            moving(1500)
+        assert publisher.is_alive(), "the stream finished before the churn did; publish more slowly"
+        publisher.join(180)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events):
+            time.sleep(0.2)
+    finally:
+        stop_publishing.set()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(30) for proc in procs]
+    assert exit_codes == [0, 0]
+    assert codes == [0, 0, 0]
+    assert _committed(kafka, group, topic) == len(events)
+    assert_state_equals_replay(kafka, state_topic, topic, events)
