@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -21,6 +22,48 @@ pytestmark = pytest.mark.integration
 
 def _committed(kafka: KafkaTestCluster, group: str, topic: str) -> int:
     return committed(kafka, group, topic, PARTITIONS)
+
+
+_INGEST = [sys.executable, "-m", "connector.cli", "ingest"]
+
+
+def _group(
+    kafka: KafkaTestCluster, tmp_path: Path, topic: str, name: str, **ingest: str
+) -> tuple[str, str, dict[str, str]]:
+    """(group, state topic, environment) of replicas of one ingest group over ``topic``."""
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(MAPPING.format(topic=topic))
+    group, state_topic = unique(name), unique("state")
+    return group, state_topic, ingest_env(kafka, mapping, group, state_topic, **ingest)
+
+
+def _start_replica(base: dict[str, str], tmp_path: Path, i: int, log: IO[str]) -> subprocess.Popen[bytes]:
+    """Replica ``i``: its own local store and transactional id, as a StatefulSet pod has."""
+    env = {
+        **base,
+        "CARECLOUD_INGEST_STATE_DIR": str(tmp_path / f"store{i}"),
+        "CARECLOUD_INGEST_TRANSACTIONAL_ID": unique(f"txn{i}"),
+    }
+    return subprocess.Popen(_INGEST, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _publisher(
+    kafka: KafkaTestCluster,
+    topic: str,
+    tail: list[tuple[bytes, bytes | None]],
+    step: int,
+    stop: threading.Event,
+) -> threading.Thread:
+    """Publishes ``tail`` in slices of ``step`` events 0.1 s apart, until done or ``stop``: the
+    stream goes on while replicas come, go or freeze."""
+
+    def publish() -> None:
+        for start in range(0, len(tail), step):
+            kafka.seed_topic(topic, tail[start : start + step])
+            if stop.wait(0.1):
+                return
+
+    return threading.Thread(target=publish, name="publisher")
 
 
 def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
@@ -41,13 +84,12 @@ def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
         TRANSACTIONAL_ID=unique("txn"),
         BATCH_MAX_EVENTS="400",
     )
-    cmd = [sys.executable, "-m", "connector.cli", "ingest"]
     log = (tmp_path / "ingest.log").open("w")
     kills = 0
     progress = 0
     while kills < 3:
         # Each start fences the killed predecessor (same transactional.id) and resumes.
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(_INGEST, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         now = _committed(kafka, group, topic)
         while time.monotonic() < deadline and now <= progress:
@@ -60,7 +102,7 @@ def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
         kills += 1
     if progress >= len(events):
         pytest.fail("the stream finished before the kills; seed more events")  # keeps the test honest
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(_INGEST, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events):
         time.sleep(0.2)
@@ -91,33 +133,17 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
             time.sleep(0.05)
 
     publisher = threading.Thread(target=publish_tail, name="publisher")
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(MAPPING.format(topic=topic))
-    group, state_topic = unique("scale"), unique("state")
-    base = ingest_env(
+    group, state_topic, base = _group(
         kafka,
-        mapping,
-        group,
-        state_topic,
+        tmp_path,
+        topic,
+        "scale",
         BATCH_MAX_EVENTS="300",
         SESSION_TIMEOUT_MS="6000",
         TRANSACTION_TIMEOUT_MS="8000",  # the killed replica's open transaction is aborted after this
     )
-    cmd = [sys.executable, "-m", "connector.cli", "ingest"]
     log = (tmp_path / "ingest.log").open("w")
-    procs = [
-        subprocess.Popen(
-            cmd,
-            env={
-                **base,
-                "CARECLOUD_INGEST_STATE_DIR": str(tmp_path / f"store{i}"),
-                "CARECLOUD_INGEST_TRANSACTIONAL_ID": unique(f"txn{i}"),
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        for i in range(2)
-    ]
+    procs = [_start_replica(base, tmp_path, i, log) for i in range(2)]
     stores = (tmp_path / "store0", tmp_path / "store1")
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not (
@@ -153,41 +179,18 @@ def test_a_replica_paused_past_its_session_is_fenced_when_it_wakes(
     head, tail = events[: len(events) // 4], events[len(events) // 4 :]
     kafka.seed_topic(topic, head)
     stop_publishing = threading.Event()
-
-    def publish_tail() -> None:
-        for start in range(0, len(tail), 200):
-            kafka.seed_topic(topic, tail[start : start + 200])
-            if stop_publishing.wait(0.1):
-                return
-
-    publisher = threading.Thread(target=publish_tail, name="publisher")
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(MAPPING.format(topic=topic))
-    group, state_topic = unique("zombie"), unique("state")
-    base = ingest_env(
+    publisher = _publisher(kafka, topic, tail, 200, stop_publishing)
+    group, state_topic, base = _group(
         kafka,
-        mapping,
-        group,
-        state_topic,
+        tmp_path,
+        topic,
+        "zombie",
         BATCH_MAX_EVENTS="300",
         SESSION_TIMEOUT_MS="6000",
         TRANSACTION_TIMEOUT_MS="8000",
     )
-    cmd = [sys.executable, "-m", "connector.cli", "ingest"]
     log = (tmp_path / "ingest.log").open("w")
-    procs = [
-        subprocess.Popen(
-            cmd,
-            env={
-                **base,
-                "CARECLOUD_INGEST_STATE_DIR": str(tmp_path / f"store{i}"),
-                "CARECLOUD_INGEST_TRANSACTIONAL_ID": unique(f"txn{i}"),
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        for i in range(2)
-    ]
+    procs = [_start_replica(base, tmp_path, i, log) for i in range(2)]
     try:
         stores = (tmp_path / "store0", tmp_path / "store1")
         deadline = time.monotonic() + 90
@@ -251,28 +254,11 @@ def test_rebalance_churn_from_one_to_three_replicas_and_back_keeps_the_state_exa
     head, tail = events[: len(events) // 10], events[len(events) // 10 :]
     kafka.seed_topic(topic, head)
     stop_publishing = threading.Event()
-
-    def publish_tail() -> None:
-        for start in range(0, len(tail), 150):
-            kafka.seed_topic(topic, tail[start : start + 150])
-            if stop_publishing.wait(0.1):
-                return
-
-    publisher = threading.Thread(target=publish_tail, name="publisher")
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(MAPPING.format(topic=topic))
-    group, state_topic = unique("churn"), unique("state")
-    base = ingest_env(kafka, mapping, group, state_topic, BATCH_MAX_EVENTS="200", SESSION_TIMEOUT_MS="6000")
-    cmd = [sys.executable, "-m", "connector.cli", "ingest"]
+    publisher = _publisher(kafka, topic, tail, 150, stop_publishing)
+    group, state_topic, base = _group(
+        kafka, tmp_path, topic, "churn", BATCH_MAX_EVENTS="200", SESSION_TIMEOUT_MS="6000"
+    )
     log = (tmp_path / "ingest.log").open("w")
-
-    def start(i: int) -> subprocess.Popen[bytes]:
-        env = {
-            **base,
-            "CARECLOUD_INGEST_STATE_DIR": str(tmp_path / f"store{i}"),
-            "CARECLOUD_INGEST_TRANSACTIONAL_ID": unique(f"txn{i}"),
-        }
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def moving(by: int) -> None:
         """Wait until the group has committed ``by`` more events: the members in it work."""
@@ -282,12 +268,12 @@ def test_rebalance_churn_from_one_to_three_replicas_and_back_keeps_the_state_exa
             time.sleep(0.1)
         assert _committed(kafka, group, topic) >= goal, "the group stopped making progress"
 
-    procs = [start(0)]
+    procs = [_start_replica(base, tmp_path, 0, log)]
     try:
         moving(1)
         publisher.start()
         for i in (1, 2):  # 1 -> 2 -> 3
-            procs.append(start(i))
+            procs.append(_start_replica(base, tmp_path, i, log))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not (tmp_path / f"store{i}").exists():
                 time.sleep(0.05)  # the store appears when the replica is assigned a partition
