@@ -7,15 +7,25 @@ over one Family source topic; this is what they share.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from connector.mapping import parse_mapping
 from connector.replay import RawMessage, replay
 from connector.source import Position
-from tests.integration.state_helpers import live_rows, read_state
+from tests.integration.state_helpers import committed, live_rows, read_state
 from tests.kafka_helpers import KafkaTestCluster, unique
 
-__all__ = ["MAPPING", "PARTITIONS", "assert_state_equals_replay", "ingest_env"]
+__all__ = [
+    "MAPPING",
+    "PARTITIONS",
+    "assert_state_equals_replay",
+    "committed_events",
+    "ingest_env",
+    "ingest_group",
+    "wait_until",
+]
 
 PARTITIONS = 3
 MAPPING = """\
@@ -55,6 +65,32 @@ def ingest_env(
         "CARECLOUD_OPS_HTTP_PORT": "0",  # two replicas on one machine: each picks a free port
         **{f"CARECLOUD_INGEST_{key}": value for key, value in ingest.items()},
     }
+
+
+def ingest_group(
+    kafka: KafkaTestCluster, tmp_path: Path, topic: str, name: str, **ingest: str
+) -> tuple[str, str, dict[str, str]]:
+    """(group, state topic, environment) of an ingest group over the Family ``topic``."""
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(MAPPING.format(topic=topic))
+    group, state_topic = unique(name), unique("state")
+    return group, state_topic, ingest_env(kafka, mapping, group, state_topic, **ingest)
+
+
+def committed_events(kafka: KafkaTestCluster, group: str, topic: str) -> int:
+    """Events of ``topic`` the group has committed, over all partitions."""
+    return committed(kafka, group, topic, PARTITIONS)
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, step_s: float = 0.1) -> bool:
+    """Poll ``check`` until it holds or ``timeout_s`` passes; whether it held. The caller asserts
+    what it needs, so a timeout fails on the test's own words."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step_s)
+    return True
 
 
 def assert_state_equals_replay(

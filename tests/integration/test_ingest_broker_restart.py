@@ -32,8 +32,12 @@ from connector.state.restore import restore_partition
 from connector.state.store import PartitionStore
 from connector.state.topics import high_watermarks
 from connector.state.watchdog import WATCHDOG_EXIT_CODE
-from tests.integration.family_ingest import MAPPING, PARTITIONS, assert_state_equals_replay, ingest_env
-from tests.integration.state_helpers import committed
+from tests.integration.family_ingest import (
+    PARTITIONS,
+    assert_state_equals_replay,
+    committed_events,
+    ingest_group,
+)
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 pytestmark = pytest.mark.integration
@@ -100,10 +104,6 @@ class _Orchestrator:
             raise
 
 
-def _committed(kafka: KafkaTestCluster, group: str, topic: str) -> int:
-    return committed(kafka, group, topic, PARTITIONS)
-
-
 def _wait(orchestrator: _Orchestrator, done: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not done():
@@ -145,14 +145,11 @@ def test_broker_sigkilled_and_restarted_mid_stream_loses_and_duplicates_nothing(
     events = list(family_events(4000, 5, seed=5, deletes_every=7))
     head, tail = events[:4000], events[4000:]
     kafka.seed_topic(topic, head)
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(MAPPING.format(topic=topic))
-    group, state_topic = unique("brk"), unique("state")
-    env = ingest_env(
+    group, state_topic, env = ingest_group(
         kafka,
-        mapping,
-        group,
-        state_topic,
+        tmp_path,
+        topic,
+        "brk",
         STATE_DIR=str(tmp_path / "store"),
         TRANSACTIONAL_ID=unique("txn"),
         BATCH_MAX_EVENTS="200",
@@ -162,7 +159,7 @@ def test_broker_sigkilled_and_restarted_mid_stream_loses_and_duplicates_nothing(
         orchestrator = _Orchestrator(env, log)
         publisher = _Publisher(kafka, topic, tail)
         try:
-            _wait(orchestrator, lambda: _committed(kafka, group, topic) > 0, 120, "a first commit")
+            _wait(orchestrator, lambda: committed_events(kafka, group, topic) > 0, 120, "a first commit")
             publisher.start()
             _wait(orchestrator, lambda: publisher.sent >= len(tail) // 3, 60, "a third of the tail")
             in_transaction = _kill_inside_open_transaction(kafka, kafka_broker, state_topic)
@@ -176,7 +173,7 @@ def test_broker_sigkilled_and_restarted_mid_stream_loses_and_duplicates_nothing(
             assert not publisher.failures, publisher.failures[:3]
             _wait(
                 orchestrator,
-                lambda: _committed(kafka, group, topic) >= len(events),
+                lambda: committed_events(kafka, group, topic) >= len(events),
                 150,
                 f"all {len(events)} events committed (log: {log_path})",
             )
@@ -186,7 +183,7 @@ def test_broker_sigkilled_and_restarted_mid_stream_loses_and_duplicates_nothing(
     assert in_transaction, "the broker was never killed inside an open transaction"
     # A restart follows only a clean failure: an error (1) or the watchdog ending a hung call.
     assert set(orchestrator.exits) <= {1, WATCHDOG_EXIT_CODE}, orchestrator.exits
-    assert _committed(kafka, group, topic) == len(events)
+    assert committed_events(kafka, group, topic) == len(events)
 
     # No transaction left open: every state partition's last stable offset is its end.
     ends = high_watermarks(kafka.config(), state_topic, range(PARTITIONS))

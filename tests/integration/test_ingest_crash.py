@@ -13,28 +13,20 @@ from typing import IO
 import pytest
 
 from connector.devtools.generator import family_events
-from tests.integration.family_ingest import MAPPING, PARTITIONS, assert_state_equals_replay, ingest_env
-from tests.integration.state_helpers import committed, live_rows, read_state
+from tests.integration.family_ingest import (
+    PARTITIONS,
+    assert_state_equals_replay,
+    committed_events,
+    ingest_group,
+    wait_until,
+)
+from tests.integration.state_helpers import live_rows, read_state
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 pytestmark = pytest.mark.integration
 
 
-def _committed(kafka: KafkaTestCluster, group: str, topic: str) -> int:
-    return committed(kafka, group, topic, PARTITIONS)
-
-
 _INGEST = [sys.executable, "-m", "connector.cli", "ingest"]
-
-
-def _group(
-    kafka: KafkaTestCluster, tmp_path: Path, topic: str, name: str, **ingest: str
-) -> tuple[str, str, dict[str, str]]:
-    """(group, state topic, environment) of replicas of one ingest group over ``topic``."""
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(MAPPING.format(topic=topic))
-    group, state_topic = unique(name), unique("state")
-    return group, state_topic, ingest_env(kafka, mapping, group, state_topic, **ingest)
 
 
 def _start_replica(base: dict[str, str], tmp_path: Path, i: int, log: IO[str]) -> subprocess.Popen[bytes]:
@@ -45,6 +37,11 @@ def _start_replica(base: dict[str, str], tmp_path: Path, i: int, log: IO[str]) -
         "CARECLOUD_INGEST_TRANSACTIONAL_ID": unique(f"txn{i}"),
     }
     return subprocess.Popen(_INGEST, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _owning(kafka: KafkaTestCluster, group: str, topic: str, stores: tuple[Path, ...]) -> bool:
+    """Every replica has been assigned a partition (its store exists) and the group commits."""
+    return all(p.exists() for p in stores) and committed_events(kafka, group, topic) > 0
 
 
 def _publisher(
@@ -72,14 +69,11 @@ def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
     topic = kafka.new_topic(PARTITIONS, prefix="family")
     events = list(family_events(2000, 5, deletes_every=7))
     kafka.seed_topic(topic, events)
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(MAPPING.format(topic=topic))
-    group, state_topic = unique("crash"), unique("state")
-    env = ingest_env(
+    group, state_topic, env = ingest_group(
         kafka,
-        mapping,
-        group,
-        state_topic,
+        tmp_path,
+        topic,
+        "crash",
         STATE_DIR=str(tmp_path / "store"),
         TRANSACTIONAL_ID=unique("txn"),
         BATCH_MAX_EVENTS="400",
@@ -90,25 +84,19 @@ def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
     while kills < 3:
         # Each start fences the killed predecessor (same transactional.id) and resumes.
         proc = subprocess.Popen(_INGEST, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        now = _committed(kafka, group, topic)
-        while time.monotonic() < deadline and now <= progress:
-            time.sleep(0.05)
-            now = _committed(kafka, group, topic)
-        assert now > progress, "the restarted process made no progress"
-        progress = now
+        moved = wait_until(lambda before=progress: committed_events(kafka, group, topic) > before, 90, 0.05)
+        assert moved, "the restarted process made no progress"
+        progress = committed_events(kafka, group, topic)
         proc.send_signal(signal.SIGKILL)  # mid-stream: most likely inside an open transaction
         proc.wait(10)
         kills += 1
     if progress >= len(events):
         pytest.fail("the stream finished before the kills; seed more events")  # keeps the test honest
     proc = subprocess.Popen(_INGEST, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events):
-        time.sleep(0.2)
+    wait_until(lambda: committed_events(kafka, group, topic) >= len(events), 120, 0.2)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
-    assert _committed(kafka, group, topic) == len(events)
+    assert committed_events(kafka, group, topic) == len(events)
 
     assert_state_equals_replay(kafka, state_topic, topic, events)
     assert len(live_rows(read_state(kafka, state_topic, PARTITIONS))) == 2000 - 2000 // 7
@@ -133,7 +121,7 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
             time.sleep(0.05)
 
     publisher = threading.Thread(target=publish_tail, name="publisher")
-    group, state_topic, base = _group(
+    group, state_topic, base = ingest_group(
         kafka,
         tmp_path,
         topic,
@@ -145,11 +133,7 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     log = (tmp_path / "ingest.log").open("w")
     procs = [_start_replica(base, tmp_path, i, log) for i in range(2)]
     stores = (tmp_path / "store0", tmp_path / "store1")
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not (
-        all(p.exists() for p in stores) and _committed(kafka, group, topic) > 0
-    ):
-        time.sleep(0.05)
+    wait_until(lambda: _owning(kafka, group, topic, stores), 90, 0.05)
     assert all(p.exists() for p in stores), "both replicas should have owned partitions"
     publisher.start()
     assert half_of_tail_sent.wait(60)
@@ -157,12 +141,10 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     procs[0].send_signal(signal.SIGKILL)  # one replica vanishes mid-stream
     procs[0].wait(10)
     publisher.join(60)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events):
-        time.sleep(0.2)
+    wait_until(lambda: committed_events(kafka, group, topic) >= len(events), 120, 0.2)
     procs[1].send_signal(signal.SIGTERM)
     assert procs[1].wait(30) == 0
-    assert _committed(kafka, group, topic) == len(events)
+    assert committed_events(kafka, group, topic) == len(events)
 
     assert_state_equals_replay(kafka, state_topic, topic, events)
 
@@ -180,7 +162,7 @@ def test_a_replica_paused_past_its_session_is_fenced_when_it_wakes(
     kafka.seed_topic(topic, head)
     stop_publishing = threading.Event()
     publisher = _publisher(kafka, topic, tail, 200, stop_publishing)
-    group, state_topic, base = _group(
+    group, state_topic, base = ingest_group(
         kafka,
         tmp_path,
         topic,
@@ -193,28 +175,20 @@ def test_a_replica_paused_past_its_session_is_fenced_when_it_wakes(
     procs = [_start_replica(base, tmp_path, i, log) for i in range(2)]
     try:
         stores = (tmp_path / "store0", tmp_path / "store1")
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not (
-            all(p.exists() for p in stores) and _committed(kafka, group, topic) > 0
-        ):
-            time.sleep(0.05)
+        wait_until(lambda: _owning(kafka, group, topic, stores), 90, 0.05)
         assert all(p.exists() for p in stores), "both replicas should have owned partitions"
         publisher.start()
         time.sleep(1.0)  # both replicas busy with the live stream
         procs[0].send_signal(signal.SIGSTOP)
-        frozen_at = _committed(kafka, group, topic)
+        frozen_at = committed_events(kafka, group, topic)
         # The survivor takes the frozen replica's partitions once its session ends, and gets
         # past the frozen open transaction once the broker aborts it.
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and _committed(kafka, group, topic) < frozen_at + 3000:
-            time.sleep(0.2)
-        assert _committed(kafka, group, topic) >= frozen_at + 3000, "the survivor did not take over"
+        took_over = wait_until(lambda: committed_events(kafka, group, topic) >= frozen_at + 3000, 90, 0.2)
+        assert took_over, "the survivor did not take over"
         assert publisher.is_alive(), "the stream finished while the replica was frozen; publish more slowly"
         procs[0].send_signal(signal.SIGCONT)  # the zombie wakes and tries to go on
         publisher.join(120)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events):
-            time.sleep(0.2)
+        wait_until(lambda: committed_events(kafka, group, topic) >= len(events), 120, 0.2)
     finally:
         stop_publishing.set()
         for proc in procs:
@@ -239,7 +213,7 @@ def test_a_replica_paused_past_its_session_is_fenced_when_it_wakes(
     assert fenced or refused or rejoined, "the zombie never learnt it had been replaced"
     assert codes[0] == (1 if fenced else 0)
     assert "Traceback" not in text
-    assert _committed(kafka, group, topic) == len(events)
+    assert committed_events(kafka, group, topic) == len(events)
     assert_state_equals_replay(kafka, state_topic, topic, events)
 
 
@@ -255,18 +229,17 @@ def test_rebalance_churn_from_one_to_three_replicas_and_back_keeps_the_state_exa
     kafka.seed_topic(topic, head)
     stop_publishing = threading.Event()
     publisher = _publisher(kafka, topic, tail, 150, stop_publishing)
-    group, state_topic, base = _group(
+    group, state_topic, base = ingest_group(
         kafka, tmp_path, topic, "churn", BATCH_MAX_EVENTS="200", SESSION_TIMEOUT_MS="6000"
     )
     log = (tmp_path / "ingest.log").open("w")
 
     def moving(by: int) -> None:
         """Wait until the group has committed ``by`` more events: the members in it work."""
-        goal = _committed(kafka, group, topic) + by
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and _committed(kafka, group, topic) < goal:
-            time.sleep(0.1)
-        assert _committed(kafka, group, topic) >= goal, "the group stopped making progress"
+        goal = committed_events(kafka, group, topic) + by
+        assert wait_until(lambda: committed_events(kafka, group, topic) >= goal, 90), (
+            "the group stopped making progress"
+        )
 
     procs = [_start_replica(base, tmp_path, 0, log)]
     try:
@@ -274,10 +247,8 @@ def test_rebalance_churn_from_one_to_three_replicas_and_back_keeps_the_state_exa
         publisher.start()
         for i in (1, 2):  # 1 -> 2 -> 3
             procs.append(_start_replica(base, tmp_path, i, log))
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not (tmp_path / f"store{i}").exists():
-                time.sleep(0.05)  # the store appears when the replica is assigned a partition
-            assert (tmp_path / f"store{i}").exists(), f"replica {i} was never assigned a partition"
+            store = tmp_path / f"store{i}"  # appears when the replica is assigned a partition
+            assert wait_until(store.exists, 60, 0.05), f"replica {i} was never assigned a partition"
             moving(1500)
         exit_codes = []
         for proc in (procs[2], procs[1]):  # 3 -> 2 -> 1
@@ -286,9 +257,7 @@ def test_rebalance_churn_from_one_to_three_replicas_and_back_keeps_the_state_exa
             moving(1500)
         assert publisher.is_alive(), "the stream finished before the churn did; publish more slowly"
         publisher.join(180)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and _committed(kafka, group, topic) < len(events):
-            time.sleep(0.2)
+        wait_until(lambda: committed_events(kafka, group, topic) >= len(events), 120, 0.2)
     finally:
         stop_publishing.set()
         for proc in procs:
@@ -297,5 +266,5 @@ def test_rebalance_churn_from_one_to_three_replicas_and_back_keeps_the_state_exa
         codes = [proc.wait(30) for proc in procs]
     assert exit_codes == [0, 0]
     assert codes == [0, 0, 0]
-    assert _committed(kafka, group, topic) == len(events)
+    assert committed_events(kafka, group, topic) == len(events)
     assert_state_equals_replay(kafka, state_topic, topic, events)
