@@ -134,6 +134,7 @@ class PortalApp:
         self._sleep = sleep
         self._wall_clock = wall_clock
         self._counts = {"requests": 0, "throttled": 0, "faults": 0, "unauthorized": 0}
+        self._in_flight = 0  # API requests being answered: a test waits for 0 before it judges a dead client
 
     def add_faults(self, faults: Iterable[Fault]) -> None:
         with self._lock:
@@ -164,7 +165,13 @@ class PortalApp:
                 )
             if path.startswith("/_sim/"):
                 return self._control(method, path, query, body)
-            return self._api(method, path, query, headers, body)
+            with self._lock:
+                self._in_flight += 1
+            try:
+                return self._api(method, path, query, headers, body)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
         except Problem as problem:
             extra = (("Retry-After", str(problem.retry_after)),) if isinstance(problem, _Throttled) else ()
             return Reply(problem.status, orjson.dumps(problem.body(path)), PROBLEM_CONTENT_TYPE, extra)
@@ -273,7 +280,7 @@ class PortalApp:
             return _json(self.store.accepted(query.get("entity", ""), query.get("date")))
         if path == "/_sim/stats" and method == "GET":
             with self._lock:
-                counts = dict(self._counts, pending_faults=len(self._faults))
+                counts = dict(self._counts, pending_faults=len(self._faults), in_flight=self._in_flight)
             return _json({**counts, **self.store.stats()})
         if path == "/_sim/faults" and method == "POST":
             try:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,25 @@ class Simulator:
 
     def applications(self, session_id: str) -> list[int]:
         return [seq for sid, seq in self.stats()["applications"] if sid == session_id]
+
+    def wait_quiet(self, quiet: float = 1.0, timeout: float = 30.0) -> None:
+        """Return once no API request is being answered and nothing was applied for ``quiet`` seconds.
+
+        A killed client's last request may still sit in a worker (a ``slow`` fault) or in the
+        listen backlog; on a loaded 2-core runner it can land well after the kill, so a test that
+        judges what the dead client left must wait for the simulator to go quiet, not a fixed time.
+        """
+        deadline = time.monotonic() + timeout
+        last, since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            now = (stats["in_flight"], stats["applied_batches"])
+            if now != last or now[0]:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the simulator did not go quiet within {timeout} s: {last}")
 
 
 def run_simulator() -> Iterator[Simulator]:

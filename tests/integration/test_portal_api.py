@@ -199,7 +199,7 @@ def test_a_client_killed_mid_session_is_resumed_at_the_first_unacknowledged_batc
                 time.sleep(0.05)
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
-            time.sleep(0.5)  # a request that reached the simulator before the kill is applied by now
+            sim.wait_quiet()  # whatever the dead client had sent is applied (or dropped) by now
             sim.clear()
             [session] = portal.sessions("Family", day)
             acknowledged = set(session.acknowledged)
