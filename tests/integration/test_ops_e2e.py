@@ -295,8 +295,13 @@ def full_run(
             assert time.monotonic() < deadline, run.restarted.output()
             time.sleep(0.2)
         wait_caught_up(kafka.config(), group, stream.topics, PARTITIONS, run.restarted)
-        time.sleep(1.0)  # one empty batch reports the lag per partition
+        # An empty batch reports the lag per partition: poll for it rather than guess how long
+        # one takes on a loaded runner.
+        deadline = time.monotonic() + 30
         run.restarted_scrape = run.restarted.get("/metrics")[1]
+        while _unexported(run.restarted_scrape) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            run.restarted_scrape = run.restarted.get("/metrics")[1]
         run.scrapes.append(run.restarted_scrape)
         code, _ = run.restarted.terminate(GRACE_S)
         assert code == 0, run.restarted.output()
