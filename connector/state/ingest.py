@@ -36,7 +36,7 @@ from connector.source import Decoder, Position, make_decoder
 from connector.state._ingest_report import IngestReport
 from connector.state.apply import Outcome, apply_change
 from connector.state.codec import decode_row, encode_row, state_key
-from connector.state.exceptions import StoreCorruptedError
+from connector.state.exceptions import StoreCorruptedError, StoreError
 from connector.state.purge import MarkerPurge
 from connector.state.resolve import StateRow
 from connector.state.restore import restore_partitions
@@ -186,6 +186,8 @@ class IngestService:
         self._delivered: dict[int, int] = {}
         self._fatal: KafkaError | None = None
         self._callback_error: Exception | None = None
+        self._store_failure: StoreError | None = None
+        """A store that could not be flushed on close or revoke: ``close`` raises it."""
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
 
@@ -266,15 +268,20 @@ class IngestService:
                     )
                     stop.wait(backoff)
                     backoff = min(backoff * 2, _BACKOFF_MAX_S)
-        finally:
-            self.close()
+        except BaseException:
+            self.close(quiet=True)  # the error that ended the loop is the one to report
+            raise
+        self.close()
 
-    def close(self) -> None:
+    def close(self, *, quiet: bool = False) -> None:
+        """Release the clients and the stores. A store that cannot be flushed (a full volume)
+        is raised as ``StoreError`` after everything is closed, unless ``quiet`` (another error
+        is already on its way out): a graceful stop must not hide that the volume is full."""
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
         for store in self.stores.values():
-            store.close()
+            self._close_store(store)
         self.stores.clear()
         if self._producer is not None:
             try:
@@ -284,6 +291,21 @@ class IngestService:
                 # would replace the error that ended the loop with this one.
                 log.warning("producer not flushed on close", extra={"kafka_error": exc.args[0].name()})
             self._producer = None
+        if self._store_failure is not None and not quiet:
+            raise self._store_failure
+
+    def _close_store(self, store: PartitionStore) -> None:
+        """Close one store; a failed flush (a full volume) stops the process, but only after
+        every other handle is released. Nothing committed is lost: the rows are in the state
+        topic, and the store catches up from it on the next start."""
+        try:
+            store.close()
+        except StoreError as exc:
+            log.error("local store not flushed", extra={"error": str(exc)})
+            if self._store_failure is None:
+                self._store_failure = exc
+            if self._callback_error is None:  # revoked mid-run: the next batch raises it
+                self._callback_error = exc
 
     # -- the transaction -------------------------------------------------------------------
 
@@ -519,7 +541,7 @@ class IngestService:
             self.purge.forget(p)
             store = self.stores.pop(p, None)
             if store is not None:
-                store.close()
+                self._close_store(store)
 
     # -- callbacks and helpers -------------------------------------------------------------
 

@@ -34,6 +34,7 @@ __all__ = ["PartitionStore"]
 _META_OFFSET = b"\x00meta/state-offset"
 _OFFSET = struct.Struct(">q")
 _LOCKED = ("While lock file", "lock hold by current process")
+_NO_SPACE = "No space left on device"  # RocksDB's and the OS's words for ENOSPC, on every call
 
 
 @cache
@@ -66,6 +67,8 @@ class PartitionStore:
             if any(marker in str(exc) for marker in _LOCKED):
                 # Another live instance (or an unclosed handle) owns it: never delete it.
                 raise StoreError(f"local store {path} is locked by another process") from None
+            if _NO_SPACE in str(exc):  # a rebuild could not be written either: keep it, say why
+                raise self._io_error(exc, "opened") from None
             shutil.rmtree(path, ignore_errors=True)  # unreadable: rebuild from Kafka
             self.rebuilt = True
             self._db = self._open(path)
@@ -110,7 +113,7 @@ class PartitionStore:
         try:
             self._db.write(batch, self._write_options)
         except Exception as exc:  # rocksdict raises plain exceptions for I/O errors
-            raise StoreError(f"local store {self.path} cannot be written ({type(exc).__name__})") from None
+            raise self._io_error(exc, "written") from None
 
     def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Rows in key order, optionally of one entity (``b"Claim/"``).
@@ -131,6 +134,17 @@ class PartitionStore:
         except Exception as exc:
             raise self._corrupted(exc) from None
 
+    def _io_error(self, exc: Exception, doing: str) -> StoreError:
+        """A typed error naming the cause an operator can act on; RocksDB's text is not quoted
+        (it names files, which is harmless, but nothing here should echo a library's words)."""
+        if _NO_SPACE in str(exc):
+            return StoreError(
+                f"local store {self.path} cannot be {doing}: its volume is full (no space left on "
+                "device); free or grow the volume and start again: the store catches up from the "
+                "state topic, so nothing committed is lost"
+            )
+        return StoreError(f"local store {self.path} cannot be {doing} ({type(exc).__name__})")
+
     def _corrupted(self, exc: Exception) -> StoreError:
         if "Corruption" in str(exc):
             return StoreCorruptedError(f"local store {self.path} is corrupt; it will be rebuilt from Kafka")
@@ -140,8 +154,19 @@ class PartitionStore:
         self._db.flush()
 
     def close(self) -> None:
-        self._db.flush()
-        self._db.close()
+        """Flush and close. A failed flush (a full volume) is a typed error; the handle is
+        released either way, and the unflushed rows are re-read from the state topic."""
+        error: StoreError | None = None
+        try:
+            self._db.flush()
+        except Exception as exc:
+            error = self._io_error(exc, "flushed")
+        try:
+            self._db.close()
+        except Exception as exc:
+            error = error or self._io_error(exc, "closed")
+        if error is not None:
+            raise error
 
     def destroy(self) -> None:
         """Close and delete, for a rebuild."""
