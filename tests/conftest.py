@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from connector.devtools.kafka import KafkaBroker
 from connector.devtools.s3_server import S3Endpoint, S3Server
@@ -24,6 +25,11 @@ from connector.devtools.sftp_server import SftpServer
 from tests.kafka_helpers import KafkaTestCluster
 
 BrokerFactory = Callable[..., KafkaBroker]
+
+# Properties are about behaviour, not speed: Hypothesis's default 200 ms deadline per example
+# fails a correct example on a loaded 2-core runner (seen beside a running broker).
+settings.register_profile("project", deadline=None)
+settings.load_profile("project")
 
 
 @pytest.fixture(scope="session")
