@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import itertools
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import NewTopic
@@ -109,3 +112,46 @@ def test_the_wait_policy_waits_for_ingest_and_gives_up_at_its_bound(
     service.close()
     assert (lag.total, lag.gave_up_waiting) == (0, False)
     assert sum(cut.end_offsets.values()) > 0
+
+
+def test_a_wall_clock_jump_during_the_run_changes_no_byte_it_delivers(
+    kafka: KafkaTestCluster, tmp_path: Path
+) -> None:
+    """RELIABILITY.md row 13: the cut is offsets, so a clock stepped both ways (NTP, a VM
+    resumed) while the run cuts, leases and delivers leaves every file and count as they were."""
+    service, settings, prefix, _ = _setup(kafka, tmp_path)
+    _run_until(service, 38)
+    service.close()
+    sources = sorted(t for t in kafka.admin().list_topics(timeout=10).topics if t.startswith(prefix))
+
+    def deliver(clock: Callable[[], dt.datetime], name: str) -> tuple[dict[str, bytes], list[Any]]:
+        storage = LocalStorage(tmp_path / name)
+        run = SnapshotRun(
+            RunConfig(state_topic=settings.ingest.state_topic, work_dir=tmp_path),
+            kafka.config(),
+            storage,
+            take_cut=lambda day: cut_when_caught_up(
+                kafka.config(),
+                state_topic=settings.ingest.state_topic,
+                group_id=settings.ingest.group_id,
+                source_topics=sources,
+                policy="wait",
+                max_lag=0,
+                wait_until=clock() + dt.timedelta(minutes=1),
+                clock=clock,
+            ),
+            clock=clock,
+        )
+        manifest = run.run(DAY).manifest
+        assert manifest is not None
+        files = {e.entity: (storage.get(e.key) or (b"",))[0] for e in manifest.entities if e.key}
+        counts = [(e.entity, e.records, e.sha256, e.route) for e in manifest.entities]
+        offsets = {k: v for k, v in manifest.cut.items() if k != "taken_at"}  # when, not what
+        return files, [offsets, counts]
+
+    steady = deliver(now, "steady")
+    # Steps forward past the lease's TTL and a whole day, and back past midnight, call by call.
+    steps = itertools.cycle(dt.timedelta(hours=h) for h in (0, 3, -7, 26, -30, 11))
+    jumping = deliver(lambda: now() + next(steps), "jumping")
+    assert set(steady[0]) == set(ENTITY_NAMES)  # every entity went as a file: nothing to compare is empty
+    assert jumping == steady
