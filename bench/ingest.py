@@ -152,9 +152,8 @@ def _baseline(base: dict[str, Any], n: int, batch: int, name: str = "baseline") 
     return n / elapsed
 
 
-def _service(bootstrap: str, work: Path, name: str, batch: int, workers: int) -> IngestService:
+def _service(bootstrap: str, work: Path, name: str, batch: int) -> IngestService:
     ingest = IngestSettings(
-        decode_workers=workers,
         mapping_file=work / "mapping.yaml",
         group_id=f"bench-{name}",
         state_topic=f"bench.{name}.state",
@@ -261,15 +260,11 @@ def _category(frame: FrameType | None) -> str | None:
     return "other"
 
 
-def _profile(bootstrap: str, work: Path, n: int, batch: int, workers: int) -> None:
+def _profile(bootstrap: str, work: Path, n: int, batch: int) -> None:
     """Where the ingest path's time goes, by wall-clock samples of the main thread every 1 ms.
 
     Unlike cProfile, sampling does not inflate many small Python calls against C calls."""
-    service, samples, stop = (
-        _service(bootstrap, work, "profile", batch, workers),
-        Counter[str](),
-        threading.Event(),
-    )
+    service, samples, stop = _service(bootstrap, work, "profile", batch), Counter[str](), threading.Event()
     main_id = threading.get_ident()
 
     def sample() -> None:
@@ -306,7 +301,7 @@ def _measure(args: argparse.Namespace, events: list[tuple[bytes, bytes | None]])
             baselines, ingests, joins = [], [], []
             for r in range(args.rounds):
                 baselines.append(_baseline(base, n, args.batch, f"baseline-{r}"))
-                service = _service(broker.bootstrap, work, f"ingest-{r}", args.batch, args.decode_workers)
+                service = _service(broker.bootstrap, work, f"ingest-{r}", args.batch)
                 try:
                     join_s, rate = _run_service(service, n, service.run_batch)
                 finally:
@@ -335,7 +330,7 @@ def _measure(args: argparse.Namespace, events: list[tuple[bytes, bytes | None]])
                     )
                 out[f"{key}_events_per_s"], out[f"{key}_note"] = rate, note
             if args.profile:
-                _profile(broker.bootstrap, work, n, args.batch, args.decode_workers)
+                _profile(broker.bootstrap, work, n, args.batch)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
@@ -356,9 +351,6 @@ def main() -> None:
     parser.add_argument("--faust-seconds", type=float, default=45.0, help="measurement window at most")
     parser.add_argument("--no-faust", action="store_true")
     parser.add_argument("--profile", action="store_true", help="also sample where the ingest time goes")
-    parser.add_argument(
-        "--decode-workers", type=int, default=0, help="ingest.decode_workers (0: decode in the loop)"
-    )
     args = parser.parse_args()
     for sig in (signal.SIGINT, signal.SIGTERM):  # unwind (stop the broker) on either; a background
         signal.signal(sig, signal.default_int_handler)  # job ignores SIGINT unless told otherwise
@@ -373,7 +365,6 @@ def main() -> None:
         "events": len(events),
         "batch": args.batch,
         "rounds": args.rounds,
-        "decode_workers": args.decode_workers,
         **m,
         **{k: round(m[k]) for k in rates},
     }

@@ -219,9 +219,6 @@ class IngestSettings(BaseSettings):
     """How long a transaction of a replica that died for good (not restarted under the same
     name) stays open. Until it is aborted, read-committed readers (the snapshot's cut, the
     restore) stop in front of it; must exceed the longest batch."""
-    decode_workers: int = Field(default=0, ge=0, le=16)
-    """Processes that decode and map events beside the ingest loop (one more core each); 0
-    decodes in the loop itself. Slower than 0 on two cores shared with a broker (docs/decisions/0011)."""
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     """Larger source messages are dead-lettered by reference (position only, no bytes)."""
     schema_registry_url: str | None = None

@@ -23,15 +23,7 @@ from connector.model import ENTITY_NAMES, raw_schema
 from connector.source.version import Version
 from connector.state.resolve import StateRow
 
-__all__ = [
-    "decode_row",
-    "encode_row",
-    "is_complete",
-    "json_default",
-    "restore_values",
-    "split_key",
-    "state_key",
-]
+__all__ = ["decode_row", "encode_row", "is_complete", "restore_values", "split_key", "state_key"]
 
 _SEP = b"/"
 
@@ -47,8 +39,7 @@ def split_key(key: bytes) -> tuple[str, str]:
     return entity.decode(), entity_id.decode()
 
 
-def json_default(value: Any) -> Any:
-    """orjson's fallback for the one value type it does not write itself: decimals, exactly."""
+def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(type(value).__name__)
@@ -72,7 +63,7 @@ def encode_row(row: StateRow, *, deleted_at_ms: int | None = None) -> bytes:
         doc["fv"] = {name: list(v) for name, v in row.field_versions.items()}
     if row.delete_floor is not None:
         doc["df"] = list(row.delete_floor)
-    return orjson.dumps(doc, default=json_default)
+    return orjson.dumps(doc, default=_default)
 
 
 def is_complete(data: bytes) -> bool:

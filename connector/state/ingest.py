@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,16 +28,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from connector.config import Settings
-from connector.errors import ConfigError, TerminalError, TransientError
+from connector.errors import BadInputError, ConfigError, TerminalError, TransientError
 from connector.health import Heartbeat
 from connector.mapping import Mapper, MappingSpec
-from connector.mapping.change import EntityChange
 from connector.metrics import METRICS, Metrics
-from connector.source import Decoder, Position
+from connector.source import Decoder, Position, make_decoder
 from connector.state._ingest_report import IngestReport
 from connector.state.apply import Outcome, apply_change
 from connector.state.codec import decode_row, encode_row, state_key
-from connector.state.decode_pool import Decoded, DecodePool, Item, decode_one, make_decoders, transient_error
 from connector.state.exceptions import StoreCorruptedError, StoreError
 from connector.state.purge import MarkerPurge
 from connector.state.resolve import StateRow
@@ -171,16 +169,13 @@ class IngestService:
         self.source_topics = sorted(spec.topics)
         if not self.source_topics:
             raise ConfigError("the mapping lists no topics to consume")
-        self._spec = spec
-        self._decoder_options: dict[str, dict[str, Any]] = {}
+        self.decoders: dict[str, Decoder] = {}
         for name in self.source_topics:
             topic = spec.topic(name)
             options: dict[str, Any] = {"unavailable_placeholder": topic.unavailable_placeholder}
             if topic.format != "debezium-json" and self.ingest.schema_registry_url:
                 options["schema_registry_url"] = self.ingest.schema_registry_url
-            self._decoder_options[name] = options
-        self.decoders: dict[str, Decoder] = make_decoders(spec, self._decoder_options)
-        self._pool: DecodePool | None = None
+            self.decoders[name] = make_decoder(topic.format, **options)
         self.stores: dict[int, PartitionStore] = {}
         self.purge = MarkerPurge(self.ingest.marker_purge_after_s)
         self._restore_stall_s = self.ingest.transaction_timeout_ms / 1000 + 60
@@ -200,8 +195,6 @@ class IngestService:
 
     def start(self) -> None:
         """Check topics, join the group and fence any previous incarnation."""
-        if self.ingest.decode_workers and self._pool is None:
-            self._pool = DecodePool(self.ingest.decode_workers, self._spec, self._decoder_options)
         base = self.settings.kafka.client_config()
         base["error_cb"] = self._on_error
         admin = AdminClient(base)
@@ -298,9 +291,6 @@ class IngestService:
                 # would replace the error that ended the loop with this one.
                 log.warning("producer not flushed on close", extra={"kafka_error": exc.args[0].name()})
             self._producer = None
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
         if self._store_failure is not None and not quiet:
             raise self._store_failure
 
@@ -352,10 +342,9 @@ class IngestService:
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         purged: dict[int, int] = {}
-        items = self._items(msgs)
-        decoded = self._pool.decode(items) if self._pool is not None else self._decode_here(items)
         try:
-            for msg, (topic, partition, offset, *_), result in zip(msgs, items, decoded, strict=True):
+            for msg in msgs:
+                topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
                 first.setdefault((topic, partition), offset)
                 last[(topic, partition)] = offset
                 view = views.get(partition)
@@ -363,7 +352,7 @@ class IngestService:
                     view = views[partition] = _BatchView(
                         self._store(partition), self._emitter(producer, partition), now_ms
                     )
-                self._handle(msg, Position(topic, partition, offset), view, producer, result)
+                self._handle(msg, Position(topic, partition, offset), view, producer)
             for partition, view in views.items():
                 for key in self.purge.due(partition, view.store):
                     if key not in view.encoded:  # a row this batch writes wins over the purge
@@ -374,7 +363,6 @@ class IngestService:
             offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
             committed = self._commit(producer, consumer, offsets)
         except (TransientError, StoreCorruptedError) as exc:
-            decoded.close()  # a pool's chunks still out are read back, keeping its pipes in step
             # Nothing of this batch may become visible: abort, rewind, and let the caller back
             # off (registry or broker away) or rebuild the corrupt store and go again.
             with self._guard("abort_transaction", 2 * _CALL_TIMEOUT_S):
@@ -420,48 +408,25 @@ class IngestService:
         )
         self.stores.update(fresh)
 
-    def _items(self, msgs: list[Message]) -> list[Item]:
-        """What decoding needs of each message; an oversized one is not shipped (it is
-        dead-lettered by reference)."""
-        limit = self.ingest.max_message_bytes
-        items: list[Item] = []
-        for msg in msgs:
-            value = msg.value()
-            position = (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
-            if value is not None and len(value) > limit:
-                items.append((*position, None, None, None))
-            else:
-                items.append((*position, msg.key(), value, _headers(msg)))
-        return items
-
-    def _decode_here(self, items: list[Item]) -> Generator[Decoded]:
-        """Without a pool: each message decoded when the loop reaches it."""
-        decoders, mapper = self.decoders, self.mapper
-        for item in items:
-            yield decode_one(decoders, mapper, item)
-
-    def _handle(
-        self, msg: Message, position: Position, view: _BatchView, producer: Producer, decoded: Decoded
-    ) -> None:
+    def _handle(self, msg: Message, position: Position, view: _BatchView, producer: Producer) -> None:
         value = msg.value()
         if value is not None and len(value) > self.ingest.max_message_bytes:
             self._dead_letter(
                 producer, msg, position, "OversizedRecord", "oversized_record", by_reference=True
             )
             return
-        if decoded is None:
-            self.counts["tombstones"] += 1
+        try:
+            event = self.decoders[position.topic].decode(msg.key(), value, _headers(msg), position)
+            if event is None:
+                self.counts["tombstones"] += 1
+                return
+            change = self.mapper.map(event)
+        except BadInputError as exc:
+            self._dead_letter(producer, msg, position, type(exc).__name__, exc.reason)
             return
-        if type(decoded) is tuple:
-            kind, error, reason = decoded
-            if kind == "transient":
-                raise transient_error(error, reason)
-            self._dead_letter(producer, msg, position, error, reason)
-            return
-        assert isinstance(decoded, EntityChange)
-        outcome = apply_change(view, decoded)
+        outcome = apply_change(view, change)
         self.counts["stale" if outcome is Outcome.STALE else "applied"] += 1
-        self.report.event(decoded.entity, decoded.deleted, outcome is Outcome.STALE)
+        self.report.event(change.entity, change.deleted, outcome is Outcome.STALE)
 
     def _dead_letter(
         self,
