@@ -58,8 +58,10 @@ ALLOWED_FIELDS = frozenset(
         # how much, how long, which attempt
         "count events records bytes batches partitions attempt retry_in_s duration_s elapsed_s lag "
         "slack_s deadline next_run "
-        # what went wrong, by name (exception class, librdkafka error name, setting name)
-        "error kafka_error setting "
+        # what went wrong, by name (exception class, librdkafka error name, setting name), and
+        # librdkafka's description of a failed transaction ("N message(s) timed out on <topic>
+        # [p]"): topics, partitions, counts and broker names, never a key or a value
+        "error kafka_error kafka_reason setting "
         # files and endpoints: deterministic keys (entity/date/part) and configured hosts
         "key path host port"
     )

@@ -20,6 +20,7 @@ carecloud_consumer_lag_messages                                 gauge      topic
 carecloud_events_consumed_total                                 counter    entity, operation
 carecloud_dlq_events_total                                      counter    reason
 carecloud_stale_events_dropped_total                            counter    entity
+carecloud_aborted_transactions_total                            counter    -
 carecloud_state_entities                                        gauge      entity
 carecloud_restore_records_total                                 counter    partition
 carecloud_restore_remaining_records                             gauge      partition
@@ -155,6 +156,11 @@ class Metrics:
             "carecloud_stale_events_dropped",
             "Out-of-order or duplicate changes ignored because the state holds a newer version.",
             ["entity"],
+            registry=r,
+        )
+        self.aborted_transactions = Counter(
+            "carecloud_aborted_transactions",
+            "Ingest batches whose transaction was aborted and that were consumed again.",
             registry=r,
         )
         self.state_entities = Gauge(

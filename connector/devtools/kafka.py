@@ -315,6 +315,17 @@ class KafkaBroker:
         self._process = None
         _LIVE.discard(self)
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): it stops answering but keeps every connection open, as
+        in a long GC pause or a network partition, so clients wait on their own timeouts."""
+        if self.running:
+            self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused broker run again (SIGCONT), with its state as it was."""
+        if self.running:
+            self._signal(signal.SIGCONT)
+
     def restart(self) -> KafkaBroker:
         """Start again on the same ports and data (stopping first if still up); no re-format."""
         self.stop()

@@ -53,6 +53,8 @@ _BACKOFF_MAX_S = 30.0
 _COMMIT_ATTEMPTS = 3
 _CALL_TIMEOUT_S = 30.0
 """librdkafka's own timeout for each transactional call."""
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)  # noqa: SLF001 (librdkafka's local codes)
+"""Delivery errors of records our own abort purged: the abort's cause is logged, not these."""
 _WATCHDOG_GRACE_S = 15.0
 """How far past its own timeout a call may run before the watchdog ends the process."""
 
@@ -365,8 +367,7 @@ class IngestService:
         except (TransientError, StoreCorruptedError) as exc:
             # Nothing of this batch may become visible: abort, rewind, and let the caller back
             # off (registry or broker away) or rebuild the corrupt store and go again.
-            with self._guard("abort_transaction", 2 * _CALL_TIMEOUT_S):
-                producer.abort_transaction(2 * _CALL_TIMEOUT_S)
+            self._abort(producer, 2 * _CALL_TIMEOUT_S)
             self._rewind(consumer, first)
             if isinstance(exc, StoreCorruptedError):
                 self._rebuild({p for _, p in first})
@@ -393,6 +394,7 @@ class IngestService:
         for (topic, partition), offset in first.items():
             consumer.seek(TopicPartition(topic, partition, offset))
         self.counts["aborted_batches"] += 1
+        self.metrics.aborted_transactions.inc()
 
     def _rebuild(self, partitions: set[int]) -> None:
         base = self.settings.kafka.client_config()
@@ -479,18 +481,30 @@ class IngestService:
                 return True
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
+                # librdkafka's description names the cause (e.g. "102 message(s) timed out on
+                # <state topic> [2]"): topics, partitions and counts, never record contents.
+                why = {"kafka_error": err.name(), "kafka_reason": err.str()}
                 if err.retriable() and attempt < _COMMIT_ATTEMPTS:
-                    log.warning(
-                        "transaction commit retried", extra={"kafka_error": err.name(), "attempt": attempt}
-                    )
+                    log.warning("transaction commit retried", extra={**why, "attempt": attempt})
                     continue
                 if err.txn_requires_abort():
-                    log.warning("transaction aborted", extra={"kafka_error": err.name()})
-                    with self._guard("abort_transaction", _CALL_TIMEOUT_S):
-                        producer.abort_transaction(_CALL_TIMEOUT_S)
+                    log.warning("transaction aborted", extra=why)
+                    self._abort(producer, _CALL_TIMEOUT_S)
                     return False
-                raise TerminalError(f"Kafka transaction failed: {err.name()}") from None
+                raise TerminalError(f"Kafka transaction failed: {err.name()}: {err.str()}") from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _abort(self, producer: Producer, timeout_s: float) -> None:
+        """Abort the open transaction. A producer that cannot is fatal here: typically it was
+        fenced because the coordinator already aborted the transaction at its timeout (the
+        broker away longer than that) and bumped the epoch. The process ends with that reason
+        and its restart resumes from the committed offsets; nothing of the batch is visible."""
+        try:
+            with self._guard("abort_transaction", timeout_s):
+                producer.abort_transaction(timeout_s)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            raise TerminalError(f"Kafka transaction failed: {err.name()} on abort: {err.str()}") from None
 
     def _guard(self, call: str, timeout_s: float) -> AbstractContextManager[None]:
         """The watchdog's deadline for a call given ``timeout_s`` of its own."""
@@ -550,6 +564,15 @@ class IngestService:
             p, o = msg.partition() or 0, msg.offset() or 0
             if o > self._delivered.get(p, -1):
                 self._delivered[p] = o
+            return
+        if err.code() in _PURGED:
+            return  # purged by our own abort: its cause is logged with the abort
+        # The transaction cannot commit without the record: librdkafka makes it abortable, and
+        # ``_commit`` aborts and rewinds (nothing is sent again inside this transaction).
+        log.warning(
+            "state record not delivered; the batch will be aborted",
+            extra={"kafka_error": err.name(), "partition": msg.partition()},
+        )
 
     def _on_error(self, err: KafkaError) -> None:
         if err.code() == KafkaError._AUTHENTICATION or err.fatal():
