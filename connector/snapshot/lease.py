@@ -36,7 +36,7 @@ from connector.sinks.exceptions import PreconditionFailedError
 from connector.sinks.storage import Storage
 from connector.snapshot.exceptions import LeaseLostError
 
-__all__ = ["Lease", "LeaseRecord", "lease_free"]
+__all__ = ["Lease", "LeaseRecord", "lease_free", "renewal_overdue"]
 
 _CONTENT_TYPE = "application/json"
 
@@ -65,6 +65,13 @@ def lease_free(record: LeaseRecord | None, now: dt.datetime) -> bool:
     return record is None or record.expires_at <= now
 
 
+def renewal_overdue(expires_at: dt.datetime, now: dt.datetime, ttl: dt.timedelta) -> bool:
+    """Whether our last renewal is older than the renewer's schedule allows: past two thirds
+    of the TTL, the process may have been frozen (SIGSTOP, a VM pause, a long GC) through the
+    expiry and another owner may hold the lease, so it must be confirmed with storage."""
+    return now >= expires_at - ttl / 3
+
+
 class Lease:
     """The lease on one key, held by ``owner`` (a pod name) for ``ttl`` at a time."""
 
@@ -80,6 +87,8 @@ class Lease:
         self._etag: str | None = None
         self._token = secrets.token_hex(16)
         self._lost: str | None = None
+        self._expires_at: dt.datetime | None = None
+        self._write_lock = threading.Lock()  # the renewer and ``check`` renew the same version
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self.holder: LeaseRecord | None = None
@@ -104,16 +113,23 @@ class Lease:
 
     def renew(self) -> None:
         """Push the expiry out by ``ttl``; ``LeaseLostError`` if another owner replaced our version."""
-        if self._lost is not None:
-            raise LeaseLostError(self._lost)
-        try:
-            self._write(if_match=self._etag)
-        except PreconditionFailedError:
-            self._lost = f"the lease {self._key} was taken over after it expired"
-            raise LeaseLostError(self._lost) from None
+        with self._write_lock:
+            if self._lost is not None:
+                raise LeaseLostError(self._lost)
+            try:
+                self._write(if_match=self._etag)
+            except PreconditionFailedError:
+                self._lost = f"the lease {self._key} was taken over after it expired"
+                raise LeaseLostError(self._lost) from None
 
     def check(self) -> None:
-        """Raise ``LeaseLostError`` if the background renewal found the lease taken over."""
+        """Raise ``LeaseLostError`` if the lease is no longer ours: found taken over by the
+        background renewal, or, when the last renewal is overdue, by renewing it now. A run that
+        wakes from a freeze past the expiry learns it before its next step, not a renewal
+        interval later (a stale run would otherwise go on delivering while a newer one runs)."""
+        expires = self._expires_at
+        if self._lost is None and expires is not None and renewal_overdue(expires, self._clock(), self._ttl):
+            self.renew()
         if self._lost is not None:
             raise LeaseLostError(self._lost)
 
@@ -156,4 +172,4 @@ class Lease:
             if_none_match=if_none_match,
             if_match=if_match,
         )
-        self._etag = stored.etag
+        self._etag, self._expires_at = stored.etag, record.expires_at

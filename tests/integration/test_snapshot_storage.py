@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import NewTopic
 
-from connector.devtools.faulty_http import S3_SLOW_DOWN, FaultyHttpProxy
+from connector.devtools.faulty_http import S3_SLOW_DOWN, Fault, FaultyHttpProxy
 from connector.devtools.s3_server import S3Endpoint
 from connector.devtools.sftp_server import SftpServer
 from connector.model import ENTITY_NAMES
@@ -139,8 +140,6 @@ def test_a_run_killed_mid_upload_resumes_at_its_pinned_cut_with_identical_files(
     cmd = [sys.executable, "-m", "connector.cli", "snapshot", "--date", DAY.isoformat()]
     with FaultyHttpProxy(s3_server.url) as proxy:
         # The upload of the third entity's file hangs: the command is killed while it waits.
-        from connector.devtools.faulty_http import Fault
-
         proxy.add(Fault(delay=60), match=r"^PUT /[^ ]*/carecloud/2026-11-25/FamilyMember\.csv\.gz")
         env = _command_env(kafka, tmp_path, topic, proxy.url, s3_bucket)
         process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -205,3 +204,115 @@ def test_s3_failing_under_the_run_fails_it_cleanly_without_a_manifest(
         proxy.clear()
         # S3 is back: the next attempt (the scheduler retries transient failures) publishes.
         assert snapshot_run(kafka, topic, storage, work_dir=tmp_path).run(DAY).outcome is Outcome.PUBLISHED
+
+
+def _run_through(proxy: FaultyHttpProxy, env: dict[str, str], request: str) -> subprocess.Popen[bytes]:
+    """The snapshot command, started with its S3 traffic through ``proxy``, once it has sent a
+    request matching ``request`` (which the test has scripted the proxy to hold)."""
+    cmd = [sys.executable, "-m", "connector.cli", "snapshot", "--date", DAY.isoformat()]
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(re.search(request, r) for r in proxy.requests):
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert any(re.search(request, r) for r in proxy.requests), process.communicate(timeout=5)[0]
+    return process
+
+
+def _wait_for_lease_expiry(storage: Storage) -> None:
+    lease = storage.get("carecloud/2026-11-25/_lease.json")
+    assert lease is not None
+    expires = LeaseRecord.from_bytes(lease[0]).expires_at
+    time.sleep(max((expires - dt.datetime.now(dt.UTC)).total_seconds(), 0) + 0.5)
+
+
+def _snapshot_command(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "connector.cli", "snapshot", "--date", DAY.isoformat()]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_run_killed_after_its_files_before_its_manifest_publishes_nothing_until_resumed(
+    kafka: KafkaTestCluster, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
+) -> None:
+    """RELIABILITY row 10: no manifest ever names a missing or partial file."""
+    topic = kafka.new_topic(2, {"cleanup.policy": "compact"}, prefix="state")
+    seed_state(kafka, topic, tree(30))
+    manifest_put = r"^PUT /[^ ]*/carecloud/2026-11-25/_manifest\.json"
+    with FaultyHttpProxy(s3_server.url) as proxy:
+        proxy.add(Fault(delay=60), match=manifest_put)  # every file is written; the manifest hangs
+        process = _run_through(
+            proxy, _command_env(kafka, tmp_path, topic, proxy.url, s3_bucket), manifest_put
+        )
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    storage = s3_storage(s3_server.url, s3_bucket)
+    files = {f"carecloud/2026-11-25/{entity}.csv.gz" for entity in ENTITY_NAMES}
+    keys = set(storage.list_keys("carecloud/2026-11-25/"))
+    assert "carecloud/2026-11-25/_manifest.json" not in keys  # a reader does not trust the date
+    assert files <= keys
+    written = {key: storage.stat(key) for key in files}
+    _wait_for_lease_expiry(storage)
+
+    resumed = _snapshot_command(_command_env(kafka, tmp_path, topic, s3_server.url, s3_bucket))
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    found = storage.get("carecloud/2026-11-25/_manifest.json")
+    assert found is not None
+    manifest = Manifest.from_bytes(found[0])
+    assert {entity: ids(rows) for entity, rows in published(storage, manifest).items()} == {
+        entity: expected_ids(tree(30), entity) for entity in ENTITY_NAMES
+    }
+    assert {key: storage.stat(key) for key in files} == written  # verified and kept, not uploaded again
+
+
+HOLD_S = 40.0
+
+
+def test_a_stale_writer_that_wakes_after_a_newer_run_published_changes_nothing(
+    kafka: KafkaTestCluster, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
+) -> None:
+    """RELIABILITY row 11. The stale run is frozen (SIGSTOP) while its upload of one file is
+    held in the proxy; its lease expires, a newer run publishes the date, and the held upload
+    then lands over the published file. The stale run, woken, must not publish: and the date
+    must still be exactly what the newer run's manifest says."""
+    topic = kafka.new_topic(2, {"cleanup.policy": "compact"}, prefix="state")
+    seed_state(kafka, topic, tree(30))
+    member_put = r"^PUT /[^ ]*/carecloud/2026-11-25/FamilyMember\.csv\.gz"
+    storage = s3_storage(s3_server.url, s3_bucket)
+    with FaultyHttpProxy(s3_server.url) as proxy:
+        # Held long enough to land after the newer run: lease expiry (10 s TTL) plus that run.
+        proxy.add(Fault(delay=HOLD_S), match=member_put)
+        stale = _run_through(proxy, _command_env(kafka, tmp_path, topic, proxy.url, s3_bucket), member_put)
+        stale.send_signal(signal.SIGSTOP)
+        lands = time.monotonic() + HOLD_S
+        try:
+            _wait_for_lease_expiry(storage)
+            newer = _snapshot_command(_command_env(kafka, tmp_path, topic, s3_server.url, s3_bucket))
+            assert newer.returncode == 0, newer.stdout + newer.stderr
+            found = storage.get("carecloud/2026-11-25/_manifest.json")
+            assert found is not None
+            manifest_bytes = found[0]
+            assert time.monotonic() < lands, "the newer run finished after the held upload: hold it longer"
+            time.sleep(lands - time.monotonic() + 1.0)  # the held upload has landed over the published file
+        finally:
+            stale.send_signal(signal.SIGCONT)
+        output = stale.communicate(timeout=60)[0].decode()
+
+    # The stale run found out that its lease was taken over and published nothing...
+    assert stale.returncode == 1, output[-2000:]
+    assert "error: the lease carecloud/2026-11-25/_lease.json was taken over" in output, output[-2000:]
+    # ...at its first step after waking, not a renewal interval later: the file it was
+    # uploading when frozen is its last, and it never reached Care, the next entity.
+    assert "FamilyMember.csv.gz written" in output
+    assert "Care.csv.gz" not in output
+    found = storage.get("carecloud/2026-11-25/_manifest.json")
+    assert found is not None
+    assert found[0] == manifest_bytes
+    manifest = Manifest.from_bytes(manifest_bytes)
+    # Every file the manifest names is there with the size and sha256 it gives, the one the
+    # stale run overwrote included: all runs of a date write the same bytes (its pinned cut).
+    assert {entity: ids(rows) for entity, rows in published(storage, manifest).items()} == {
+        entity: expected_ids(tree(30), entity) for entity in ENTITY_NAMES
+    }

@@ -10,7 +10,7 @@ import pytest
 
 from connector.sinks.local import LocalStorage
 from connector.snapshot.exceptions import LeaseLostError
-from connector.snapshot.lease import Lease, LeaseRecord, lease_free
+from connector.snapshot.lease import Lease, LeaseRecord, lease_free, renewal_overdue
 
 T0 = dt.datetime(2026, 11, 25, 8, 30, tzinfo=dt.UTC)
 KEY = "cc/2026-11-25/_lease.json"
@@ -88,3 +88,38 @@ def test_racing_pods_for_a_free_lease_one_wins(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert sorted(results) == [False] * 7 + [True]
+
+
+def test_a_renewal_is_overdue_from_two_thirds_of_the_ttl() -> None:
+    ttl = dt.timedelta(minutes=9)
+    expires = T0 + ttl
+    assert not renewal_overdue(expires, T0 + dt.timedelta(minutes=5, seconds=59), ttl)
+    assert renewal_overdue(expires, T0 + dt.timedelta(minutes=6), ttl)
+    assert renewal_overdue(expires, T0 + dt.timedelta(hours=1), ttl)
+
+
+def test_a_run_frozen_past_its_expiry_learns_at_its_next_check_that_it_lost_the_lease(tmp_path: Path) -> None:
+    storage, clock = LocalStorage(tmp_path), Clock()
+    a, b = lease(storage, "pod-a", clock), lease(storage, "pod-b", clock)
+    assert a.acquire()
+    clock.now += dt.timedelta(minutes=11)  # a frozen: its renewer never ran
+    assert b.acquire()
+    with pytest.raises(LeaseLostError, match="taken over"):
+        a.check()  # no renewal tick needed: the check itself confirms with storage
+    b.check()
+    b.renew()  # b still holds the lease: a's attempt changed nothing
+
+
+def test_a_check_writes_only_when_the_renewal_is_overdue(tmp_path: Path) -> None:
+    storage, clock = LocalStorage(tmp_path), Clock()
+    a, b = lease(storage, "pod-a", clock), lease(storage, "pod-b", clock)
+    assert a.acquire()
+    before = storage.stat(KEY)
+    clock.now += dt.timedelta(minutes=6)
+    a.check()
+    assert storage.stat(KEY) == before  # on schedule: no storage round trip per check
+    clock.now += dt.timedelta(minutes=1)  # 7 of 10 minutes: the renewer is late
+    a.check()
+    assert storage.stat(KEY) != before
+    clock.now += dt.timedelta(minutes=9)  # 16 minutes after the acquire, 9 after the check
+    assert not b.acquire()  # the check's renewal kept it
