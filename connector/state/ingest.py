@@ -397,18 +397,27 @@ class IngestService:
         self.metrics.aborted_transactions.inc()
 
     def _rebuild(self, partitions: set[int]) -> None:
-        base = self.settings.kafka.client_config()
+        """Start the held stores of ``partitions`` again (a batch met damage in one of them)."""
+        damaged = {p: self.stores.pop(p) for p in sorted(partitions) if p in self.stores}
+        self.stores.update(self._started_again(damaged))
+
+    def _started_again(
+        self, damaged: dict[int, PartitionStore], progress: Callable[[int, int, int], None] | None = None
+    ) -> dict[int, PartitionStore]:
+        """Damaged stores deleted and restored from the beginning of the state topic."""
         fresh: dict[int, PartitionStore] = {}
-        for p in sorted(partitions):
-            store = self.stores.pop(p, None)
-            if store is not None:
-                log.warning("local store corrupt; rebuilding from the state topic", extra={"partition": p})
-                store.destroy()
-                fresh[p] = PartitionStore(store.path)
+        for p, store in damaged.items():
+            log.warning("local store corrupt; rebuilding from the state topic", extra={"partition": p})
+            store.destroy()
+            fresh[p] = PartitionStore(store.path)
         self.counts["restored_records"] += restore_partitions(
-            base, self.ingest.state_topic, fresh, stall_timeout_s=self._restore_stall_s
+            self.settings.kafka.client_config(),
+            self.ingest.state_topic,
+            fresh,
+            progress,
+            stall_timeout_s=self._restore_stall_s,
         )
-        self.stores.update(fresh)
+        return fresh
 
     def _handle(self, msg: Message, position: Position, view: _BatchView, producer: Producer) -> None:
         value = msg.value()
@@ -545,7 +554,14 @@ class IngestService:
             base, self.ingest.state_topic, arriving, progress, stall_timeout_s=self._restore_stall_s
         )
         for p, store in arriving.items():
-            self.report.assigned(p, store)
+            try:
+                self.report.assigned(p, store)
+            except StoreCorruptedError:
+                # Counting the live entities reads every row, so damage anywhere in the store
+                # shows here, inside the assignment: start the store again now. Raising would
+                # fail the assignment, and every restart would meet the same damage.
+                store = self._started_again({p: store}, progress)[p]
+                self.report.assigned(p, store)
             self.stores[p] = store
         self.ready.set()
 

@@ -75,6 +75,18 @@ class PartitionStore:
         self._write_options = WriteOptions()
         # WAL off, always (never mixed with WAL-on writes): a lost tail is re-read from Kafka.
         self._write_options.disable_wal = True  # type: ignore[method-assign,assignment]
+        try:
+            _ = self.next_offset
+        except StoreCorruptedError:
+            # The block that says how far this store reflects the state topic is damaged: the
+            # store opens, but nothing can start from it. Start it again now, before anyone
+            # reads it: failing here instead would fail the partition's assignment, and every
+            # restart would meet the same damage. (Damage elsewhere is found by the read that
+            # meets it, and the ingest rebuilds the store then.)
+            self._db.close()
+            shutil.rmtree(path, ignore_errors=True)
+            self.rebuilt = True
+            self._db = self._open(path)
 
     @staticmethod
     def _open(path: Path) -> Rdict:
@@ -132,7 +144,14 @@ class PartitionStore:
         try:
             it.status()
         except Exception as exc:
-            raise self._corrupted(exc) from None
+            error = self._corrupted(exc)
+        else:
+            return
+        # Drop the iterator before raising: the traceback keeps this frame alive, and an open
+        # iterator keeps the database (and its lock) open after ``destroy``, so the rebuilt
+        # store at the same path could not be opened ("locked").
+        del it
+        raise error from None
 
     def _io_error(self, exc: Exception, doing: str) -> StoreError:
         """A typed error naming the cause an operator can act on; RocksDB's text is not quoted

@@ -65,3 +65,18 @@ def test_a_corrupt_data_block_is_a_typed_error_not_a_short_read(tmp_path: Path) 
         list(store.items(b"Claim/"))
     store.destroy()
     assert not (tmp_path / "p0").exists()
+
+
+def test_a_store_whose_offset_block_is_corrupt_starts_again_when_opened(tmp_path: Path) -> None:
+    store = _filled(tmp_path / "p0", count=20_000)
+    store.close()
+    [sst] = list((tmp_path / "p0").glob("*.sst"))
+    data = bytearray(sst.read_bytes())
+    for i in range(16, 3000, 64):  # the first data block: the offset key sorts first
+        data[i] ^= 0xFF
+    sst.write_bytes(bytes(data))
+    store = PartitionStore(tmp_path / "p0")  # opens, where reading the offset used to raise
+    assert store.rebuilt
+    assert store.next_offset == 0  # restored from the beginning of the state topic
+    assert list(store.items()) == []
+    store.close()
