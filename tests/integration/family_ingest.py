@@ -1,7 +1,8 @@
 """The family-table ingest the process-level tests run: its mapping, its environment, its check.
 
 The crash, broker-restart, purge, bad-input and CLI tests all drive the real ``ingest`` command
-over one Family source topic; this is what they share.
+over one Family source topic, and the send-timeout and corrupt-store tests the same ingest in
+process; this is what they share.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from connector.config import load_settings
 from connector.mapping import parse_mapping
+from connector.metrics import Metrics
 from connector.replay import RawMessage, replay
 from connector.source import Position
+from connector.state.ingest import IngestService
 from tests.integration.state_helpers import committed, live_rows, read_state
 from tests.kafka_helpers import KafkaTestCluster, unique
 
@@ -24,6 +28,8 @@ __all__ = [
     "committed_events",
     "ingest_env",
     "ingest_group",
+    "ingest_names",
+    "ingest_service",
     "wait_until",
 ]
 
@@ -75,6 +81,36 @@ def ingest_group(
     mapping.write_text(MAPPING.format(topic=topic))
     group, state_topic = unique(name), unique("state")
     return group, state_topic, ingest_env(kafka, mapping, group, state_topic, **ingest)
+
+
+def ingest_names() -> dict[str, str]:
+    """Fresh group, state topic, dead-letter topic and transactional id for one in-process ingest
+    (a second ``ingest_service`` with the same names is the same replica restarted)."""
+    return {k: unique(k) for k in ("group", "state", "dlq", "txn")}
+
+
+def ingest_service(
+    kafka: KafkaTestCluster,
+    tmp_path: Path,
+    topic: str,
+    names: dict[str, str],
+    metrics: Metrics | None = None,
+    **ingest: object,
+) -> IngestService:
+    """An in-process ingest of the Family ``topic``; ``ingest`` overrides its settings."""
+    settings = load_settings(
+        kafka={"bootstrap_servers": kafka.bootstrap},
+        ingest={
+            "mapping_file": "unused.yaml",
+            "group_id": names["group"],
+            "state_topic": names["state"],
+            "dlq_topic": names["dlq"],
+            "state_dir": tmp_path / "store",
+            "transactional_id": names["txn"],
+            **ingest,
+        },
+    )
+    return IngestService(settings, parse_mapping(MAPPING.format(topic=topic)), metrics=metrics)
 
 
 def committed_events(kafka: KafkaTestCluster, group: str, topic: str) -> int:

@@ -22,36 +22,19 @@ from pathlib import Path
 
 import pytest
 
-from connector.config import load_settings
 from connector.devtools.generator import family_events
-from connector.mapping import parse_mapping
 from connector.state.ingest import IngestService
 from tests.integration.family_ingest import (
-    MAPPING,
     PARTITIONS,
     assert_state_equals_replay,
     committed_events,
+    ingest_names,
+    ingest_service,
 )
 from tests.integration.state_helpers import state_records
-from tests.kafka_helpers import KafkaTestCluster, unique
+from tests.kafka_helpers import KafkaTestCluster
 
 pytestmark = pytest.mark.integration
-
-
-def _service(kafka: KafkaTestCluster, tmp_path: Path, topic: str, names: dict[str, str]) -> IngestService:
-    settings = load_settings(
-        kafka={"bootstrap_servers": kafka.bootstrap},
-        ingest={
-            "mapping_file": "unused.yaml",
-            "group_id": names["group"],
-            "state_topic": names["state"],
-            "dlq_topic": names["dlq"],
-            "state_dir": tmp_path / "store",
-            "transactional_id": names["txn"],
-            "batch_max_events": 500,
-        },
-    )
-    return IngestService(settings, parse_mapping(MAPPING.format(topic=topic)))
 
 
 def _ingest(service: IngestService, kafka: KafkaTestCluster, group: str, topic: str, events: int) -> None:
@@ -84,9 +67,9 @@ def test_a_corrupt_store_is_rebuilt_from_the_state_topic_and_nothing_is_lost(
     topic = kafka.new_topic(PARTITIONS, prefix="family")
     events = list(family_events(3000, 3, seed=13, deletes_every=11))
     half = len(events) // 2  # the second half updates families the first half created
-    names = {k: unique(k) for k in ("group", "state", "dlq", "txn")}
+    names = ingest_names()
     kafka.seed_topic(topic, events[:half])
-    first = _service(kafka, tmp_path, topic, names)
+    first = ingest_service(kafka, tmp_path, topic, names, batch_max_events=500)
     _ingest(first, kafka, names["group"], topic, half)
     caplog.set_level(logging.WARNING, logger="connector")
     if case == "row blocks while running":  # the volume fails under a running ingest
@@ -97,7 +80,7 @@ def test_a_corrupt_store_is_rebuilt_from_the_state_topic_and_nothing_is_lost(
     else:  # damaged while the ingest was down
         first.close()
         assert _damage(tmp_path / "store", case.split()[0]) >= PARTITIONS, "no table files to damage"
-        again = _service(kafka, tmp_path, topic, names)
+        again = ingest_service(kafka, tmp_path, topic, names, batch_max_events=500)
     kafka.seed_topic(topic, events[half:])
     _ingest(again, kafka, names["group"], topic, len(events))
 

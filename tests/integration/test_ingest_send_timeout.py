@@ -20,23 +20,22 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from connector.config import load_settings
 from connector.devtools.generator import family_events
 from connector.devtools.kafka import KafkaBroker
 from connector.errors import TerminalError
-from connector.mapping import parse_mapping
 from connector.metrics import Metrics
 from connector.state.ingest import IngestService
 from connector.state.reader import take_cut
 from connector.state.topics import high_watermarks
 from tests.integration.family_ingest import (
-    MAPPING,
     PARTITIONS,
     assert_state_equals_replay,
     committed_events,
+    ingest_names,
+    ingest_service,
     wait_until,
 )
-from tests.kafka_helpers import KafkaTestCluster, unique
+from tests.kafka_helpers import KafkaTestCluster
 
 pytestmark = pytest.mark.integration
 
@@ -70,25 +69,6 @@ class _FreezeOnProduce:
         return len(self._producer)
 
 
-def _service(
-    kafka: KafkaTestCluster, tmp_path: Path, topic: str, names: dict[str, str], metrics: Metrics
-) -> IngestService:
-    settings = load_settings(
-        kafka={"bootstrap_servers": kafka.bootstrap},
-        ingest={
-            "mapping_file": "unused.yaml",
-            "group_id": names["group"],
-            "state_topic": names["state"],
-            "dlq_topic": names["dlq"],
-            "state_dir": tmp_path / "store",
-            "transactional_id": names["txn"],
-            "batch_max_events": 300,
-            "transaction_timeout_ms": TIMEOUT_MS,
-        },
-    )
-    return IngestService(settings, parse_mapping(MAPPING.format(topic=topic)), metrics=metrics)
-
-
 @pytest.mark.timeout(300)
 def test_a_send_timed_out_inside_a_transaction_is_aborted_and_rewound(
     kafka_broker: KafkaBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -97,7 +77,7 @@ def test_a_send_timed_out_inside_a_transaction_is_aborted_and_rewound(
     topic = kafka.new_topic(PARTITIONS, prefix="family")
     events = list(family_events(6000, 4, seed=11, deletes_every=9))
     kafka.seed_topic(topic, events)
-    names = {k: unique(k) for k in ("group", "state", "dlq", "txn")}
+    names = ingest_names()
     caplog.set_level(logging.WARNING, logger="connector")
 
     metrics, armed, stop = Metrics(), threading.Event(), threading.Event()
@@ -107,7 +87,15 @@ def test_a_send_timed_out_inside_a_transaction_is_aborted_and_rewound(
 
     def run() -> None:  # the orchestrator: a replica that exits with an error is started again
         while not stop.is_set():
-            service = _service(kafka, tmp_path, topic, names, metrics)
+            service = ingest_service(
+                kafka,
+                tmp_path,
+                topic,
+                names,
+                metrics,
+                batch_max_events=300,
+                transaction_timeout_ms=TIMEOUT_MS,
+            )
             services.append(service)
             try:
                 service.start()
