@@ -69,9 +69,7 @@ class PartitionStore:
                 raise StoreError(f"local store {path} is locked by another process") from None
             if _NO_SPACE in str(exc):  # a rebuild could not be written either: keep it, say why
                 raise self._io_error(exc, "opened") from None
-            shutil.rmtree(path, ignore_errors=True)  # unreadable: rebuild from Kafka
-            self.rebuilt = True
-            self._db = self._open(path)
+            self._db = self._start_again()  # unreadable: rebuild from Kafka
         self._write_options = WriteOptions()
         # WAL off, always (never mixed with WAL-on writes): a lost tail is re-read from Kafka.
         self._write_options.disable_wal = True  # type: ignore[method-assign,assignment]
@@ -84,14 +82,18 @@ class PartitionStore:
             # restart would meet the same damage. (Damage elsewhere is found by the read that
             # meets it, and the ingest rebuilds the store then.)
             self._db.close()
-            shutil.rmtree(path, ignore_errors=True)
-            self.rebuilt = True
-            self._db = self._open(path)
+            self._db = self._start_again()
 
     @staticmethod
     def _open(path: Path) -> Rdict:
         path.parent.mkdir(parents=True, exist_ok=True)
         return Rdict(str(path), _options())
+
+    def _start_again(self) -> Rdict:
+        """An empty store in place of an unusable one; the restore fills it from the state topic."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.rebuilt = True
+        return self._open(self.path)
 
     @property
     def next_offset(self) -> int:
