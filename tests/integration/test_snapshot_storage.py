@@ -132,23 +132,52 @@ def _command_env(
     }
 
 
+SNAPSHOT_COMMAND = [sys.executable, "-m", "connector.cli", "snapshot", "--date", DAY.isoformat()]
+
+
+def _run_through(proxy: FaultyHttpProxy, env: dict[str, str], request: str) -> subprocess.Popen[bytes]:
+    """The snapshot command, started with its S3 traffic through ``proxy``, once it has sent a
+    request matching ``request`` (which the test has scripted the proxy to hold)."""
+    process = subprocess.Popen(SNAPSHOT_COMMAND, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(re.search(request, r) for r in proxy.requests):
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert any(re.search(request, r) for r in proxy.requests), process.communicate(timeout=5)[0]
+    return process
+
+
+def _wait_for_lease_expiry(storage: Storage) -> None:
+    lease = storage.get("carecloud/2026-11-25/_lease.json")
+    assert lease is not None
+    expires = LeaseRecord.from_bytes(lease[0]).expires_at
+    time.sleep(max((expires - dt.datetime.now(dt.UTC)).total_seconds(), 0) + 0.5)
+
+
+def _killed_at(request: str, s3_server: S3Endpoint, env: dict[str, str]) -> None:
+    """Run the snapshot command with ``env``, its S3 traffic through a proxy that holds the
+    request matching ``request``, and SIGKILL it while it waits for the answer."""
+    with FaultyHttpProxy(s3_server.url) as proxy:
+        proxy.add(Fault(delay=60), match=request)
+        env = {**env, "CARECLOUD_S3_ENDPOINT_URL": proxy.url}
+        process = _run_through(proxy, env, request)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+
+def _snapshot_command(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(SNAPSHOT_COMMAND, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_a_run_killed_mid_upload_resumes_at_its_pinned_cut_with_identical_files(
     kafka: KafkaTestCluster, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
 ) -> None:
     topic = kafka.new_topic(2, {"cleanup.policy": "compact"}, prefix="state")
     seed_state(kafka, topic, tree(30))
-    cmd = [sys.executable, "-m", "connector.cli", "snapshot", "--date", DAY.isoformat()]
-    with FaultyHttpProxy(s3_server.url) as proxy:
-        # The upload of the third entity's file hangs: the command is killed while it waits.
-        proxy.add(Fault(delay=60), match=r"^PUT /[^ ]*/carecloud/2026-11-25/FamilyMember\.csv\.gz")
-        env = _command_env(kafka, tmp_path, topic, proxy.url, s3_bucket)
-        process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("FamilyMember" in r for r in proxy.requests):
-            time.sleep(0.05)
-        assert any("FamilyMember" in r for r in proxy.requests), process.communicate(timeout=5)[0]
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
+    # The upload of the third entity's file hangs: the command is killed while it waits.
+    _killed_at(r"^PUT /[^ ]*/carecloud/2026-11-25/FamilyMember\.csv\.gz", s3_server,
+               _command_env(kafka, tmp_path, topic, s3_server.url, s3_bucket))  # fmt: skip
 
     storage = s3_storage(s3_server.url, s3_bucket)
     keys = storage.list_keys("carecloud/2026-11-25/")
@@ -159,13 +188,9 @@ def test_a_run_killed_mid_upload_resumes_at_its_pinned_cut_with_identical_files(
     # A dangling multipart upload left by some earlier crash is cleared by the next run.
     s3_server.client().create_multipart_upload(Bucket=s3_bucket, Key="carecloud/2026-11-25/Care.csv.gz")
     seed_state(kafka, topic, tree(40), version=5)  # ingest went on; the date keeps its cut
-    lease = storage.get("carecloud/2026-11-25/_lease.json")
-    assert lease is not None
-    expires = LeaseRecord.from_bytes(lease[0]).expires_at
-    time.sleep(max((expires - dt.datetime.now(dt.UTC)).total_seconds(), 0) + 0.5)  # the dead run's lease
+    _wait_for_lease_expiry(storage)  # the dead run's lease
 
-    resumed = subprocess.run(cmd, env=_command_env(kafka, tmp_path, topic, s3_server.url, s3_bucket),
-                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    resumed = _snapshot_command(_command_env(kafka, tmp_path, topic, s3_server.url, s3_bucket))
 
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     found = storage.get("carecloud/2026-11-25/_manifest.json")
@@ -206,46 +231,15 @@ def test_s3_failing_under_the_run_fails_it_cleanly_without_a_manifest(
         assert snapshot_run(kafka, topic, storage, work_dir=tmp_path).run(DAY).outcome is Outcome.PUBLISHED
 
 
-def _run_through(proxy: FaultyHttpProxy, env: dict[str, str], request: str) -> subprocess.Popen[bytes]:
-    """The snapshot command, started with its S3 traffic through ``proxy``, once it has sent a
-    request matching ``request`` (which the test has scripted the proxy to hold)."""
-    cmd = [sys.executable, "-m", "connector.cli", "snapshot", "--date", DAY.isoformat()]
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(re.search(request, r) for r in proxy.requests):
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    assert any(re.search(request, r) for r in proxy.requests), process.communicate(timeout=5)[0]
-    return process
-
-
-def _wait_for_lease_expiry(storage: Storage) -> None:
-    lease = storage.get("carecloud/2026-11-25/_lease.json")
-    assert lease is not None
-    expires = LeaseRecord.from_bytes(lease[0]).expires_at
-    time.sleep(max((expires - dt.datetime.now(dt.UTC)).total_seconds(), 0) + 0.5)
-
-
-def _snapshot_command(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "connector.cli", "snapshot", "--date", DAY.isoformat()]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
-
-
 def test_a_run_killed_after_its_files_before_its_manifest_publishes_nothing_until_resumed(
     kafka: KafkaTestCluster, s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
 ) -> None:
     """RELIABILITY row 10: no manifest ever names a missing or partial file."""
     topic = kafka.new_topic(2, {"cleanup.policy": "compact"}, prefix="state")
     seed_state(kafka, topic, tree(30))
-    manifest_put = r"^PUT /[^ ]*/carecloud/2026-11-25/_manifest\.json"
-    with FaultyHttpProxy(s3_server.url) as proxy:
-        proxy.add(Fault(delay=60), match=manifest_put)  # every file is written; the manifest hangs
-        process = _run_through(
-            proxy, _command_env(kafka, tmp_path, topic, proxy.url, s3_bucket), manifest_put
-        )
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
+    # Every file is written; the manifest's write hangs and the command is killed meanwhile.
+    _killed_at(r"^PUT /[^ ]*/carecloud/2026-11-25/_manifest\.json", s3_server,
+               _command_env(kafka, tmp_path, topic, s3_server.url, s3_bucket))  # fmt: skip
 
     storage = s3_storage(s3_server.url, s3_bucket)
     files = {f"carecloud/2026-11-25/{entity}.csv.gz" for entity in ENTITY_NAMES}
