@@ -30,6 +30,7 @@ __all__ = [
     "postgres_version",
 ]
 
+_U64_MAX = 2**64 - 1
 PHASE_SNAPSHOT = 0
 PHASE_STREAM = 1
 
@@ -46,8 +47,11 @@ class Version(NamedTuple):
 
 def _lsn(value: Any, field: str) -> int:
     """LSNs arrive as JSON numbers or decimal strings (in ``sequence``); both must be exact."""
-    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 20:  # u64
-        return int(value)  # the common form, from ``sequence``: checked first
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 20:
+        number = int(value)  # the common form, from ``sequence``: checked first
+        if number <= _U64_MAX:  # an LSN is a u64; a larger one could not even be stored
+            return number
+        raise DecodeError(f"source.{field} is beyond a 64-bit LSN", reason="bad_source_position")
     if value is None:
         return 0
     if isinstance(value, bool):
@@ -55,7 +59,7 @@ def _lsn(value: Any, field: str) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:  # a str subclass
-        return int(value)
+        return _lsn(str(value), field)
     raise DecodeError(f"source.{field} is not an LSN", reason="bad_source_position")
 
 

@@ -107,6 +107,8 @@ ENVELOPE_CASES = {
     "connector_canary": (_set("source.connector", CANARY), "unsupported_connector"),
     "table_missing": (_set("source.table", KeyError), "bad_source"),
     "sequence_garbage": (_set("source.sequence", CANARY), "bad_source_position"),
+    # 20 digits fit the text check but not a u64: once an uncaught TypeError when the row was encoded.
+    "sequence_beyond_u64": (_set("source.sequence", '["18446744073709551616", "1"]'), "bad_source_position"),
     "transaction_malformed": (_set("transaction", {"id": CANARY}), "bad_transaction"),
     "date_out_of_range": (_set("after.coverage_start", 10**9), "date_out_of_range"),
     "timestamp_out_of_range": (_set("after.enrolled_at", 2**62), "date_out_of_range"),
