@@ -180,7 +180,7 @@ def _decimal(scale: int, precision: int, handling: DecimalHandling, source_scale
             # base64, out of range) takes the general path below, which names the problem.
             try:
                 unscaled = int.from_bytes(binascii.a2b_base64(value, strict_mode=True), "big", signed=True)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or text that is not ASCII at all
                 pass
             else:
                 if -digits_limit < unscaled < digits_limit:

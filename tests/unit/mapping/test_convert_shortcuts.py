@@ -79,6 +79,9 @@ def test_text_that_is_not_base64_is_still_refused() -> None:
     conv = _conv({"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2})
     assert _outcome(conv, "AB=C") == ("error", "unparseable_decimal")
     assert _outcome(conv, "Zm9v!") == ("error", "unparseable_decimal")
+    # Not ASCII: binascii raises a plain ValueError, which once escaped as an unhandled error
+    # (the ingest stopped on it) instead of a dead letter.
+    assert _outcome(conv, "caf\u00e9") == ("error", "unparseable_decimal")
 
 
 @settings(max_examples=400)
