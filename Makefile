@@ -38,6 +38,10 @@ system-deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PACKAGES); \
 	fi
 
+# cargo builds the compiled fast path; rustup installs it under ~/.cargo/bin, which a
+# non-login shell (CI) may not have on its PATH.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
 $(VPY):
 	$(PY) -m venv $(VENV)
 
@@ -46,14 +50,20 @@ $(VENV)/.installed: pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q -e '.[dev]'
 	touch $@
 
-venv: $(VENV)/.installed
+# The compiled decode-and-map fast path (docs/decisions/0012): Rust, built by maturin.
+$(VENV)/.fastpath: $(wildcard fastpath/src/*.rs) fastpath/Cargo.toml fastpath/Cargo.lock fastpath/pyproject.toml | $(VENV)/.installed
+	@command -v cargo >/dev/null || { echo "cargo (Rust) is needed to build fastpath/: https://rustup.rs"; exit 1; }
+	$(VPY) -m pip install -q ./fastpath
+	touch $@
+
+venv: $(VENV)/.installed $(VENV)/.fastpath
 
 # Resolves the Apache Kafka broker jars from Maven Central into .cache/kafka (once).
 kafka-jars: venv
 	$(VPY) -m connector.devtools.kafka fetch
 
 clean:
-	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache fastpath/target
 
 # The whole job on one machine: Kafka, S3 server, Portal simulator, synthetic stream, ingest,
 # today's snapshot, checked against the generator's expected state (DEMO_ARGS="--scale 200 --keep").

@@ -53,8 +53,8 @@ ALLOWED_FIELDS = frozenset(
     str.split(
         # where in Kafka (positions, never keys or values)
         "topic partition offset first_offset last_offset group_id transactional_id "
-        # what kind of thing (entity is a type name, never an id)
-        "entity operation route outcome phase reason status status_class snapshot_date snapshot_id "
+        # what kind of thing (entity is a type name, never an id; tables are the mapping's names)
+        "entity tables operation route outcome phase reason status status_class snapshot_date snapshot_id "
         # how much, how long, which attempt
         "count events records bytes batches partitions attempt retry_in_s duration_s elapsed_s lag "
         "slack_s deadline next_run "

@@ -95,6 +95,11 @@ class Mapper:
             position=event.position,
         )
 
+    def field_plans(self, topic: str, table: TableSpec) -> tuple[_FieldPlan, ...]:
+        """The planned fields of ``table`` as read from ``topic`` (for the compiled fast path)."""
+        plan = self._plans.get((topic, table.table)) or self._compile(topic, table)
+        return plan.fields
+
     def _compile(self, topic: str, table: TableSpec) -> _TablePlan:
         settings = self.spec.topic(topic)
         types = {f["name"]: f["type"] for f in raw_schema(table.entity)["fields"]}

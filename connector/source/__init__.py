@@ -6,6 +6,7 @@ tombstone) and raises a ``DecodeError`` (bad input) or ``SchemaRegistryUnavailab
 (transient). ``Version`` orders the changes to one row (see ``version``).
 """
 
+from connector.source._envelope import Placeholder
 from connector.source.avro import DebeziumAvroDecoder, RegistrySchemas
 from connector.source.debezium import DebeziumJsonDecoder
 from connector.source.decoders import FORMATS, Decoder, Format, Headers, make_decoder
@@ -25,6 +26,7 @@ __all__ = [
     "Headers",
     "NativeEnvelopeDecoder",
     "Op",
+    "Placeholder",
     "Position",
     "RegistrySchemas",
     "SchemaRegistryUnavailable",

@@ -31,6 +31,7 @@ from connector.config import Settings
 from connector.errors import BadInputError, ConfigError, TerminalError, TransientError
 from connector.health import Heartbeat
 from connector.mapping import Mapper, MappingSpec
+from connector.mapping.fastpath import FastPath, fastpath_available
 from connector.metrics import METRICS, Metrics
 from connector.source import Decoder, Position, make_decoder
 from connector.state._ingest_report import IngestReport
@@ -178,6 +179,8 @@ class IngestService:
             if topic.format != "debezium-json" and self.ingest.schema_registry_url:
                 options["schema_registry_url"] = self.ingest.schema_registry_url
             self.decoders[name] = make_decoder(topic.format, **options)
+        self.fast = self._fast_paths(spec)
+        """The compiled decode-and-map path per Debezium JSON topic (``_fast_paths``)."""
         self.stores: dict[int, PartitionStore] = {}
         self.purge = MarkerPurge(self.ingest.marker_purge_after_s)
         self._restore_stall_s = self.ingest.transaction_timeout_ms / 1000 + 60
@@ -192,6 +195,25 @@ class IngestService:
         """A store that could not be flushed on close or revoke: ``close`` raises it."""
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+
+    def _fast_paths(self, spec: MappingSpec) -> dict[str, FastPath]:
+        """One ``FastPath`` per Debezium JSON topic, as ``ingest.fast_path`` says."""
+        json_topics = [t for t in self.source_topics if spec.topic(t).format == "debezium-json"]
+        if self.ingest.fast_path == "off" or not json_topics:
+            return {}
+        missing = fastpath_available()
+        if missing is not None:
+            if self.ingest.fast_path == "on":
+                raise ConfigError(f"CARECLOUD_INGEST_FAST_PATH=on, but {missing}")
+            log.warning("compiled fast path unavailable; decoding in Python", extra={"reason": missing})
+            return {}
+        fast = {topic: FastPath(self.mapper, topic) for topic in json_topics}
+        for topic, path in fast.items():
+            log.info(
+                "compiled fast path on; these tables still decode in Python",
+                extra={"topic": topic, "tables": ",".join(path.python_only) or "none"},
+            )
+        return fast
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -426,15 +448,21 @@ class IngestService:
                 producer, msg, position, "OversizedRecord", "oversized_record", by_reference=True
             )
             return
-        try:
-            event = self.decoders[position.topic].decode(msg.key(), value, _headers(msg), position)
-            if event is None:
-                self.counts["tombstones"] += 1
+        fast = self.fast.get(position.topic)
+        change = None
+        if fast is not None and value is not None:
+            change = fast.map(msg.key(), value, _headers(msg), position)
+            self.counts["fast_path"] += change is not None
+        if change is None:  # no fast path, or it declined: the Python path decides
+            try:
+                event = self.decoders[position.topic].decode(msg.key(), value, _headers(msg), position)
+                if event is None:
+                    self.counts["tombstones"] += 1
+                    return
+                change = self.mapper.map(event)
+            except BadInputError as exc:
+                self._dead_letter(producer, msg, position, type(exc).__name__, exc.reason)
                 return
-            change = self.mapper.map(event)
-        except BadInputError as exc:
-            self._dead_letter(producer, msg, position, type(exc).__name__, exc.reason)
-            return
         outcome = apply_change(view, change)
         self.counts["stale" if outcome is Outcome.STALE else "applied"] += 1
         self.report.event(change.entity, change.deleted, outcome is Outcome.STALE)

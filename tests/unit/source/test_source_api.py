@@ -32,6 +32,7 @@ def test_exported_names_are_what_was_meant() -> None:
             "Headers",
             "NativeEnvelopeDecoder",
             "Op",
+            "Placeholder",
             "Position",
             "RegistrySchemas",
             "SchemaRegistryUnavailable",

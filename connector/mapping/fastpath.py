@@ -1,0 +1,211 @@
+"""The compiled decode-and-map fast path for Debezium JSON (the ``carecloud_fastpath`` extension).
+
+Decoding and mapping a ~1 KB Debezium JSON event in Python costs about 20 µs, two thirds of
+the ingest's per-event work (docs/decisions/0012). The extension does the same for the
+common message in a few microseconds: it parses the bytes, computes the version and the
+EntityId and converts every field, and returns the entity change with its values already
+in the form the state row stores (decimals, dates and timestamps as the exact text
+``encode_row`` writes for the typed value, so the merge and the encoding are unchanged).
+
+The Python path stays the reference: the extension *declines* any message it is not sure of
+(schema-wrapped, a possible unchanged-TOAST placeholder, primary-key headers, a value a
+converter would refuse, an unknown table) and the caller then decodes and maps it in
+Python, which names any problem for the dead-letter topic. A table whose mapping uses a
+shape the extension does not implement is left out of its plan, so all of that table's
+messages take the Python path. ``tests/unit/mapping/test_fastpath.py`` holds the two paths to
+the same state bytes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from decimal import Decimal
+from string import Formatter
+from typing import Any, Protocol
+
+import orjson
+
+from connector.mapping.change import EntityChange
+from connector.mapping.convert import ConversionError
+from connector.mapping.mapper import Mapper, _FieldPlan
+from connector.mapping.spec import MappingSpec, TableSpec, TopicSpec
+from connector.model import raw_schema
+from connector.source import Placeholder
+from connector.source.events import Position
+from connector.source.version import Version
+
+__all__ = ["FastPath", "fastpath_available", "fastpath_plan"]
+
+_UNIT_DIVISOR = {"millis": 1_000, "micros": 1_000_000, "nanos": 1_000_000_000}
+_INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_KEY_HEADERS = frozenset({"__debezium.oldkey", "__debezium.newkey"})
+
+
+_Mapped = tuple[str, str, bool, tuple[int, ...], Any]
+"""(entity, EntityId, deleted, version, values or None for a delete)."""
+
+
+class _Core(Protocol):
+    def map(self, key: bytes, value: bytes, offset: int) -> _Mapped | None: ...
+
+
+def fastpath_available() -> str | None:
+    """None when the extension can be loaded, else why not (for the start-up log and error)."""
+    try:
+        importlib.import_module("carecloud_fastpath")
+    except ImportError as exc:
+        return f"the carecloud_fastpath extension is not installed ({exc})"
+    return None
+
+
+def _stored_form(value: Any) -> Any:
+    """A typed value as the state row stores it: what ``encode_row`` writes, read back."""
+    return orjson.loads(orjson.dumps(value, default=lambda v: str(v) if isinstance(v, Decimal) else None))
+
+
+def _segments(template: str) -> list[dict[str, str]] | None:
+    """``{"lit": text}`` / ``{"col": column}`` parts of a template of plain ``{column}`` fields."""
+    out: list[dict[str, str]] = []
+    for text, name, spec, conversion in Formatter().parse(template):
+        if text:
+            out.append({"lit": text})
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion is not None:
+            return None  # a format spec, attribute or index: the Python path formats it
+        out.append({"col": name})
+    return out
+
+
+def _conv(avro_type: Any, f: _FieldPlan, topic: TopicSpec) -> dict[str, Any] | None:
+    """The converter ``converter_for`` chose, described for the extension; None if not covered."""
+    if isinstance(avro_type, list):
+        branches = [t for t in avro_type if t != "null"]
+        if len(branches) != 1:
+            return None
+        avro_type = branches[0]
+    spec = f.spec
+    if isinstance(avro_type, dict):
+        logical = avro_type.get("logicalType")
+        if logical == "decimal":
+            handling = spec.decimal or topic.decimal_handling
+            scale, precision = avro_type["scale"], avro_type["precision"]
+            source_scale = scale if spec.scale is None else spec.scale
+            # Up to scale 6 Python writes every such decimal in plain notation (no 1E-7 form).
+            if handling != "precise" or source_scale != scale or precision > 28 or scale > 6:
+                return None
+            return {"kind": "decimal", "scale": scale, "precision": precision}
+        if logical == "date":
+            return {"kind": "date"} if (spec.unit or "days") == "days" else None
+        if logical in ("timestamp-millis", "timestamp-micros"):
+            divisor = _UNIT_DIVISOR.get(spec.unit or topic.timestamp_unit, 1_000_000)
+            return {"kind": "timestamp", "divisor": divisor, "millis": logical == "timestamp-millis"}
+        if avro_type.get("type") == "enum":
+            return {"kind": "enum", "symbols": list(avro_type["symbols"])}
+        return _conv(avro_type["type"], f, topic)
+    if avro_type in ("string", "boolean"):
+        return {"kind": avro_type}
+    if avro_type in ("double", "float"):
+        return {"kind": "double"}
+    if avro_type in _INT_RANGE:
+        lo, hi = _INT_RANGE[avro_type]
+        return {"kind": "integer", "lo": lo, "hi": hi}
+    return None
+
+
+def _on_null(f: _FieldPlan) -> dict[str, Any]:
+    """What a null source gives (``_null``), or nothing when the Python path must decide."""
+    if f.spec.default is not None:
+        try:
+            return {"on_null": [_stored_form(f.convert(f.spec.default))]}
+        except ConversionError:
+            return {}
+    return {"on_null": [None]} if f.nullable else {}
+
+
+def _table_plan(mapper: Mapper, topic: TopicSpec, table: TableSpec) -> dict[str, Any] | None:
+    entity_id = _segments(table.entity_id)
+    if entity_id is None:
+        return None
+    types = {f["name"]: f["type"] for f in raw_schema(table.entity)["fields"]}
+    plans = mapper.field_plans(topic.name, table)
+    # A path field replaces its column's text with the parsed object in the Python path, which
+    # another field reading the same column would see: such tables take the Python path.
+    path_columns = {f.spec.column for f in plans if f.spec.path and f.spec.template is None}
+    other_columns = set(table.id_columns) | {
+        c for f in plans if not (f.spec.path and f.spec.template is None) for c in f.spec.columns
+    }
+    if path_columns & other_columns:
+        return None
+    fields: list[dict[str, Any]] = []
+    for f in plans:
+        source: dict[str, Any]
+        if f.spec.is_const:
+            source = {"kind": "const", "value": _stored_form(f.const)}
+        elif f.spec.template is not None:
+            segments = _segments(f.spec.template)
+            if segments is None:
+                return None
+            source = {"kind": "template", "segments": segments, "columns": list(f.spec.template_columns)}
+        elif f.spec.column is not None:
+            conv = _conv(types[f.name], f, topic)
+            if conv is None:
+                return None
+            enum_map = dict(f.spec.enum) if f.spec.enum else None
+            if enum_map is not None and not all(isinstance(v, str) for v in enum_map.values()):
+                return None
+            source = {
+                "kind": "column",
+                "column": f.spec.column,
+                "path": list(f.spec.path),
+                "conv": conv,
+                "enum_map": enum_map,
+            }
+        else:
+            return None
+        fields.append({"name": f.name, "source": source, **_on_null(f)})
+    return {"entity": table.entity, "entity_id": entity_id, "fields": fields}
+
+
+def fastpath_plan(mapper: Mapper, topic: str) -> tuple[dict[str, Any], list[str]]:
+    """(the extension's plan for ``topic``, the tables left to the Python path)."""
+    spec: MappingSpec = mapper.spec
+    settings = spec.topic(topic)
+    tables: dict[str, Any] = {}
+    python_only: list[str] = []
+    for table in spec.tables.values():
+        plan = _table_plan(mapper, settings, table)
+        if plan is None:
+            python_only.append(table.table)
+        else:
+            tables[table.table] = plan
+    return {"tables": tables}, python_only
+
+
+class FastPath:
+    """One topic's fast path: ``map`` gives the ``EntityChange`` or None (use the Python path)."""
+
+    def __init__(self, mapper: Mapper, topic: str) -> None:
+        module = importlib.import_module("carecloud_fastpath")
+        plan, self.python_only = fastpath_plan(mapper, topic)
+        markers = Placeholder(mapper.spec.topic(topic).unavailable_placeholder).json_markers
+        self._core: _Core = module.Core(orjson.dumps(plan).decode(), [bytes(m) for m in markers])
+
+    def map(
+        self,
+        key: bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, Any]] | None,
+        position: Position,
+    ) -> EntityChange | None:
+        """The change in one message, or None when the Python path must decode and map it."""
+        if key is None:
+            return None
+        if headers and any(name in _KEY_HEADERS for name, _ in headers):
+            return None  # a primary-key update: the Python path links the old and new EntityId
+        out = self._core.map(key, value, position.offset)
+        if out is None:
+            return None
+        entity, entity_id, deleted, version, values = out
+        return EntityChange(entity, entity_id, deleted, Version(*version), values or {}, position=position)

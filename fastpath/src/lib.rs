@@ -1,0 +1,687 @@
+//! The compiled fast path of the ingest's decode-and-map step, for Debezium JSON messages
+//! without an embedded schema (docs/decisions/0012).
+//!
+//! The Python path (`connector.source.debezium` + `connector.mapping.mapper`) is the
+//! reference. This path handles the common, valid message exactly as it does and *declines*
+//! everything else — a schema-wrapped document, an unchanged-TOAST placeholder anywhere in the
+//! bytes, any value a converter would refuse, any shape it does not know — by returning
+//! `None`; the caller then runs the Python path, which maps the message or names its problem
+//! (dead letter). So this code never decides that input is bad, and never needs to phrase an
+//! error: a decline costs one wasted parse, a wrong answer would corrupt state. The
+//! equivalence tests (tests/unit/mapping/test_fastpath.py) hold the two paths to the same bytes.
+//!
+//! Values come out in the form the state row stores them (`connector.state.codec`): decimals,
+//! dates and timestamps as the exact text `encode_row` writes for the typed value.
+
+mod json;
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use json::J;
+use memchr::memmem;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The message is not one this path maps; the Python path takes it.
+struct Decline;
+
+type R<T> = Result<T, Decline>;
+
+// 1800-01-01 and 2200-12-31 as days since the epoch: the span the converters accept.
+const FIRST_DAY: i64 = -62_091;
+const LAST_DAY: i64 = 84_370;
+const DAY_MICROS: i128 = 86_400_000_000;
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Conv {
+    String,
+    Boolean,
+    Double,
+    Integer { lo: i64, hi: i64 },
+    Enum { symbols: HashSet<String> },
+    /// Debezium's precise mode at the schema's own scale (at most 6): base64 of the unscaled
+    /// integer.
+    Decimal { scale: u32, precision: u32 },
+    /// Days since the epoch.
+    Date,
+    Timestamp { divisor: i64, millis: bool },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Seg {
+    Lit(String),
+    Col(String),
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Source {
+    Const { value: Value },
+    Column { column: String, path: Vec<String>, conv: Conv, enum_map: Option<HashMap<String, String>> },
+    Template { segments: Vec<Seg>, columns: Vec<String> },
+}
+
+#[derive(Deserialize)]
+struct Field {
+    name: String,
+    source: Source,
+    /// What a null or absent source gives (the default, converted, or null for a nullable
+    /// field), as a one-element list (JSON null would read as "absent"); absent: the Python
+    /// path decides (an error, or a default that fails).
+    on_null: Option<[Value; 1]>,
+    #[serde(skip)]
+    py: Option<FieldObjects>,
+}
+
+/// The field's name, constant and null value as Python objects, made once.
+struct FieldObjects {
+    name: Py<PyString>,
+    constant: Option<PyObject>,
+    on_null: Option<PyObject>,
+}
+
+#[derive(Deserialize)]
+struct Table {
+    entity: String,
+    entity_id: Vec<Seg>,
+    fields: Vec<Field>,
+}
+
+#[derive(Deserialize)]
+struct Plan {
+    tables: HashMap<String, Table>,
+}
+
+/// One output value; `Py` is a constant or a null value made at start-up.
+enum Out<'a> {
+    Str(String),
+    Borrowed(&'a str),
+    Int(i128),
+    Float(f64),
+    Bool(bool),
+    Py(&'a PyObject),
+}
+
+impl Out<'_> {
+    /// The same value, owning its text (for a value converted from a temporary).
+    fn into_owned<'b>(self) -> R<Out<'b>> {
+        Ok(match self {
+            Out::Str(s) => Out::Str(s),
+            Out::Borrowed(s) => Out::Str(s.to_owned()),
+            Out::Int(i) => Out::Int(i),
+            Out::Float(f) => Out::Float(f),
+            Out::Bool(b) => Out::Bool(b),
+            Out::Py(_) => return Err(Decline),
+        })
+    }
+}
+
+struct Mapped<'a> {
+    table: &'a Table,
+    entity_id: String,
+    deleted: bool,
+    version: [i128; 5],
+    values: Vec<(&'a FieldObjects, Out<'a>)>,
+}
+
+/// A JSON number as orjson reads it: an integer literal within 64 bits is an int, anything
+/// else a float.
+enum Num {
+    Int(i128),
+    Float(f64),
+}
+
+fn number(text: &str) -> R<Num> {
+    if !text.contains(['.', 'e', 'E']) {
+        if let Ok(v) = text.parse::<i128>() {
+            if v >= i64::MIN as i128 && v <= u64::MAX as i128 {
+                return Ok(Num::Int(v));
+            }
+        }
+    }
+    let f: f64 = text.parse().map_err(|_| Decline)?;
+    if !f.is_finite() {
+        return Err(Decline); // orjson refuses it: the Python path names the problem
+    }
+    Ok(Num::Float(f))
+}
+
+fn int_of(v: &J) -> R<i128> {
+    match v {
+        J::Num(text) => match number(text)? {
+            Num::Int(i) => Ok(i),
+            Num::Float(_) => Err(Decline),
+        },
+        _ => Err(Decline),
+    }
+}
+
+fn nonempty_str<'a>(v: Option<&'a J>) -> R<&'a str> {
+    match v {
+        Some(J::Str(s)) if !s.is_empty() => Ok(s),
+        _ => Err(Decline),
+    }
+}
+
+/// An object without duplicate keys (a duplicate makes Python's dict differ from the pairs).
+fn object<'a, 'b>(v: &'b J<'a>) -> R<&'b [(Cow<'a, str>, J<'a>)]> {
+    match v.pairs() {
+        Some(pairs) if json::unique_keys(pairs) => Ok(pairs),
+        _ => Err(Decline),
+    }
+}
+
+fn is_wrapped(doc: &J) -> bool {
+    doc.pairs().is_some_and(|p| p.len() == 2) && doc.get("schema").is_some() && doc.get("payload").is_some()
+}
+
+fn absent(v: Option<&J>) -> bool {
+    v.is_none_or(J::is_null)
+}
+
+/// An LSN: decimal text of a u64 in ASCII digits, a JSON integer, or null (0).
+fn lsn(v: &J) -> R<i128> {
+    match v {
+        J::Null => Ok(0),
+        J::Str(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse::<u64>().map(i128::from).map_err(|_| Decline) // beyond a u64: Python refuses it
+        }
+        J::Num(_) => int_of(v),
+        _ => Err(Decline),
+    }
+}
+
+fn postgres_version(source: &J, phase: i128) -> R<[i128; 4]> {
+    let seq = source.get("sequence");
+    if absent(seq) {
+        let lsn_value = source.get("lsn");
+        if absent(lsn_value) {
+            return Err(Decline);
+        }
+        return Ok([phase, lsn(lsn_value.unwrap())?, 0, 0]);
+    }
+    let parsed;
+    let pair = match seq.unwrap() {
+        J::Str(text) => {
+            parsed = json::parse(text.as_bytes()).ok_or(Decline)?;
+            &parsed
+        }
+        other => other,
+    };
+    match pair {
+        J::Arr(items) if items.len() == 2 => Ok([phase, lsn(&items[0])?, lsn(&items[1])?, 0]),
+        _ => Err(Decline),
+    }
+}
+
+fn mysql_version(source: &J, phase: i128) -> R<[i128; 4]> {
+    let file = source.get("file").and_then(J::as_str).ok_or(Decline)?;
+    let pos = int_of(source.get("pos").ok_or(Decline)?)?;
+    let dot = file.rfind('.').ok_or(Decline)?;
+    let digits = &file[dot + 1..];
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Decline);
+    }
+    let row = match source.get("row") {
+        None | Some(J::Null) => 0,
+        Some(v) => int_of(v)?,
+    };
+    Ok([phase, digits.parse().map_err(|_| Decline)?, pos, row])
+}
+
+fn check_transaction(doc: &J) -> R<()> {
+    match doc.get("transaction") {
+        None | Some(J::Null) => Ok(()),
+        Some(t @ J::Obj(_)) => {
+            t.get("id").and_then(J::as_str).ok_or(Decline)?;
+            int_of(t.get("total_order").ok_or(Decline)?)?;
+            int_of(t.get("data_collection_order").ok_or(Decline)?)?;
+            Ok(())
+        }
+        Some(_) => Err(Decline),
+    }
+}
+
+/// A primary-key part as text: an integer, or printable ASCII text (other text: Python decides).
+fn id_part(out: &mut String, v: Option<&J>) -> R<()> {
+    match v {
+        Some(n @ J::Num(_)) => {
+            out.push_str(&int_of(n)?.to_string());
+            Ok(())
+        }
+        Some(J::Str(s)) if !s.is_empty() && s.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
+            out.push_str(s);
+            Ok(())
+        }
+        _ => Err(Decline),
+    }
+}
+
+/// The EntityId template over the key (first) and the row, as ``_format_id`` formats it.
+fn format_id(segments: &[Seg], key: &J, row: &J) -> R<String> {
+    let mut out = String::new();
+    for seg in segments {
+        match seg {
+            Seg::Lit(text) => out.push_str(text),
+            Seg::Col(column) => id_part(&mut out, key.get(column).or_else(|| row.get(column)))?,
+        }
+    }
+    Ok(out)
+}
+
+/// A template field (an association): None when a column is null or absent.
+fn template(segments: &[Seg], columns: &[String], row: &J) -> R<Option<String>> {
+    if columns.iter().any(|c| absent(row.get(c))) {
+        return Ok(None);
+    }
+    let mut out = String::new();
+    for seg in segments {
+        match seg {
+            Seg::Lit(text) => out.push_str(text),
+            Seg::Col(column) => id_part(&mut out, row.get(column))?,
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Walk a path into a JSON column (text parsed at each step, as ``_follow`` does) and convert
+/// what it reaches; `None` for absent or null on the way.
+fn follow(start: &J, path: &[String], conv: &Conv, enum_map: &Option<HashMap<String, String>>) -> R<Option<Out<'static>>> {
+    let parsed;
+    let current = match start {
+        J::Str(text) => {
+            parsed = json::parse(text.as_bytes()).ok_or(Decline)?;
+            &parsed
+        }
+        other => other,
+    };
+    let Some((step, rest)) = path.split_first() else {
+        return Ok(Some(converted(conv, enum_map, current)?.into_owned()?));
+    };
+    match current {
+        J::Obj(_) => match current.get(step) {
+            None | Some(J::Null) => Ok(None),
+            Some(next) if rest.is_empty() => Ok(Some(converted(conv, enum_map, next)?.into_owned()?)),
+            Some(next) => follow(next, rest, conv, enum_map),
+        },
+        _ => Ok(None),
+    }
+}
+
+fn control(b: u8) -> bool {
+    matches!(b, 0x00..=0x08 | 0x0b | 0x0c | 0x0e..=0x1f | 0x7f)
+}
+
+fn b64_value(c: u8) -> Option<u32> {
+    match c {
+        b'A'..=b'Z' => Some((c - b'A') as u32),
+        b'a'..=b'z' => Some((c - b'a') as u32 + 26),
+        b'0'..=b'9' => Some((c - b'0') as u32 + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    }
+}
+
+/// ``binascii.a2b_base64(strict_mode=True)`` for what it accepts; anything doubtful declines.
+fn base64_strict(text: &str) -> R<Vec<u8>> {
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return Err(Decline);
+    }
+    let pads = bytes.iter().rev().take_while(|&&b| b == b'=').count();
+    if pads > 2 {
+        return Err(Decline);
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    let data = &bytes[..bytes.len() - pads];
+    for chunk in data.chunks(4) {
+        let mut acc: u32 = 0;
+        for &c in chunk {
+            acc = (acc << 6) | b64_value(c).ok_or(Decline)?;
+        }
+        match chunk.len() {
+            4 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]),
+            3 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
+            2 => out.push((acc >> 4) as u8),
+            _ => return Err(Decline),
+        }
+    }
+    Ok(out)
+}
+
+/// ``str(Decimal(unscaled).scaleb(-scale))`` for a scale of at most 6 (the plan's limit),
+/// where Python's to-scientific-string rule always gives plain notation.
+fn decimal_text(unscaled: i128, scale: u32) -> String {
+    let digits = unscaled.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let mut out = String::with_capacity(digits.len() + scale + 3);
+    if unscaled < 0 {
+        out.push('-');
+    }
+    if scale == 0 {
+        out.push_str(&digits);
+    } else if digits.len() > scale {
+        out.push_str(&digits[..digits.len() - scale]);
+        out.push('.');
+        out.push_str(&digits[digits.len() - scale..]);
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', scale - digits.len()));
+        out.push_str(&digits);
+    }
+    out
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn date_text(days: i64) -> String {
+    let (y, m, d) = civil(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// What orjson writes for a UTC ``datetime``: seconds always, microseconds when not zero.
+fn timestamp_text(micros: i128) -> String {
+    let days = micros.div_euclid(DAY_MICROS) as i64;
+    let rest = micros.rem_euclid(DAY_MICROS);
+    let (secs, frac) = ((rest / 1_000_000) as i64, (rest % 1_000_000) as i64);
+    let (h, mi, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if frac == 0 {
+        format!("{}T{h:02}:{mi:02}:{s:02}+00:00", date_text(days))
+    } else {
+        format!("{}T{h:02}:{mi:02}:{s:02}.{frac:06}+00:00", date_text(days))
+    }
+}
+
+fn convert<'a>(conv: &Conv, v: &'a J) -> R<Out<'a>> {
+    match conv {
+        Conv::String => match v {
+            J::Str(s) if !s.bytes().any(control) => Ok(Out::Borrowed(s)),
+            J::Num(_) => Ok(Out::Str(int_of(v)?.to_string())),
+            _ => Err(Decline),
+        },
+        Conv::Boolean => match v {
+            J::Bool(b) => Ok(Out::Bool(*b)),
+            J::Num(_) => match int_of(v)? {
+                0 => Ok(Out::Bool(false)),
+                1 => Ok(Out::Bool(true)),
+                _ => Err(Decline),
+            },
+            _ => Err(Decline),
+        },
+        Conv::Double => match v {
+            J::Num(text) => match number(text)? {
+                Num::Int(i) => Ok(Out::Float(i as f64)),
+                Num::Float(f) => Ok(Out::Float(f)),
+            },
+            _ => Err(Decline),
+        },
+        Conv::Integer { lo, hi } => {
+            let i = int_of(v)?;
+            if i < *lo as i128 || i > *hi as i128 {
+                return Err(Decline);
+            }
+            Ok(Out::Int(i))
+        }
+        Conv::Enum { symbols } => match v {
+            J::Str(s) if symbols.contains(s.as_ref()) => Ok(Out::Borrowed(s)),
+            _ => Err(Decline),
+        },
+        Conv::Decimal { scale, precision } => {
+            let J::Str(text) = v else { return Err(Decline) };
+            let raw = base64_strict(text)?;
+            if raw.len() > 16 {
+                return Err(Decline);
+            }
+            let mut unscaled: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) { -1 } else { 0 };
+            for b in raw {
+                unscaled = (unscaled << 8) | b as i128;
+            }
+            let limit = 10i128.checked_pow(*precision).ok_or(Decline)?;
+            if unscaled <= -limit || unscaled >= limit {
+                return Err(Decline);
+            }
+            Ok(Out::Str(decimal_text(unscaled, *scale)))
+        }
+        Conv::Date => {
+            let days = int_of(v)?;
+            if days < FIRST_DAY as i128 || days > LAST_DAY as i128 {
+                return Err(Decline);
+            }
+            Ok(Out::Str(date_text(days as i64)))
+        }
+        Conv::Timestamp { divisor, millis } => {
+            let mut micros = (int_of(v)? * 1_000_000).div_euclid(*divisor as i128);
+            if micros < FIRST_DAY as i128 * DAY_MICROS || micros >= (LAST_DAY as i128 + 1) * DAY_MICROS {
+                return Err(Decline);
+            }
+            if *millis {
+                micros -= micros.rem_euclid(1000);
+            }
+            Ok(Out::Str(timestamp_text(micros)))
+        }
+    }
+}
+
+/// The converted value, with the enum table (``table.get(str(value), value)``) applied first.
+fn converted<'a>(conv: &'a Conv, enum_map: &'a Option<HashMap<String, String>>, value: &'a J) -> R<Out<'a>> {
+    if let Some(table) = enum_map {
+        let key: Cow<str> = match value {
+            J::Str(s) => Cow::Borrowed(s),
+            J::Num(_) => Cow::Owned(int_of(value)?.to_string()),
+            _ => return Err(Decline), // str() of a bool or float: Python's spelling
+        };
+        if let Some(mapped) = table.get(key.as_ref()) {
+            return match conv {
+                Conv::String if !mapped.bytes().any(control) => Ok(Out::Borrowed(mapped)),
+                Conv::Enum { symbols } if symbols.contains(mapped) => Ok(Out::Borrowed(mapped)),
+                _ => Err(Decline),
+            };
+        }
+    }
+    convert(conv, value)
+}
+
+fn field_value<'a>(field: &'a Field, objects: &'a FieldObjects, row: &'a J) -> R<Out<'a>> {
+    let null = || objects.on_null.as_ref().map(Out::Py).ok_or(Decline);
+    match &field.source {
+        Source::Const { .. } => objects.constant.as_ref().map(Out::Py).ok_or(Decline),
+        Source::Template { segments, columns } => match template(segments, columns, row)? {
+            Some(text) => Ok(Out::Str(text)),
+            None => null(),
+        },
+        Source::Column { column, path, conv, enum_map } => {
+            let raw = match row.get(column) {
+                None | Some(J::Null) => return null(),
+                Some(v) => v,
+            };
+            if path.is_empty() {
+                return converted(conv, enum_map, raw);
+            }
+            match follow(raw, path, conv, enum_map)? {
+                None => null(),
+                Some(out) => Ok(out),
+            }
+        }
+    }
+}
+
+fn map_message<'a>(tables: &'a HashMap<String, Table>, doc: &'a J, key: &'a J, offset: i64) -> R<Mapped<'a>> {
+    let doc_pairs = object(doc)?;
+    let key_pairs = object(key)?;
+    if is_wrapped(doc) || is_wrapped(key) || doc_pairs.is_empty() {
+        return Err(Decline);
+    }
+    let (deleted, snapshot) = match doc.get("op").and_then(J::as_str) {
+        Some("c" | "u") => (false, false),
+        Some("r") => (false, true),
+        Some("d") => (true, false),
+        _ => return Err(Decline),
+    };
+    let source = doc.get("source").ok_or(Decline)?;
+    object(source)?;
+    let phase = if snapshot { 0 } else { 1 };
+    let (table_name, version) = match source.get("connector").and_then(J::as_str) {
+        Some("postgresql") => (
+            format!("{}.{}", nonempty_str(source.get("schema"))?, nonempty_str(source.get("table"))?),
+            postgres_version(source, phase)?,
+        ),
+        Some("mysql") => (
+            format!("{}.{}", nonempty_str(source.get("db"))?, nonempty_str(source.get("table"))?),
+            mysql_version(source, phase)?,
+        ),
+        _ => return Err(Decline),
+    };
+    let row = match doc.get(if deleted { "before" } else { "after" }) {
+        None | Some(J::Null) if deleted => key,
+        Some(row @ J::Obj(_)) => row,
+        _ => return Err(Decline),
+    };
+    for (column, key_value) in key_pairs {
+        if let Some(row_value) = row.get(column) {
+            if !json::same(row_value, key_value) {
+                return Err(Decline);
+            }
+        }
+    }
+    check_transaction(doc)?;
+    let table = tables.get(&table_name).ok_or(Decline)?;
+    let entity_id = format_id(&table.entity_id, key, row)?;
+    let version = [version[0], version[1], version[2], version[3], offset as i128];
+    let mut values = Vec::with_capacity(table.fields.len());
+    if !deleted {
+        for field in &table.fields {
+            let objects = field.py.as_ref().ok_or(Decline)?;
+            values.push((objects, field_value(field, objects, row)?));
+        }
+    }
+    Ok(Mapped { table, entity_id, deleted, version, values })
+}
+
+fn out_to_py<'py>(py: Python<'py>, out: &Out) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match out {
+        Out::Str(s) => PyString::new(py, s).into_any(),
+        Out::Borrowed(s) => PyString::new(py, s).into_any(),
+        Out::Int(i) => i.into_pyobject(py)?.into_any(),
+        Out::Float(f) => f.into_pyobject(py)?.into_any(),
+        Out::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        Out::Py(obj) => obj.bind(py).clone(),
+    })
+}
+
+/// A constant or null value from the plan as the Python object ``encode_row`` would write
+/// the same way (the plan holds stored forms: text, numbers, booleans, null).
+fn json_to_py(py: Python<'_>, v: &Value) -> PyResult<PyObject> {
+    Ok(match v {
+        Value::Null => py.None(),
+        Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any().unbind(),
+        Value::String(s) => PyString::new(py, s).into_any().unbind(),
+        Value::Number(n) => match number(n.as_str()) {
+            Ok(Num::Int(i)) => i.into_pyobject(py)?.into_any().unbind(),
+            Ok(Num::Float(f)) => f.into_pyobject(py)?.into_any().unbind(),
+            Err(Decline) => return Err(PyValueError::new_err("a constant is not a finite number")),
+        },
+        _ => return Err(PyValueError::new_err("a constant is not a scalar")),
+    })
+}
+
+/// One topic's compiled mapping: ``Core(plan_json, markers).map(key, value, offset)``.
+#[pyclass(frozen, module = "carecloud_fastpath")]
+struct Core {
+    tables: HashMap<String, Table>,
+    markers: Vec<memmem::Finder<'static>>,
+    entity_names: HashMap<String, Py<PyString>>,
+    entity_id_name: Py<PyString>,
+}
+
+#[pymethods]
+impl Core {
+    #[new]
+    fn new(py: Python<'_>, plan: &str, markers: Vec<Vec<u8>>) -> PyResult<Self> {
+        let mut plan: Plan =
+            serde_json::from_str(plan).map_err(|e| PyValueError::new_err(format!("fast path plan: {e}")))?;
+        let mut entity_names = HashMap::new();
+        for table in plan.tables.values_mut() {
+            entity_names.insert(table.entity.clone(), PyString::intern(py, &table.entity).unbind());
+            for field in &mut table.fields {
+                let constant = match &field.source {
+                    Source::Const { value } => Some(json_to_py(py, value)?),
+                    _ => None,
+                };
+                let on_null = match &field.on_null {
+                    Some([value]) => Some(json_to_py(py, value)?),
+                    None => None,
+                };
+                let name = PyString::intern(py, &field.name).unbind();
+                field.py = Some(FieldObjects { name, constant, on_null });
+            }
+        }
+        let markers = markers.iter().filter(|m| !m.is_empty()).map(|m| memmem::Finder::new(m).into_owned()).collect();
+        Ok(Core { tables: plan.tables, markers, entity_names, entity_id_name: PyString::intern(py, "EntityId").unbind() })
+    }
+
+    /// ``(entity, entity_id, deleted, version, values)`` or ``None`` (the Python path decides).
+    fn map<'py>(&self, py: Python<'py>, key: &[u8], value: &[u8], offset: i64) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        if value.starts_with(b"{\"schema\":") || key.starts_with(b"{\"schema\":") {
+            return Ok(None); // a schema-wrapped document: the Python path types it by its schema
+        }
+        if self.markers.iter().any(|m| m.find(value).is_some()) {
+            return Ok(None); // may hold an unchanged-TOAST placeholder
+        }
+        let (Some(doc), Some(key)) = (json::parse(value), json::parse(key)) else {
+            return Ok(None);
+        };
+        let Ok(m) = map_message(&self.tables, &doc, &key, offset) else {
+            return Ok(None);
+        };
+        let values = if m.deleted {
+            py.None().into_bound(py)
+        } else {
+            let dict = PyDict::new(py);
+            dict.set_item(self.entity_id_name.bind(py), &m.entity_id)?;
+            for (objects, out) in &m.values {
+                dict.set_item(objects.name.bind(py), out_to_py(py, out)?)?;
+            }
+            dict.into_any()
+        };
+        let entity = self.entity_names.get(&m.table.entity).map(|n| n.bind(py).clone().into_any());
+        let entity = match entity {
+            Some(e) => e,
+            None => PyString::new(py, &m.table.entity).into_any(),
+        };
+        let version = PyTuple::new(py, m.version)?;
+        Ok(Some(PyTuple::new(
+            py,
+            [
+                entity,
+                PyString::new(py, &m.entity_id).into_any(),
+                m.deleted.into_pyobject(py)?.to_owned().into_any(),
+                version.into_any(),
+                values,
+            ],
+        )?))
+    }
+}
+
+#[pymodule]
+fn carecloud_fastpath(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Core>()?;
+    Ok(())
+}
