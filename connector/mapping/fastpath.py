@@ -3,9 +3,10 @@
 Decoding and mapping a ~1 KB Debezium JSON event in Python costs about 20 µs, two thirds of
 the ingest's per-event work (docs/decisions/0012). The extension does the same for the
 common message in a few microseconds: it parses the bytes, computes the version and the
-EntityId and converts every field, and returns the entity change with its values already
-in the form the state row stores (decimals, dates and timestamps as the exact text
-``encode_row`` writes for the typed value, so the merge and the encoding are unchanged).
+EntityId, converts every field and returns the state key and the encoded state row, byte
+for byte as ``state_key`` and ``encode_row`` write them (``FastChange``). With ``peek``,
+which reads a stored row's version without parsing its values, the common update needs no
+Python work on the values at all.
 
 The Python path stays the reference: the extension *declines* any message it is not sure of
 (schema-wrapped, a possible unchanged-TOAST placeholder, primary-key headers, a value a
@@ -19,7 +20,8 @@ the same state bytes.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from string import Formatter
 from typing import Any, Protocol
@@ -35,19 +37,24 @@ from connector.source import Placeholder
 from connector.source.events import Position
 from connector.source.version import Version
 
-__all__ = ["FastPath", "fastpath_available", "fastpath_plan"]
+__all__ = ["FastChange", "FastPath", "Peek", "fastpath_available", "fastpath_plan"]
 
 _UNIT_DIVISOR = {"millis": 1_000, "micros": 1_000_000, "nanos": 1_000_000_000}
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _KEY_HEADERS = frozenset({"__debezium.oldkey", "__debezium.newkey"})
 
 
-_Mapped = tuple[str, str, bool, tuple[int, ...], Any]
-"""(entity, EntityId, deleted, version, values or None for a delete)."""
+_Mapped = tuple[str, str, bool, tuple[int, int, int, int, int], bytes, bytes | None]
+"""(entity, EntityId, deleted, version, state key, encoded row or None for a delete)."""
 
 
 class _Core(Protocol):
     def map(self, key: bytes, value: bytes, offset: int) -> _Mapped | None: ...
+
+
+Peek = Callable[[bytes], "tuple[int, int, int, int, int] | None"]
+"""The extension's ``peek``: the version of a stored row that is a live, complete entity with
+no older-filled fields and no delete floor, read without parsing its values; else None."""
 
 
 def fastpath_available() -> str | None:
@@ -57,11 +64,6 @@ def fastpath_available() -> str | None:
     except ImportError as exc:
         return f"the carecloud_fastpath extension is not installed ({exc})"
     return None
-
-
-def _stored_form(value: Any) -> Any:
-    """A typed value as the state row stores it: what ``encode_row`` writes, read back."""
-    return orjson.loads(orjson.dumps(value, default=lambda v: str(v) if isinstance(v, Decimal) else None))
 
 
 def _segments(template: str) -> list[dict[str, str]] | None:
@@ -106,22 +108,31 @@ def _conv(avro_type: Any, f: _FieldPlan, topic: TopicSpec) -> dict[str, Any] | N
         return _conv(avro_type["type"], f, topic)
     if avro_type in ("string", "boolean"):
         return {"kind": avro_type}
-    if avro_type in ("double", "float"):
-        return {"kind": "double"}
     if avro_type in _INT_RANGE:
         lo, hi = _INT_RANGE[avro_type]
         return {"kind": "integer", "lo": lo, "hi": hi}
     return None
 
 
+def _json(value: Any) -> str:
+    """A typed value as ``encode_row`` writes it inside a row (decimals as exact text)."""
+    return orjson.dumps(value, default=_decimal_text).decode()
+
+
+def _decimal_text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
 def _on_null(f: _FieldPlan) -> dict[str, Any]:
-    """What a null source gives (``_null``), or nothing when the Python path must decide."""
+    """What a null source gives (``_null``) as JSON text, or nothing when Python must decide."""
     if f.spec.default is not None:
         try:
-            return {"on_null": [_stored_form(f.convert(f.spec.default))]}
+            return {"on_null": _json(f.convert(f.spec.default))}
         except ConversionError:
             return {}
-    return {"on_null": [None]} if f.nullable else {}
+    return {"on_null": "null"} if f.nullable else {}
 
 
 def _table_plan(mapper: Mapper, topic: TopicSpec, table: TableSpec) -> dict[str, Any] | None:
@@ -138,11 +149,13 @@ def _table_plan(mapper: Mapper, topic: TopicSpec, table: TableSpec) -> dict[str,
     }
     if path_columns & other_columns:
         return None
+    if any(f.name == "EntityId" for f in plans):
+        return None  # the mapper sets it from the template; a field of that name replaces it
     fields: list[dict[str, Any]] = []
     for f in plans:
         source: dict[str, Any]
         if f.spec.is_const:
-            source = {"kind": "const", "value": _stored_form(f.const)}
+            source = {"kind": "const", "json": _json(f.const)}
         elif f.spec.template is not None:
             segments = _segments(f.spec.template)
             if segments is None:
@@ -183,6 +196,31 @@ def fastpath_plan(mapper: Mapper, topic: str) -> tuple[dict[str, Any], list[str]
     return {"tables": tables}, python_only
 
 
+@dataclass(slots=True)
+class FastChange:
+    """A change the compiled path mapped: the state key, and for an upsert its encoded row.
+
+    ``row`` is the state row as ``encode_row`` writes it when no stored row precedes it;
+    ``_BatchView.apply_fast`` uses it as is over a plain older row (the common update) and
+    otherwise turns this into an ``EntityChange`` (``change``) for ``apply_change``.
+    """
+
+    entity: str
+    entity_id: str
+    deleted: bool
+    version: tuple[int, int, int, int, int]
+    key: bytes
+    row: bytes | None
+    position: Position
+
+    def change(self) -> EntityChange:
+        """The same change as the Python path's ``EntityChange`` (values in stored form)."""
+        values = {} if self.row is None else orjson.loads(self.row)["r"]
+        return EntityChange(
+            self.entity, self.entity_id, self.deleted, Version(*self.version), values, position=self.position
+        )
+
+
 class FastPath:
     """One topic's fast path: ``map`` gives the ``EntityChange`` or None (use the Python path)."""
 
@@ -191,6 +229,7 @@ class FastPath:
         plan, self.python_only = fastpath_plan(mapper, topic)
         markers = Placeholder(mapper.spec.topic(topic).unavailable_placeholder).json_markers
         self._core: _Core = module.Core(orjson.dumps(plan).decode(), [bytes(m) for m in markers])
+        self.peek: Peek = module.peek
 
     def map(
         self,
@@ -198,7 +237,7 @@ class FastPath:
         value: bytes,
         headers: Sequence[tuple[str, Any]] | None,
         position: Position,
-    ) -> EntityChange | None:
+    ) -> FastChange | None:
         """The change in one message, or None when the Python path must decode and map it."""
         if key is None:
             return None
@@ -207,5 +246,4 @@ class FastPath:
         out = self._core.map(key, value, position.offset)
         if out is None:
             return None
-        entity, entity_id, deleted, version, values = out
-        return EntityChange(entity, entity_id, deleted, Version(*version), values or {}, position=position)
+        return FastChange(*out, position)

@@ -31,7 +31,7 @@ from connector.config import Settings
 from connector.errors import BadInputError, ConfigError, TerminalError, TransientError
 from connector.health import Heartbeat
 from connector.mapping import Mapper, MappingSpec
-from connector.mapping.fastpath import FastPath, fastpath_available
+from connector.mapping.fastpath import FastChange, FastPath, Peek, fastpath_available
 from connector.metrics import METRICS, Metrics
 from connector.source import Decoder, Position, make_decoder
 from connector.state._ingest_report import IngestReport
@@ -123,29 +123,60 @@ class _BatchView:
     stamp_ms: int
     """When this batch wrote its delete markers (``connector.state.purge`` reads their age)."""
     rows: dict[tuple[str, str], StateRow] = field(default_factory=dict)
+    """Rows ``apply_change`` wrote in this batch (the fast path's are only in ``encoded``)."""
+    complete_after: dict[tuple[str, str], bool] = field(default_factory=dict)
+    """Whether each row this batch wrote is a live, complete entity."""
     encoded: dict[bytes, bytes | None] = field(default_factory=dict)
     """What the local store is to hold after the commit: the last bytes produced per key."""
     live_before: dict[tuple[str, str], bool] = field(default_factory=dict)
     """Whether each row read from the store was a live, complete entity (apply_change reads
     every row before it writes it): the batch's change to the live count."""
 
+    def apply_fast(self, change: FastChange, peek: Peek) -> Outcome:
+        """``apply_change`` for a change the compiled path mapped, without its values in Python.
+
+        Over no stored row, or a plain live one (complete, no older-filled fields, no delete
+        floor: ``peek`` reads its version), an upsert's outcome needs only that version:
+        newer, the fast path's encoded row is the new row as is; equal or older, nothing
+        changes (an older upsert fills only missing or older-filled fields). Deletes, other
+        rows and keys this batch already changed take ``apply_change``. A test holds both to
+        the same bytes, outcome and live count.
+        """
+        ident = (change.entity, change.entity_id)
+        if change.row is None or ident in self.complete_after:
+            return apply_change(self, change.change())
+        raw = self.store.get(change.key)
+        if raw is not None:
+            stored = peek(raw)
+            if stored is None:
+                return apply_change(self, change.change())
+            if change.version <= stored:
+                return Outcome.STALE
+        self.live_before.setdefault(ident, raw is not None)
+        self.encoded[change.key] = change.row
+        self.complete_after[ident] = True
+        self.emit(change.key, change.row)
+        return Outcome.APPLIED
+
     def get(self, entity: str, entity_id: str) -> StateRow | None:
         row = self.rows.get((entity, entity_id))
         if row is not None:
             return row
-        raw = self.store.get(state_key(entity, entity_id))
+        key = state_key(entity, entity_id)
+        raw = self.encoded[key] if key in self.encoded else self.store.get(key)
         stored = None if raw is None else decode_row(entity, raw, typed=False)
         self.live_before.setdefault((entity, entity_id), stored is not None and stored.complete)
         return stored
 
     def live_changes(self) -> Counter[str]:
         changes: Counter[str] = Counter()
-        for (entity, entity_id), row in self.rows.items():
-            changes[entity] += int(row.complete) - int(self.live_before.get((entity, entity_id), False))
+        for (entity, entity_id), complete in self.complete_after.items():
+            changes[entity] += int(complete) - int(self.live_before.get((entity, entity_id), False))
         return changes
 
     def put(self, entity: str, entity_id: str, row: StateRow) -> None:
         self.rows[(entity, entity_id)] = row
+        self.complete_after[(entity, entity_id)] = row.complete
         key = state_key(entity, entity_id)
         value = self.encoded[key] = encode_row(row, deleted_at_ms=self.stamp_ms)
         self.emit(key, value)
@@ -449,11 +480,14 @@ class IngestService:
             )
             return
         fast = self.fast.get(position.topic)
-        change = None
+        quick = None
         if fast is not None and value is not None:
-            change = fast.map(msg.key(), value, _headers(msg), position)
-            self.counts["fast_path"] += change is not None
-        if change is None:  # no fast path, or it declined: the Python path decides
+            quick = fast.map(msg.key(), value, _headers(msg), position)
+        if quick is not None:
+            self.counts["fast_path"] += 1
+            outcome = view.apply_fast(quick, fast.peek)  # type: ignore[union-attr]
+            entity, deleted = quick.entity, quick.deleted
+        else:  # no fast path, or it declined: the Python path decides
             try:
                 event = self.decoders[position.topic].decode(msg.key(), value, _headers(msg), position)
                 if event is None:
@@ -463,9 +497,10 @@ class IngestService:
             except BadInputError as exc:
                 self._dead_letter(producer, msg, position, type(exc).__name__, exc.reason)
                 return
-        outcome = apply_change(view, change)
+            outcome = apply_change(view, change)
+            entity, deleted = change.entity, change.deleted
         self.counts["stale" if outcome is Outcome.STALE else "applied"] += 1
-        self.report.event(change.entity, change.deleted, outcome is Outcome.STALE)
+        self.report.event(entity, deleted, outcome is Outcome.STALE)
 
     def _dead_letter(
         self,

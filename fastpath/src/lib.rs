@@ -10,8 +10,10 @@
 //! error: a decline costs one wasted parse, a wrong answer would corrupt state. The
 //! equivalence tests (tests/unit/mapping/test_fastpath.py) hold the two paths to the same bytes.
 //!
-//! Values come out in the form the state row stores them (`connector.state.codec`): decimals,
-//! dates and timestamps as the exact text `encode_row` writes for the typed value.
+//! An upsert comes out as its state key and its state row, byte for byte as
+//! `connector.state.codec` writes them (`state_key`, `encode_row`) for a row with no stored
+//! predecessor; `peek` reads the head of a stored row, so the common update (a newer complete
+//! version over a plain stored row) needs no Python work on the values at all.
 
 mod json;
 
@@ -22,9 +24,8 @@ use json::J;
 use memchr::memmem;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 use serde::Deserialize;
-use serde_json::Value;
 
 /// The message is not one this path maps; the Python path takes it.
 struct Decline;
@@ -41,7 +42,6 @@ const DAY_MICROS: i128 = 86_400_000_000;
 enum Conv {
     String,
     Boolean,
-    Double,
     Integer { lo: i64, hi: i64 },
     Enum { symbols: HashSet<String> },
     /// Debezium's precise mode at the schema's own scale (at most 6): base64 of the unscaled
@@ -62,7 +62,8 @@ enum Seg {
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Source {
-    Const { value: Value },
+    /// The constant's stored form as JSON text (made by the plan builder with orjson).
+    Const { json: String },
     Column { column: String, path: Vec<String>, conv: Conv, enum_map: Option<HashMap<String, String>> },
     Template { segments: Vec<Seg>, columns: Vec<String> },
 }
@@ -71,19 +72,13 @@ enum Source {
 struct Field {
     name: String,
     source: Source,
-    /// What a null or absent source gives (the default, converted, or null for a nullable
-    /// field), as a one-element list (JSON null would read as "absent"); absent: the Python
-    /// path decides (an error, or a default that fails).
-    on_null: Option<[Value; 1]>,
+    /// What a null or absent source gives, as JSON text (the default, converted, or `null`
+    /// for a nullable field); absent: the Python path decides (an error, or a default that
+    /// fails).
+    on_null: Option<String>,
+    /// `,"<name>":`, the field's lead-in in the encoded row.
     #[serde(skip)]
-    py: Option<FieldObjects>,
-}
-
-/// The field's name, constant and null value as Python objects, made once.
-struct FieldObjects {
-    name: Py<PyString>,
-    constant: Option<PyObject>,
-    on_null: Option<PyObject>,
+    lead: String,
 }
 
 #[derive(Deserialize)]
@@ -98,14 +93,13 @@ struct Plan {
     tables: HashMap<String, Table>,
 }
 
-/// One output value; `Py` is a constant or a null value made at start-up.
+/// One output value; `Json` is a constant or a null value's JSON text from the plan.
 enum Out<'a> {
     Str(String),
     Borrowed(&'a str),
     Int(i128),
-    Float(f64),
     Bool(bool),
-    Py(&'a PyObject),
+    Json(&'a str),
 }
 
 impl Out<'_> {
@@ -115,9 +109,8 @@ impl Out<'_> {
             Out::Str(s) => Out::Str(s),
             Out::Borrowed(s) => Out::Str(s.to_owned()),
             Out::Int(i) => Out::Int(i),
-            Out::Float(f) => Out::Float(f),
             Out::Bool(b) => Out::Bool(b),
-            Out::Py(_) => return Err(Decline),
+            Out::Json(_) => return Err(Decline),
         })
     }
 }
@@ -127,14 +120,14 @@ struct Mapped<'a> {
     entity_id: String,
     deleted: bool,
     version: [i128; 5],
-    values: Vec<(&'a FieldObjects, Out<'a>)>,
+    values: Vec<(&'a Field, Out<'a>)>,
 }
 
 /// A JSON number as orjson reads it: an integer literal within 64 bits is an int, anything
-/// else a float.
+/// else a float (which no converter here takes).
 enum Num {
     Int(i128),
-    Float(f64),
+    Float,
 }
 
 fn number(text: &str) -> R<Num> {
@@ -149,14 +142,14 @@ fn number(text: &str) -> R<Num> {
     if !f.is_finite() {
         return Err(Decline); // orjson refuses it: the Python path names the problem
     }
-    Ok(Num::Float(f))
+    Ok(Num::Float)
 }
 
 fn int_of(v: &J) -> R<i128> {
     match v {
         J::Num(text) => match number(text)? {
             Num::Int(i) => Ok(i),
-            Num::Float(_) => Err(Decline),
+            Num::Float => Err(Decline),
         },
         _ => Err(Decline),
     }
@@ -426,13 +419,6 @@ fn convert<'a>(conv: &Conv, v: &'a J) -> R<Out<'a>> {
             },
             _ => Err(Decline),
         },
-        Conv::Double => match v {
-            J::Num(text) => match number(text)? {
-                Num::Int(i) => Ok(Out::Float(i as f64)),
-                Num::Float(f) => Ok(Out::Float(f)),
-            },
-            _ => Err(Decline),
-        },
         Conv::Integer { lo, hi } => {
             let i = int_of(v)?;
             if i < *lo as i128 || i > *hi as i128 {
@@ -499,10 +485,10 @@ fn converted<'a>(conv: &'a Conv, enum_map: &'a Option<HashMap<String, String>>, 
     convert(conv, value)
 }
 
-fn field_value<'a>(field: &'a Field, objects: &'a FieldObjects, row: &'a J) -> R<Out<'a>> {
-    let null = || objects.on_null.as_ref().map(Out::Py).ok_or(Decline);
+fn field_value<'a>(field: &'a Field, row: &'a J) -> R<Out<'a>> {
+    let null = || field.on_null.as_deref().map(Out::Json).ok_or(Decline);
     match &field.source {
-        Source::Const { .. } => objects.constant.as_ref().map(Out::Py).ok_or(Decline),
+        Source::Const { json } => Ok(Out::Json(json)),
         Source::Template { segments, columns } => match template(segments, columns, row)? {
             Some(text) => Ok(Out::Str(text)),
             None => null(),
@@ -568,38 +554,98 @@ fn map_message<'a>(tables: &'a HashMap<String, Table>, doc: &'a J, key: &'a J, o
     let mut values = Vec::with_capacity(table.fields.len());
     if !deleted {
         for field in &table.fields {
-            let objects = field.py.as_ref().ok_or(Decline)?;
-            values.push((objects, field_value(field, objects, row)?));
+            values.push((field, field_value(field, row)?));
         }
     }
     Ok(Mapped { table, entity_id, deleted, version, values })
 }
 
-fn out_to_py<'py>(py: Python<'py>, out: &Out) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match out {
-        Out::Str(s) => PyString::new(py, s).into_any(),
-        Out::Borrowed(s) => PyString::new(py, s).into_any(),
-        Out::Int(i) => i.into_pyobject(py)?.into_any(),
-        Out::Float(f) => f.into_pyobject(py)?.into_any(),
-        Out::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
-        Out::Py(obj) => obj.bind(py).clone(),
-    })
+/// A JSON string as orjson writes it: `"` and `\` escaped, control characters as the short
+/// escapes or `\u00xx`, everything else (DEL, non-ASCII, U+2028) as is.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[from..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        from = i + 1;
+    }
+    out.extend_from_slice(&bytes[from..]);
+    out.push(b'"');
 }
 
-/// A constant or null value from the plan as the Python object ``encode_row`` would write
-/// the same way (the plan holds stored forms: text, numbers, booleans, null).
-fn json_to_py(py: Python<'_>, v: &Value) -> PyResult<PyObject> {
-    Ok(match v {
-        Value::Null => py.None(),
-        Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any().unbind(),
-        Value::String(s) => PyString::new(py, s).into_any().unbind(),
-        Value::Number(n) => match number(n.as_str()) {
-            Ok(Num::Int(i)) => i.into_pyobject(py)?.into_any().unbind(),
-            Ok(Num::Float(f)) => f.into_pyobject(py)?.into_any().unbind(),
-            Err(Decline) => return Err(PyValueError::new_err("a constant is not a finite number")),
-        },
-        _ => return Err(PyValueError::new_err("a constant is not a scalar")),
-    })
+fn push_out(out: &mut Vec<u8>, value: &Out) {
+    match value {
+        Out::Str(s) => push_json_str(out, s),
+        Out::Borrowed(s) => push_json_str(out, s),
+        Out::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Out::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Out::Json(text) => out.extend_from_slice(text.as_bytes()),
+    }
+}
+
+/// The state row of a complete upsert with no delete floor, byte for byte as ``encode_row``
+/// writes it: ``{"v":[...],"r":{"EntityId":...,<fields in plan order>}}``.
+fn encode_row(m: &Mapped) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"{\"v\":[");
+    for (i, part) in m.version.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(part.to_string().as_bytes());
+    }
+    out.extend_from_slice(b"],\"r\":{\"EntityId\":");
+    push_json_str(&mut out, &m.entity_id);
+    for (field, value) in &m.values {
+        out.extend_from_slice(field.lead.as_bytes());
+        push_out(&mut out, value);
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// The version of a stored row that is a live, complete entity with no older-filled fields
+/// and no delete floor, read from ``encode_row``'s layout; ``None`` for any other row (the
+/// caller parses it). Unescaped, ``"d":``, ``"m":``, ``"fv":`` and ``"df":`` can only be the
+/// row's own keys (inside a value a quote is escaped), the argument
+/// ``connector.state.codec.is_complete`` makes.
+#[pyfunction]
+fn peek(py: Python<'_>, raw: &[u8]) -> PyResult<Option<Py<PyTuple>>> {
+    let Some(rest) = raw.strip_prefix(b"{\"v\":[") else { return Ok(None) };
+    if ["\"d\":", "\"m\":", "\"fv\":", "\"df\":"].iter().any(|k| memmem::find(raw, k.as_bytes()).is_some()) {
+        return Ok(None);
+    }
+    let Some(end) = rest.iter().position(|&b| b == b']') else { return Ok(None) };
+    let Ok(text) = std::str::from_utf8(&rest[..end]) else { return Ok(None) };
+    let mut version = [0i128; 5];
+    let mut parts = text.split(',');
+    for slot in &mut version {
+        match parts.next().map(str::parse::<i128>) {
+            Some(Ok(n)) => *slot = n,
+            _ => return Ok(None),
+        }
+    }
+    if parts.next().is_some() {
+        return Ok(None);
+    }
+    Ok(Some(PyTuple::new(py, version)?.unbind()))
 }
 
 /// One topic's compiled mapping: ``Core(plan_json, markers).map(key, value, offset)``.
@@ -608,7 +654,6 @@ struct Core {
     tables: HashMap<String, Table>,
     markers: Vec<memmem::Finder<'static>>,
     entity_names: HashMap<String, Py<PyString>>,
-    entity_id_name: Py<PyString>,
 }
 
 #[pymethods]
@@ -621,23 +666,19 @@ impl Core {
         for table in plan.tables.values_mut() {
             entity_names.insert(table.entity.clone(), PyString::intern(py, &table.entity).unbind());
             for field in &mut table.fields {
-                let constant = match &field.source {
-                    Source::Const { value } => Some(json_to_py(py, value)?),
-                    _ => None,
-                };
-                let on_null = match &field.on_null {
-                    Some([value]) => Some(json_to_py(py, value)?),
-                    None => None,
-                };
-                let name = PyString::intern(py, &field.name).unbind();
-                field.py = Some(FieldObjects { name, constant, on_null });
+                let mut lead = vec![b','];
+                push_json_str(&mut lead, &field.name);
+                lead.push(b':');
+                field.lead = String::from_utf8(lead).map_err(|e| PyValueError::new_err(e.to_string()))?;
             }
         }
         let markers = markers.iter().filter(|m| !m.is_empty()).map(|m| memmem::Finder::new(m).into_owned()).collect();
-        Ok(Core { tables: plan.tables, markers, entity_names, entity_id_name: PyString::intern(py, "EntityId").unbind() })
+        Ok(Core { tables: plan.tables, markers, entity_names })
     }
 
-    /// ``(entity, entity_id, deleted, version, values)`` or ``None`` (the Python path decides).
+    /// ``(entity, entity_id, deleted, version, key, row)`` or ``None`` (the Python path
+    /// decides): ``key`` is the state key, ``row`` the encoded state row of an upsert over
+    /// no stored row (``None`` for a delete).
     fn map<'py>(&self, py: Python<'py>, key: &[u8], value: &[u8], offset: i64) -> PyResult<Option<Bound<'py, PyTuple>>> {
         if value.starts_with(b"{\"schema\":") || key.starts_with(b"{\"schema\":") {
             return Ok(None); // a schema-wrapped document: the Python path types it by its schema
@@ -651,30 +692,24 @@ impl Core {
         let Ok(m) = map_message(&self.tables, &doc, &key, offset) else {
             return Ok(None);
         };
-        let values = if m.deleted {
-            py.None().into_bound(py)
-        } else {
-            let dict = PyDict::new(py);
-            dict.set_item(self.entity_id_name.bind(py), &m.entity_id)?;
-            for (objects, out) in &m.values {
-                dict.set_item(objects.name.bind(py), out_to_py(py, out)?)?;
-            }
-            dict.into_any()
-        };
-        let entity = self.entity_names.get(&m.table.entity).map(|n| n.bind(py).clone().into_any());
-        let entity = match entity {
-            Some(e) => e,
+        let row = if m.deleted { py.None().into_bound(py) } else { PyBytes::new(py, &encode_row(&m)).into_any() };
+        let mut state_key = Vec::with_capacity(m.table.entity.len() + 1 + m.entity_id.len());
+        state_key.extend_from_slice(m.table.entity.as_bytes());
+        state_key.push(b'/');
+        state_key.extend_from_slice(m.entity_id.as_bytes());
+        let entity = match self.entity_names.get(&m.table.entity) {
+            Some(name) => name.bind(py).clone().into_any(),
             None => PyString::new(py, &m.table.entity).into_any(),
         };
-        let version = PyTuple::new(py, m.version)?;
         Ok(Some(PyTuple::new(
             py,
             [
                 entity,
                 PyString::new(py, &m.entity_id).into_any(),
                 m.deleted.into_pyobject(py)?.to_owned().into_any(),
-                version.into_any(),
-                values,
+                PyTuple::new(py, m.version)?.into_any(),
+                PyBytes::new(py, &state_key).into_any(),
+                row,
             ],
         )?))
     }
@@ -683,5 +718,6 @@ impl Core {
 #[pymodule]
 fn carecloud_fastpath(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    m.add_function(wrap_pyfunction!(peek, m)?)?;
     Ok(())
 }

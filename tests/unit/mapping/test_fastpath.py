@@ -28,7 +28,7 @@ from connector.mapping import EntityChange, Mapper, load_mapping
 from connector.mapping.convert import _FIRST_DAY, _LAST_DAY
 from connector.mapping.fastpath import FastPath, fastpath_available, fastpath_plan
 from connector.source import Position, make_decoder
-from connector.state.codec import encode_row
+from connector.state.codec import encode_row, state_key
 from connector.state.resolve import merge
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "mapping.yaml"
@@ -58,18 +58,23 @@ class Paths:
             return False
         ref = self.reference(topic, key, value, offset)
         assert isinstance(ref, EntityChange), f"fast path mapped a message the Python path gives {ref!r}"
+        assert ref.missing == frozenset()
         assert (fast.entity, fast.entity_id, fast.deleted, fast.version) == (
             ref.entity,
             ref.entity_id,
             ref.deleted,
-            ref.version,
+            tuple(ref.version),
         )
-        assert (fast.missing, fast.previous_entity_id, fast.next_entity_id) == (frozenset(), None, None)
-        assert ref.missing == frozenset()
-        fast_row, ref_row = merge(None, fast), merge(None, ref)
-        assert fast_row is not None
+        assert fast.key == state_key(ref.entity, ref.entity_id)
+        ref_row = merge(None, ref)
         assert ref_row is not None
-        assert encode_row(fast_row) == encode_row(ref_row)
+        if ref.deleted:
+            assert fast.row is None
+        else:  # the encoded row, byte for byte, and the change it stands for
+            assert fast.row == encode_row(ref_row)
+        via_python = merge(None, fast.change())
+        assert via_python is not None
+        assert encode_row(via_python) == encode_row(ref_row)
         return True
 
 
