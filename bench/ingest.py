@@ -62,6 +62,8 @@ CONSUMER = {  # what IngestService.start() sets, minus static membership
 }
 # A sample goes to the first rule matching its innermost connector frame (file, function or "").
 RULES = [
+    ("mapping/fastpath.py", "", "fast path: compiled decode + map"),
+    ("state/ingest.py", "apply_fast", "fast path: apply (store get, peek, produce)"),
     ("model/codec.py", "", "validate"),
     ("state/codec.py", "decode_row", "decode_row (stored rows)"),
     ("state/codec.py", "", "encode_row, state_key"),

@@ -21,6 +21,7 @@ carecloud_events_consumed_total                                 counter    entit
 carecloud_dlq_events_total                                      counter    reason
 carecloud_stale_events_dropped_total                            counter    entity
 carecloud_aborted_transactions_total                            counter    -
+carecloud_fast_path_events_total                                counter    -
 carecloud_state_entities                                        gauge      entity
 carecloud_restore_records_total                                 counter    partition
 carecloud_restore_remaining_records                             gauge      partition
@@ -161,6 +162,11 @@ class Metrics:
         self.aborted_transactions = Counter(
             "carecloud_aborted_transactions",
             "Ingest batches whose transaction was aborted and that were consumed again.",
+            registry=r,
+        )
+        self.fast_path_events = Counter(
+            "carecloud_fast_path_events",
+            "Committed change events the compiled fast path decoded and mapped (docs/decisions/0012).",
             registry=r,
         )
         self.state_entities = Gauge(

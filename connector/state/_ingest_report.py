@@ -42,6 +42,9 @@ class IngestReport:
             self.batch[("stale", entity, "")] += 1
         self.batch[("event", entity, "delete" if deleted else "upsert")] += 1
 
+    def fast_path(self) -> None:
+        self.batch[("fast", "", "")] += 1
+
     def dead_letter(self, reason: str) -> None:
         self.batch[("dlq", reason, "")] += 1
 
@@ -52,6 +55,8 @@ class IngestReport:
                 self.metrics.count_events(name, operation, n)
             elif kind == "stale":
                 self.metrics.count_stale(name, n)
+            elif kind == "fast":
+                self.metrics.fast_path_events.inc(n)
             else:
                 self.metrics.count_dead_letters(name, n)
         self.batch.clear()

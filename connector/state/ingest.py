@@ -485,6 +485,7 @@ class IngestService:
             quick = fast.map(msg.key(), value, _headers(msg), position)
         if quick is not None:
             self.counts["fast_path"] += 1
+            self.report.fast_path()
             outcome = view.apply_fast(quick, fast.peek)  # type: ignore[union-attr]
             entity, deleted = quick.entity, quick.deleted
         else:  # no fast path, or it declined: the Python path decides

@@ -17,6 +17,7 @@ from confluent_kafka.admin import NewTopic
 from connector.config import load_settings
 from connector.devtools.synthetic import generate
 from connector.mapping import parse_mapping
+from connector.metrics import Metrics
 from connector.state.ingest import IngestService
 from tests.integration.state_helpers import read_state
 from tests.kafka_helpers import KafkaTestCluster, unique
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.integration
 def _ingest(
     kafka: KafkaTestCluster, tmp_path: Path, prefix: str, events: int, fast_path: str
 ) -> IngestService:
+    """An ingest service run until it has committed ``events``; its metrics on their own registry."""
     settings = load_settings(
         kafka={"bootstrap_servers": kafka.bootstrap},
         ingest={
@@ -44,7 +46,8 @@ def _ingest(
             "fast_path": fast_path,
         },
     )
-    service = IngestService(settings, parse_mapping(MAPPING.replace("benefits.public.", prefix)))
+    spec = parse_mapping(MAPPING.replace("benefits.public.", prefix))
+    service = IngestService(settings, spec, metrics=Metrics())
     service.start()
     seen = 0
     for _ in range(500):
@@ -71,8 +74,11 @@ def test_the_fast_path_ends_in_the_same_state_and_dead_letters_as_the_python_pat
     fast = _ingest(kafka, tmp_path, prefix, events, "on")
     slow = _ingest(kafka, tmp_path, prefix, events, "off")
     try:
-        assert slow.counts["fast_path"] == 0
-        assert fast.counts["fast_path"] > 0.8 * events  # the bulk; TOAST, tombstones and bad input decline
+        taken = [
+            s.metrics.registry.get_sample_value("carecloud_fast_path_events_total") for s in (fast, slow)
+        ]
+        assert taken == [fast.counts["fast_path"], 0]
+        assert taken[0] > 0.8 * events  # the bulk; TOAST, tombstones and bad input decline
         for service in (fast, slow):
             assert service.counts["events"] == events
             assert service.counts["aborted_batches"] == 0
