@@ -25,6 +25,7 @@ integration: system-deps venv kafka-jars
 lint: venv
 	$(VENV)/bin/ruff check connector tests bench examples
 	$(VENV)/bin/ruff format --check connector tests bench examples
+	cd fastpath && cargo fmt --check && cargo clippy --quiet --release -- -D warnings
 
 typecheck: venv
 	$(VENV)/bin/mypy

@@ -72,14 +72,21 @@ pub fn same(a: &J, b: &J) -> bool {
 }
 
 pub fn unique_keys(pairs: &[(Cow<str>, J)]) -> bool {
-    pairs.iter().enumerate().all(|(i, (k, _))| pairs[..i].iter().all(|(other, _)| other != k))
+    pairs
+        .iter()
+        .enumerate()
+        .all(|(i, (k, _))| pairs[..i].iter().all(|(other, _)| other != k))
 }
 
 const MAX_DEPTH: usize = 64;
 
 pub fn parse(input: &[u8]) -> Option<J<'_>> {
     let text = std::str::from_utf8(input).ok()?;
-    let mut p = Parser { s: text, b: input, i: 0 };
+    let mut p = Parser {
+        s: text,
+        b: input,
+        i: 0,
+    };
     p.ws();
     let value = p.value(0)?;
     p.ws();
@@ -288,7 +295,11 @@ impl<'a> Parser<'a> {
                 _ => {
                     // Copy up to the next quote, backslash or control character at once.
                     let from = self.i;
-                    while self.b.get(self.i).is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20) {
+                    while self
+                        .b
+                        .get(self.i)
+                        .is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20)
+                    {
                         self.i += 1;
                     }
                     out.push_str(&self.s[from..self.i]);

@@ -42,14 +42,25 @@ const DAY_MICROS: i128 = 86_400_000_000;
 enum Conv {
     String,
     Boolean,
-    Integer { lo: i64, hi: i64 },
-    Enum { symbols: HashSet<String> },
+    Integer {
+        lo: i64,
+        hi: i64,
+    },
+    Enum {
+        symbols: HashSet<String>,
+    },
     /// Debezium's precise mode at the schema's own scale (at most 6): base64 of the unscaled
     /// integer.
-    Decimal { scale: u32, precision: u32 },
+    Decimal {
+        scale: u32,
+        precision: u32,
+    },
     /// Days since the epoch.
     Date,
-    Timestamp { divisor: i64, millis: bool },
+    Timestamp {
+        divisor: i64,
+        millis: bool,
+    },
 }
 
 #[derive(Deserialize)]
@@ -64,8 +75,16 @@ enum Seg {
 enum Source {
     /// The constant's stored form as JSON text (made by the plan builder with orjson).
     Const { json: String },
-    Column { column: String, path: Vec<String>, conv: Conv, enum_map: Option<HashMap<String, String>> },
-    Template { segments: Vec<Seg>, columns: Vec<String> },
+    Column {
+        column: String,
+        path: Vec<String>,
+        conv: Conv,
+        enum_map: Option<HashMap<String, String>>,
+    },
+    Template {
+        segments: Vec<Seg>,
+        columns: Vec<String>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -285,7 +304,12 @@ fn template(segments: &[Seg], columns: &[String], row: &J) -> R<Option<String>> 
 
 /// Walk a path into a JSON column (text parsed at each step, as ``_follow`` does) and convert
 /// what it reaches; `None` for absent or null on the way.
-fn follow(start: &J, path: &[String], conv: &Conv, enum_map: &Option<HashMap<String, String>>) -> R<Option<Out<'static>>> {
+fn follow(
+    start: &J,
+    path: &[String],
+    conv: &Conv,
+    enum_map: &Option<HashMap<String, String>>,
+) -> R<Option<Out<'static>>> {
     let parsed;
     let current = match start {
         J::Str(text) => {
@@ -436,7 +460,11 @@ fn convert<'a>(conv: &Conv, v: &'a J) -> R<Out<'a>> {
             if raw.len() > 16 {
                 return Err(Decline);
             }
-            let mut unscaled: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) { -1 } else { 0 };
+            let mut unscaled: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) {
+                -1
+            } else {
+                0
+            };
             for b in raw {
                 unscaled = (unscaled << 8) | b as i128;
             }
@@ -493,7 +521,12 @@ fn field_value<'a>(field: &'a Field, row: &'a J) -> R<Out<'a>> {
             Some(text) => Ok(Out::Str(text)),
             None => null(),
         },
-        Source::Column { column, path, conv, enum_map } => {
+        Source::Column {
+            column,
+            path,
+            conv,
+            enum_map,
+        } => {
             let raw = match row.get(column) {
                 None | Some(J::Null) => return null(),
                 Some(v) => v,
@@ -526,11 +559,19 @@ fn map_message<'a>(tables: &'a HashMap<String, Table>, doc: &'a J, key: &'a J, o
     let phase = if snapshot { 0 } else { 1 };
     let (table_name, version) = match source.get("connector").and_then(J::as_str) {
         Some("postgresql") => (
-            format!("{}.{}", nonempty_str(source.get("schema"))?, nonempty_str(source.get("table"))?),
+            format!(
+                "{}.{}",
+                nonempty_str(source.get("schema"))?,
+                nonempty_str(source.get("table"))?
+            ),
             postgres_version(source, phase)?,
         ),
         Some("mysql") => (
-            format!("{}.{}", nonempty_str(source.get("db"))?, nonempty_str(source.get("table"))?),
+            format!(
+                "{}.{}",
+                nonempty_str(source.get("db"))?,
+                nonempty_str(source.get("table"))?
+            ),
             mysql_version(source, phase)?,
         ),
         _ => return Err(Decline),
@@ -557,7 +598,13 @@ fn map_message<'a>(tables: &'a HashMap<String, Table>, doc: &'a J, key: &'a J, o
             values.push((field, field_value(field, row)?));
         }
     }
-    Ok(Mapped { table, entity_id, deleted, version, values })
+    Ok(Mapped {
+        table,
+        entity_id,
+        deleted,
+        version,
+        values,
+    })
 }
 
 /// A JSON string as orjson writes it: `"` and `\` escaped, control characters as the short
@@ -628,12 +675,21 @@ fn encode_row(m: &Mapped) -> Vec<u8> {
 /// ``connector.state.codec.is_complete`` makes.
 #[pyfunction]
 fn peek(py: Python<'_>, raw: &[u8]) -> PyResult<Option<Py<PyTuple>>> {
-    let Some(rest) = raw.strip_prefix(b"{\"v\":[") else { return Ok(None) };
-    if ["\"d\":", "\"m\":", "\"fv\":", "\"df\":"].iter().any(|k| memmem::find(raw, k.as_bytes()).is_some()) {
+    let Some(rest) = raw.strip_prefix(b"{\"v\":[") else {
+        return Ok(None);
+    };
+    if ["\"d\":", "\"m\":", "\"fv\":", "\"df\":"]
+        .iter()
+        .any(|k| memmem::find(raw, k.as_bytes()).is_some())
+    {
         return Ok(None);
     }
-    let Some(end) = rest.iter().position(|&b| b == b']') else { return Ok(None) };
-    let Ok(text) = std::str::from_utf8(&rest[..end]) else { return Ok(None) };
+    let Some(end) = rest.iter().position(|&b| b == b']') else {
+        return Ok(None);
+    };
+    let Ok(text) = std::str::from_utf8(&rest[..end]) else {
+        return Ok(None);
+    };
     let mut version = [0i128; 5];
     let mut parts = text.split(',');
     for slot in &mut version {
@@ -672,14 +728,28 @@ impl Core {
                 field.lead = String::from_utf8(lead).map_err(|e| PyValueError::new_err(e.to_string()))?;
             }
         }
-        let markers = markers.iter().filter(|m| !m.is_empty()).map(|m| memmem::Finder::new(m).into_owned()).collect();
-        Ok(Core { tables: plan.tables, markers, entity_names })
+        let markers = markers
+            .iter()
+            .filter(|m| !m.is_empty())
+            .map(|m| memmem::Finder::new(m).into_owned())
+            .collect();
+        Ok(Core {
+            tables: plan.tables,
+            markers,
+            entity_names,
+        })
     }
 
     /// ``(entity, entity_id, deleted, version, key, row)`` or ``None`` (the Python path
     /// decides): ``key`` is the state key, ``row`` the encoded state row of an upsert over
     /// no stored row (``None`` for a delete).
-    fn map<'py>(&self, py: Python<'py>, key: &[u8], value: &[u8], offset: i64) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    fn map<'py>(
+        &self,
+        py: Python<'py>,
+        key: &[u8],
+        value: &[u8],
+        offset: i64,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         if value.starts_with(b"{\"schema\":") || key.starts_with(b"{\"schema\":") {
             return Ok(None); // a schema-wrapped document: the Python path types it by its schema
         }
@@ -692,7 +762,11 @@ impl Core {
         let Ok(m) = map_message(&self.tables, &doc, &key, offset) else {
             return Ok(None);
         };
-        let row = if m.deleted { py.None().into_bound(py) } else { PyBytes::new(py, &encode_row(&m)).into_any() };
+        let row = if m.deleted {
+            py.None().into_bound(py)
+        } else {
+            PyBytes::new(py, &encode_row(&m)).into_any()
+        };
         let mut state_key = Vec::with_capacity(m.table.entity.len() + 1 + m.entity_id.len());
         state_key.extend_from_slice(m.table.entity.as_bytes());
         state_key.push(b'/');
