@@ -181,6 +181,15 @@ fn nonempty_str<'a>(v: Option<&'a J>) -> R<&'a str> {
     }
 }
 
+/// ``<schema or db>.<table>`` from the source block, both non-empty text.
+fn table_name(source: &J, first: &str) -> R<String> {
+    Ok(format!(
+        "{}.{}",
+        nonempty_str(source.get(first))?,
+        nonempty_str(source.get("table"))?
+    ))
+}
+
 /// An object without duplicate keys (a duplicate makes Python's dict differ from the pairs).
 fn object<'a, 'b>(v: &'b J<'a>) -> R<&'b [(Cow<'a, str>, J<'a>)]> {
     match v.pairs() {
@@ -558,22 +567,8 @@ fn map_message<'a>(tables: &'a HashMap<String, Table>, doc: &'a J, key: &'a J, o
     object(source)?;
     let phase = if snapshot { 0 } else { 1 };
     let (table_name, version) = match source.get("connector").and_then(J::as_str) {
-        Some("postgresql") => (
-            format!(
-                "{}.{}",
-                nonempty_str(source.get("schema"))?,
-                nonempty_str(source.get("table"))?
-            ),
-            postgres_version(source, phase)?,
-        ),
-        Some("mysql") => (
-            format!(
-                "{}.{}",
-                nonempty_str(source.get("db"))?,
-                nonempty_str(source.get("table"))?
-            ),
-            mysql_version(source, phase)?,
-        ),
+        Some("postgresql") => (table_name(source, "schema")?, postgres_version(source, phase)?),
+        Some("mysql") => (table_name(source, "db")?, mysql_version(source, phase)?),
         _ => return Err(Decline),
     };
     let row = match doc.get(if deleted { "before" } else { "after" }) {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,17 @@ def _create(messages: list[tuple[str, bytes, bytes]], topic: str) -> tuple[str, 
     raise AssertionError(f"no create on {topic}")
 
 
+def _each_column(
+    paths: Paths, messages: list[tuple[str, bytes, bytes]]
+) -> Iterator[tuple[str, bytes, dict[str, Any], str]]:
+    """(topic, key, parsed create, column) for every source column of one create per table."""
+    for topic in sorted(paths.mapper.spec.topics):
+        _, key, value = _create(messages, topic)
+        doc = orjson.loads(value)
+        for column in doc["after"]:
+            yield topic, key, doc, column
+
+
 GRID_VALUES: list[Any] = [
     None,
     True,
@@ -307,14 +319,11 @@ def test_every_column_of_every_table_against_edge_values(
     # Each value in each source column of one create per table: what the converters refuse
     # must be declined, what they accept must come out the same.
     outcomes: Counter[bool] = Counter()
-    for topic in sorted(paths.mapper.spec.topics):
-        _, key, value = _create(messages, topic)
-        doc = orjson.loads(value)
-        for column in doc["after"]:
-            for probe in [*GRID_VALUES, *GRID_TEXT]:
-                mutated = {**doc, "after": {**doc["after"], column: probe}}
-                for ascii_only in (True, False):
-                    outcomes[paths.check(topic, key, _dumps(mutated, ascii_only))] += 1
+    for topic, key, doc, column in _each_column(paths, messages):
+        for probe in [*GRID_VALUES, *GRID_TEXT]:
+            mutated = {**doc, "after": {**doc["after"], column: probe}}
+            for ascii_only in (True, False):
+                outcomes[paths.check(topic, key, _dumps(mutated, ascii_only))] += 1
     assert outcomes[True] > 1000, outcomes
     assert outcomes[False] > 1000, outcomes
 
@@ -406,15 +415,11 @@ def test_raw_tokens_in_every_column_map_the_same_or_decline(
     paths: Paths, messages: list[tuple[str, bytes, bytes]]
 ) -> None:
     outcomes: Counter[bool] = Counter()
-    for topic in sorted(paths.mapper.spec.topics):
-        _, key, value = _create(messages, topic)
-        doc = orjson.loads(value)
-        for column in doc["after"]:
-            for token in TOKENS:
-                marker = "\u2063slot\u2063"  # replaced by the raw token after dumping
-                text = _dumps({**doc, "after": {**doc["after"], column: marker}}, False)
-                mutated = text.replace(orjson.dumps(marker), token)
-                outcomes[paths.check(topic, key, mutated)] += 1
+    marker = "\u2063slot\u2063"  # replaced by the raw token after dumping
+    for topic, key, doc, column in _each_column(paths, messages):
+        text = _dumps({**doc, "after": {**doc["after"], column: marker}}, False)
+        for token in TOKENS:
+            outcomes[paths.check(topic, key, text.replace(orjson.dumps(marker), token))] += 1
     assert outcomes[True] > 100, outcomes
 
 
