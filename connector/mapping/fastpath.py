@@ -9,8 +9,8 @@ which reads a stored row's version without parsing its values, the common update
 Python work on the values at all.
 
 The Python path stays the reference: the extension *declines* any message it is not sure of
-(schema-wrapped, a possible unchanged-TOAST placeholder, primary-key headers, a value a
-converter would refuse, an unknown table) and the caller then decodes and maps it in
+(a possible unchanged-TOAST placeholder, primary-key headers, a value a converter would
+refuse, a logical type from an embedded schema it does not follow, an unknown table) and the caller then decodes and maps it in
 Python, which names any problem for the dead-letter topic. A table whose mapping uses a
 shape the extension does not implement is left out of its plan, so all of that table's
 messages take the Python path. ``tests/unit/mapping/test_fastpath.py`` holds the two paths to

@@ -1,10 +1,10 @@
-//! The compiled fast path of the ingest's decode-and-map step, for Debezium JSON messages
-//! without an embedded schema (docs/decisions/0012).
+//! The compiled fast path of the ingest's decode-and-map step, for Debezium JSON messages,
+//! with or without their embedded schema (docs/decisions/0012; the schema: `connect`).
 //!
 //! The Python path (`connector.source.debezium` + `connector.mapping.mapper`) is the
 //! reference. This path handles the common, valid message exactly as it does and *declines*
-//! everything else — a schema-wrapped document, an unchanged-TOAST placeholder anywhere in the
-//! bytes, any value a converter would refuse, any shape it does not know — by returning
+//! everything else — an unchanged-TOAST placeholder anywhere in the bytes, any value a
+//! converter would refuse, any shape or logical type it does not know — by returning
 //! `None`; the caller then runs the Python path, which maps the message or names its problem
 //! (dead letter). So this code never decides that input is bad, and never needs to phrase an
 //! error: a decline costs one wasted parse, a wrong answer would corrupt state. The
@@ -15,11 +15,13 @@
 //! predecessor; `peek` reads the head of a stored row, so the common update (a newer complete
 //! version over a plain stored row) needs no Python work on the values at all.
 
+mod connect;
 mod json;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use connect::{Kinds, Logical, SchemaCache};
 use json::J;
 use memchr::memmem;
 use pyo3::exceptions::PyValueError;
@@ -522,14 +524,42 @@ fn converted<'a>(conv: &'a Conv, enum_map: &'a Option<HashMap<String, String>>, 
     convert(conv, value)
 }
 
-fn field_value<'a>(field: &'a Field, row: &'a J) -> R<Out<'a>> {
+/// A logical column (from the message's schema) read into a field: the converter on the wire
+/// value where that gives what the Python path's typed value gives, else a decline.
+fn logical_value<'a>(kind: Logical, conv: &Conv, raw: &'a J) -> R<Out<'a>> {
+    match (kind, conv) {
+        (Logical::Date, Conv::Date) => convert(conv, raw),
+        (Logical::Timestamp { divisor }, Conv::Timestamp { millis, .. }) => convert(
+            &Conv::Timestamp {
+                divisor,
+                millis: *millis,
+            },
+            raw,
+        ),
+        (
+            Logical::Decimal { scale },
+            Conv::Decimal {
+                scale: field_scale, ..
+            },
+        ) if scale == *field_scale as i64 => convert(conv, raw),
+        _ => Err(Decline),
+    }
+}
+
+fn field_value<'a>(field: &'a Field, row: &'a J, kinds: Option<&Kinds>) -> R<Out<'a>> {
     let null = || field.on_null.as_deref().map(Out::Json).ok_or(Decline);
+    let logical = |column: &str| kinds.and_then(|k| k.get(column)).copied();
     match &field.source {
         Source::Const { json } => Ok(Out::Json(json)),
-        Source::Template { segments, columns } => match template(segments, columns, row)? {
-            Some(text) => Ok(Out::Str(text)),
-            None => null(),
-        },
+        Source::Template { segments, columns } => {
+            if columns.iter().any(|c| logical(c).is_some()) {
+                return Err(Decline); // a typed value as an id part: the Python path decides
+            }
+            match template(segments, columns, row)? {
+                Some(text) => Ok(Out::Str(text)),
+                None => null(),
+            }
+        }
         Source::Column {
             column,
             path,
@@ -540,6 +570,12 @@ fn field_value<'a>(field: &'a Field, row: &'a J) -> R<Out<'a>> {
                 None | Some(J::Null) => return null(),
                 Some(v) => v,
             };
+            if let Some(kind) = logical(column) {
+                if !path.is_empty() || enum_map.is_some() {
+                    return Err(Decline);
+                }
+                return logical_value(kind, conv, raw);
+            }
             if path.is_empty() {
                 return converted(conv, enum_map, raw);
             }
@@ -551,7 +587,19 @@ fn field_value<'a>(field: &'a Field, row: &'a J) -> R<Out<'a>> {
     }
 }
 
-fn map_message<'a>(tables: &'a HashMap<String, Table>, doc: &'a J, key: &'a J, offset: i64) -> R<Mapped<'a>> {
+/// The logical columns of the message's schemas (both `None` without a schema).
+struct Schemas<'a> {
+    value: Option<&'a connect::ValueKinds>,
+    key: Option<&'a Kinds>,
+}
+
+fn map_message<'a>(
+    tables: &'a HashMap<String, Table>,
+    doc: &'a J,
+    key: &'a J,
+    offset: i64,
+    schemas: &Schemas,
+) -> R<Mapped<'a>> {
     let doc_pairs = object(doc)?;
     let key_pairs = object(key)?;
     if is_wrapped(doc) || is_wrapped(key) || doc_pairs.is_empty() {
@@ -576,21 +624,46 @@ fn map_message<'a>(tables: &'a HashMap<String, Table>, doc: &'a J, key: &'a J, o
         Some(row @ J::Obj(_)) => row,
         _ => return Err(Decline),
     };
+    let kinds = schemas.value.map(|v| if deleted { &v.before } else { &v.after });
+    let typed = |column: &str| {
+        kinds.is_some_and(|k| k.contains_key(column)) || schemas.key.is_some_and(|k| k.contains_key(column))
+    };
     for (column, key_value) in key_pairs {
+        if typed(column) {
+            return Err(Decline); // a typed key column: the Python path compares and formats it
+        }
         if let Some(row_value) = row.get(column) {
             if !json::same(row_value, key_value) {
                 return Err(Decline);
             }
         }
     }
+    if let Some(kinds) = kinds {
+        // The Python path converts every logical column of the row, used or not, and refuses
+        // the message if one does not convert.
+        for (column, kind) in kinds {
+            match row.get(column) {
+                None | Some(J::Null) => {}
+                Some(value) if connect::converts(*kind, value, |v| int_of(v).ok()) => {}
+                Some(_) => return Err(Decline),
+            }
+        }
+    }
     check_transaction(doc)?;
     let table = tables.get(&table_name).ok_or(Decline)?;
+    if table
+        .entity_id
+        .iter()
+        .any(|seg| matches!(seg, Seg::Col(c) if typed(c)))
+    {
+        return Err(Decline);
+    }
     let entity_id = format_id(&table.entity_id, key, row)?;
     let version = [version[0], version[1], version[2], version[3], offset as i128];
     let mut values = Vec::with_capacity(table.fields.len());
     if !deleted {
         for field in &table.fields {
-            values.push((field, field_value(field, row)?));
+            values.push((field, field_value(field, row, kinds)?));
         }
     }
     Ok(Mapped {
@@ -705,6 +778,7 @@ struct Core {
     tables: HashMap<String, Table>,
     markers: Vec<memmem::Finder<'static>>,
     entity_names: HashMap<String, Py<PyString>>,
+    schemas: SchemaCache,
 }
 
 #[pymethods]
@@ -732,6 +806,7 @@ impl Core {
             tables: plan.tables,
             markers,
             entity_names,
+            schemas: SchemaCache::default(),
         })
     }
 
@@ -745,16 +820,35 @@ impl Core {
         value: &[u8],
         offset: i64,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        if value.starts_with(b"{\"schema\":") || key.starts_with(b"{\"schema\":") {
-            return Ok(None); // a schema-wrapped document: the Python path types it by its schema
-        }
         if self.markers.iter().any(|m| m.find(value).is_some()) {
             return Ok(None); // may hold an unchanged-TOAST placeholder
         }
+        // A schema-wrapped document is split as the Python path splits it; one it would parse
+        // whole instead declines.
+        let (value_kinds, value) = match connect::split(value) {
+            Some((schema, payload)) => match self.schemas.value(schema) {
+                Some(kinds) => (Some(kinds), payload),
+                None => return Ok(None),
+            },
+            None if value.starts_with(b"{\"schema\":") => return Ok(None),
+            None => (None, value),
+        };
+        let (key_kinds, key) = match connect::split(key) {
+            Some((schema, payload)) => match self.schemas.key(schema) {
+                Some(kinds) => (Some(kinds), payload),
+                None => return Ok(None),
+            },
+            None if key.starts_with(b"{\"schema\":") => return Ok(None),
+            None => (None, key),
+        };
         let (Some(doc), Some(key)) = (json::parse(value), json::parse(key)) else {
             return Ok(None);
         };
-        let Ok(m) = map_message(&self.tables, &doc, &key, offset) else {
+        let schemas = Schemas {
+            value: value_kinds.as_deref(),
+            key: key_kinds.as_deref(),
+        };
+        let Ok(m) = map_message(&self.tables, &doc, &key, offset, &schemas) else {
             return Ok(None);
         };
         let row = if m.deleted {

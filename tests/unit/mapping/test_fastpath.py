@@ -31,6 +31,7 @@ from connector.mapping.fastpath import FastPath, fastpath_available, fastpath_pl
 from connector.source import Position, make_decoder
 from connector.state.codec import encode_row, state_key
 from connector.state.resolve import merge
+from tests.debezium_schemas import LOGICAL, column_schemas, wrap, wrap_key
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "mapping.yaml"
 PLACEHOLDER = "__debezium_unavailable_value"
@@ -472,3 +473,146 @@ def test_typed_values_in_range_are_taken_and_written_as_python_writes_them(
     doc["after"]["submitted_on"] = days
     doc["after"]["updated_at"] = micros
     assert paths.check(topic, key, orjson.dumps(doc))
+
+
+# -- schema-wrapped documents (JsonConverter with schemas.enable=true) -------------------------
+
+
+def test_wrapped_messages_are_taken_and_map_the_same(
+    paths: Paths, documents: list[tuple[str, bytes, bytes]]
+) -> None:
+    taken = 0
+    for offset, (topic, key, value) in enumerate(documents):
+        doc = orjson.loads(value)
+        typed = column_schemas(paths.mapper, topic)
+        wrapped = orjson.dumps(wrap(doc, typed))
+        with_key = wrap_key(key, {})
+        took = paths.check(topic, with_key, wrapped, offset)
+        assert paths.check(topic, key, wrapped, offset) == took
+        taken += took
+    assert taken > 0.8 * len(documents)
+
+
+SCHEMA_VARIANTS: list[tuple[str, dict[str, Any]]] = [
+    ("micros", {"type": "int64", "name": "io.debezium.time.MicroTimestamp"}),
+    ("millis", {"type": "int64", "name": "io.debezium.time.Timestamp"}),
+    ("connect millis", {"type": "int64", "name": "org.apache.kafka.connect.data.Timestamp"}),
+    ("nanos", {"type": "int64", "name": "io.debezium.time.NanoTimestamp"}),
+    ("zoned", {"type": "string", "name": "io.debezium.time.ZonedTimestamp"}),
+    ("date", {"type": "int32", "name": "io.debezium.time.Date"}),
+    ("connect date", {"type": "int32", "name": "org.apache.kafka.connect.data.Date"}),
+    (
+        "decimal 2",
+        {"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": "2"}},
+    ),
+    (
+        "decimal 3",
+        {"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": "3"}},
+    ),
+    (
+        "decimal int 2",
+        {"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": 2}},
+    ),
+    (
+        "decimal '2.0'",
+        {"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": "2.0"}},
+    ),
+    (
+        "decimal ' 2'",
+        {"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": " 2"}},
+    ),
+    ("decimal no scale", {"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal"}),
+    (
+        "decimal as int64",
+        {"type": "int64", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": "2"}},
+    ),
+    (
+        "decimal 9999",
+        {"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": "9999"}},
+    ),
+    ("variable scale", {"type": "struct", "name": "io.debezium.data.VariableScaleDecimal"}),
+    ("plain string", {"type": "string"}),
+    ("name not text", {"type": "int64", "name": 7}),
+]
+
+
+def test_every_logical_type_on_every_column_maps_the_same_or_declines(
+    paths: Paths, messages: list[tuple[str, bytes, bytes]]
+) -> None:
+    # Each logical type on each column (right or wrong for the field), with in-range,
+    # out-of-range and ill-typed values: the Python path converts every logical column before
+    # mapping and refuses what does not convert; the fast path must agree or decline.
+    outcomes: Counter[bool] = Counter()
+    probes: list[Any] = [
+        None,
+        0,
+        -1,
+        19723,
+        1_700_000_000_000_000,
+        2**40,
+        10**17,
+        "AA==",
+        "MDk=",
+        "",
+        "x",
+        1.5,
+        True,
+    ]
+    for topic, key, doc, column in _each_column(paths, messages):
+        typed = column_schemas(paths.mapper, topic)
+        for _, logical in SCHEMA_VARIANTS:
+            for probe in probes:
+                mutated = {**doc, "after": {**doc["after"], column: probe}}
+                wrapped = wrap(mutated, {**typed, column: logical})
+                outcomes[paths.check(topic, key, orjson.dumps(wrapped))] += 1
+    assert outcomes[True] > 500, outcomes
+    assert outcomes[False] > 500, outcomes
+
+
+def test_odd_schemas_and_splits_map_the_same_or_decline(
+    paths: Paths, messages: list[tuple[str, bytes, bytes]]
+) -> None:
+    outcomes: Counter[bool] = Counter()
+    for topic in sorted(paths.mapper.spec.topics):
+        _, key, value = _create(messages, topic)
+        doc = orjson.loads(value)
+        typed = column_schemas(paths.mapper, topic)
+        good = wrap(doc, typed)
+        id_column = next(iter(orjson.loads(key)))
+        variants: list[bytes] = [
+            orjson.dumps(good),
+            orjson.dumps({"schema": None, "payload": doc}),
+            orjson.dumps({"schema": {"type": "string"}, "payload": doc}),
+            orjson.dumps({"schema": {"type": "struct", "fields": "x"}, "payload": doc}),
+            orjson.dumps({"schema": {"type": "struct", "fields": []}, "payload": doc}),
+            orjson.dumps({"schema": good["schema"], "payload": None}),
+            orjson.dumps({"schema": good["schema"], "payload": [doc]}),
+            orjson.dumps({"payload": doc, "schema": good["schema"]}),
+            orjson.dumps({"schema": good["schema"], "payload": doc, "extra": 1}),
+            orjson.dumps({"schema": good["schema"], "payload": {"schema": 1, "payload": doc}}),
+            orjson.dumps({"schema": {**good["schema"], "payload": 1}, "payload": doc}),
+            orjson.dumps({"schema": {**good["schema"], "x": 'a,"payload":b'}, "payload": doc}),
+            orjson.dumps(
+                wrap({**doc, "after": {**doc["after"], id_column: 5}}, {**typed, id_column: LOGICAL["date"]})
+            ),
+            orjson.dumps(good)[:-1] + b" }",
+            b'{"schema":' + orjson.dumps(good["schema"]) + b',  "payload":' + orjson.dumps(doc) + b"}",
+        ]
+        # A key column beside the id, equal in the row: typed by the key's own schema, the
+        # Python path compares the typed value with the row's and refuses the message.
+        text_column = next(c for c, v in doc["after"].items() if isinstance(v, str) and c != id_column)
+        wide = orjson.dumps({**orjson.loads(key), text_column: doc["after"][text_column]})
+        keys = [
+            key,
+            wrap_key(key, {}),
+            wrap_key(key, {id_column: LOGICAL["date"]}),
+            b'{"schema":null,"payload":' + key + b"}",
+            wide,
+            wrap_key(wide, {}),
+            wrap_key(wide, {text_column: LOGICAL["date"]}),
+        ]
+        for value_variant in variants:
+            for key_variant in keys:
+                outcomes[paths.check(topic, key_variant, value_variant)] += 1
+    assert outcomes[True] > 20, outcomes
+    assert outcomes[False] > 20, outcomes
