@@ -20,6 +20,7 @@ mod json;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use connect::{Kinds, Logical, SchemaCache};
 use json::J;
@@ -772,6 +773,17 @@ fn peek(py: Python<'_>, raw: &[u8]) -> PyResult<Option<Py<PyTuple>>> {
     Ok(Some(PyTuple::new(py, version)?.unbind()))
 }
 
+/// `(the schema's logical columns, the payload)` of a schema-wrapped document, split as the
+/// Python path splits it; `(None, raw)` without a schema; `None` (decline) for a document the
+/// Python path would parse whole instead.
+fn unwrap<T>(raw: &[u8], kinds: impl FnOnce(&[u8]) -> Option<Arc<T>>) -> Option<(Option<Arc<T>>, &[u8])> {
+    match connect::split(raw) {
+        Some((schema, payload)) => Some((Some(kinds(schema)?), payload)),
+        None if raw.starts_with(b"{\"schema\":") => None,
+        None => Some((None, raw)),
+    }
+}
+
 /// One topic's compiled mapping: ``Core(plan_json, markers).map(key, value, offset)``.
 #[pyclass(frozen, module = "carecloud_fastpath")]
 struct Core {
@@ -823,23 +835,11 @@ impl Core {
         if self.markers.iter().any(|m| m.find(value).is_some()) {
             return Ok(None); // may hold an unchanged-TOAST placeholder
         }
-        // A schema-wrapped document is split as the Python path splits it; one it would parse
-        // whole instead declines.
-        let (value_kinds, value) = match connect::split(value) {
-            Some((schema, payload)) => match self.schemas.value(schema) {
-                Some(kinds) => (Some(kinds), payload),
-                None => return Ok(None),
-            },
-            None if value.starts_with(b"{\"schema\":") => return Ok(None),
-            None => (None, value),
+        let Some((value_kinds, value)) = unwrap(value, |schema| self.schemas.value(schema)) else {
+            return Ok(None);
         };
-        let (key_kinds, key) = match connect::split(key) {
-            Some((schema, payload)) => match self.schemas.key(schema) {
-                Some(kinds) => (Some(kinds), payload),
-                None => return Ok(None),
-            },
-            None if key.starts_with(b"{\"schema\":") => return Ok(None),
-            None => (None, key),
+        let Some((key_kinds, key)) = unwrap(key, |schema| self.schemas.key(schema)) else {
+            return Ok(None);
         };
         let (Some(doc), Some(key)) = (json::parse(value), json::parse(key)) else {
             return Ok(None);

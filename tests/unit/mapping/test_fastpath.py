@@ -235,13 +235,20 @@ def _create(messages: list[tuple[str, bytes, bytes]], topic: str) -> tuple[str, 
     raise AssertionError(f"no create on {topic}")
 
 
+def _creates(
+    paths: Paths, messages: list[tuple[str, bytes, bytes]]
+) -> Iterator[tuple[str, bytes, dict[str, Any]]]:
+    """(topic, key, parsed create) of one create per table."""
+    for topic in sorted(paths.mapper.spec.topics):
+        _, key, value = _create(messages, topic)
+        yield topic, key, orjson.loads(value)
+
+
 def _each_column(
     paths: Paths, messages: list[tuple[str, bytes, bytes]]
 ) -> Iterator[tuple[str, bytes, dict[str, Any], str]]:
     """(topic, key, parsed create, column) for every source column of one create per table."""
-    for topic in sorted(paths.mapper.spec.topics):
-        _, key, value = _create(messages, topic)
-        doc = orjson.loads(value)
+    for topic, key, doc in _creates(paths, messages):
         for column in doc["after"]:
             yield topic, key, doc, column
 
@@ -374,9 +381,7 @@ def test_source_blocks_give_the_same_version_or_decline(
     paths: Paths, messages: list[tuple[str, bytes, bytes]]
 ) -> None:
     outcomes: Counter[bool] = Counter()
-    for topic in sorted(paths.mapper.spec.topics):
-        _, key, value = _create(messages, topic)
-        doc = orjson.loads(value)
+    for topic, key, doc in _creates(paths, messages):
         table = doc["source"]["table"]
         for source in SOURCES:
             for op in ("c", "u", "r", "d", "x"):
@@ -573,9 +578,7 @@ def test_odd_schemas_and_splits_map_the_same_or_decline(
     paths: Paths, messages: list[tuple[str, bytes, bytes]]
 ) -> None:
     outcomes: Counter[bool] = Counter()
-    for topic in sorted(paths.mapper.spec.topics):
-        _, key, value = _create(messages, topic)
-        doc = orjson.loads(value)
+    for topic, key, doc in _creates(paths, messages):
         typed = column_schemas(paths.mapper, topic)
         good = wrap(doc, typed)
         id_column = next(iter(orjson.loads(key)))
