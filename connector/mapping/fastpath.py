@@ -10,11 +10,11 @@ Python work on the values at all.
 
 The Python path stays the reference: the extension *declines* any message it is not sure of
 (a possible unchanged-TOAST placeholder, primary-key headers, a value a converter would
-refuse, a logical type from an embedded schema it does not follow, an unknown table) and the caller then decodes and maps it in
-Python, which names any problem for the dead-letter topic. A table whose mapping uses a
-shape the extension does not implement is left out of its plan, so all of that table's
-messages take the Python path. ``tests/unit/mapping/test_fastpath.py`` holds the two paths to
-the same state bytes.
+refuse, a logical type from an embedded schema it does not follow, an unknown table) and
+the caller then decodes and maps it in Python, which names any problem for the dead-letter
+topic. A table whose mapping uses a shape the extension does not implement is left out of
+its plan, so all of that table's messages take the Python path.
+``tests/unit/mapping/test_fastpath.py`` holds the two paths to the same state bytes.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ class FastChange:
 
 
 class FastPath:
-    """One topic's fast path: ``map`` gives the ``EntityChange`` or None (use the Python path)."""
+    """One topic's fast path: ``map`` gives a ``FastChange``, or None (use the Python path)."""
 
     def __init__(self, mapper: Mapper, topic: str) -> None:
         module = importlib.import_module("carecloud_fastpath")

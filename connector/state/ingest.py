@@ -483,10 +483,10 @@ class IngestService:
         quick = None
         if fast is not None and value is not None:
             quick = fast.map(msg.key(), value, _headers(msg), position)
-        if quick is not None:
+        if fast is not None and quick is not None:
             self.counts["fast_path"] += 1
             self.report.fast_path()
-            outcome = view.apply_fast(quick, fast.peek)  # type: ignore[union-attr]
+            outcome = view.apply_fast(quick, fast.peek)
             entity, deleted = quick.entity, quick.deleted
         else:  # no fast path, or it declined: the Python path decides
             try:
