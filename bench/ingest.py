@@ -44,9 +44,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connector.config import IngestSettings, KafkaSettings, Settings
+from connector.devtools.debezium_schema import column_schemas, wrap
 from connector.devtools.generator import family_events_full
 from connector.devtools.kafka import KafkaBroker, fetch_jars
-from connector.mapping import parse_mapping
+from connector.mapping import Mapper, parse_mapping
 from connector.state.ingest import IngestService
 from connector.state.restore import restore_partitions
 from connector.state.store import PartitionStore
@@ -154,7 +155,7 @@ def _baseline(base: dict[str, Any], n: int, batch: int, name: str = "baseline") 
     return n / elapsed
 
 
-def _service(bootstrap: str, work: Path, name: str, batch: int) -> IngestService:
+def _service(bootstrap: str, work: Path, name: str, batch: int, fast_path: str = "auto") -> IngestService:
     ingest = IngestSettings(
         mapping_file=work / "mapping.yaml",
         group_id=f"bench-{name}",
@@ -163,6 +164,7 @@ def _service(bootstrap: str, work: Path, name: str, batch: int) -> IngestService
         state_dir=work / f"{name}-store",
         transactional_id=f"bench-{name}",
         batch_max_events=batch,
+        fast_path=fast_path,
     )
     settings = Settings(KafkaSettings(bootstrap_servers=bootstrap), ingest)
     return IngestService(settings, parse_mapping(_mapping()))
@@ -303,7 +305,7 @@ def _measure(args: argparse.Namespace, events: list[tuple[bytes, bytes | None]])
             baselines, ingests, joins = [], [], []
             for r in range(args.rounds):
                 baselines.append(_baseline(base, n, args.batch, f"baseline-{r}"))
-                service = _service(broker.bootstrap, work, f"ingest-{r}", args.batch)
+                service = _service(broker.bootstrap, work, f"ingest-{r}", args.batch, args.fast_path)
                 try:
                     join_s, rate = _run_service(service, n, service.run_batch)
                 finally:
@@ -353,12 +355,21 @@ def main() -> None:
     parser.add_argument("--faust-seconds", type=float, default=45.0, help="measurement window at most")
     parser.add_argument("--no-faust", action="store_true")
     parser.add_argument("--profile", action="store_true", help="also sample where the ingest time goes")
+    parser.add_argument(
+        "--wrapped", action="store_true", help="each event with its Connect schema (schemas.enable=true)"
+    )
+    parser.add_argument(
+        "--fast-path", choices=["auto", "on", "off"], default="auto", help="ingest.fast_path of the ingest"
+    )
     args = parser.parse_args()
     for sig in (signal.SIGINT, signal.SIGTERM):  # unwind (stop the broker) on either; a background
         signal.signal(sig, signal.default_int_handler)  # job ignores SIGINT unless told otherwise
 
     load = os.getloadavg()[0]
     events = list(family_events_full(args.events // 4, 3, deletes_every=50))
+    if args.wrapped:  # JsonConverter's default, schemas.enable=true: each value carries its schema
+        typed = column_schemas(Mapper(parse_mapping(_mapping())), TOPIC)
+        events = [(k, v if v is None else orjson.dumps(wrap(orjson.loads(v), typed))) for k, v in events]
     values = [len(v) for _, v in events if v]
     fetch_jars()
     m = _measure(args, events)
@@ -367,6 +378,8 @@ def main() -> None:
         "events": len(events),
         "batch": args.batch,
         "rounds": args.rounds,
+        "wrapped": args.wrapped,
+        "fast_path": args.fast_path,
         **m,
         **{k: round(m[k]) for k in rates},
     }

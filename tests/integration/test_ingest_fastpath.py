@@ -17,11 +17,11 @@ import pytest
 from confluent_kafka.admin import NewTopic
 
 from connector.config import load_settings
+from connector.devtools.debezium_schema import column_schemas, wrap
 from connector.devtools.synthetic import generate
 from connector.mapping import Mapper, parse_mapping
 from connector.metrics import Metrics
 from connector.state.ingest import IngestService
-from tests.debezium_schemas import column_schemas, wrap
 from tests.integration.state_helpers import read_state
 from tests.kafka_helpers import KafkaTestCluster, unique
 

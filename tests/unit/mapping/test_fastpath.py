@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connector.devtools.debezium_schema import LOGICAL, column_schemas, wrap, wrap_key
 from connector.devtools.synthetic import generate
 from connector.errors import BadInputError
 from connector.mapping import EntityChange, Mapper, load_mapping
@@ -31,7 +32,6 @@ from connector.mapping.fastpath import FastPath, fastpath_available, fastpath_pl
 from connector.source import Position, make_decoder
 from connector.state.codec import encode_row, state_key
 from connector.state.resolve import merge
-from tests.debezium_schemas import LOGICAL, column_schemas, wrap, wrap_key
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "mapping.yaml"
 PLACEHOLDER = "__debezium_unavailable_value"

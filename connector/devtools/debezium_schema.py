@@ -1,8 +1,9 @@
-"""Debezium JSON as JsonConverter writes it with ``schemas.enable=true``, for tests.
+"""Debezium JSON as JsonConverter writes it with ``schemas.enable=true`` (Debezium's default).
 
-The synthetic stream is schemaless; these put a Connect schema in front of its messages,
+The synthetic streams are schemaless; these put a Connect schema in front of their messages,
 typing the columns a mapping reads as dates, timestamps and decimals with Debezium's logical
-types, as a PostgreSQL connector would.
+types, as a PostgreSQL connector would. The fast path's tests and ``bench/ingest.py
+--wrapped`` use them.
 """
 
 from __future__ import annotations
