@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import orjson
 
 from connector.mapping.change import EntityChange
-from connector.mapping.convert import ConversionError
+from connector.mapping.convert import _INT_RANGE, _UNIT_DIVISOR, ConversionError
 from connector.mapping.mapper import Mapper, _FieldPlan
 from connector.mapping.spec import MappingSpec, TableSpec, TopicSpec
 from connector.model import raw_schema
@@ -39,8 +39,6 @@ from connector.source.version import Version
 
 __all__ = ["FastChange", "FastPath", "Peek", "fastpath_available", "fastpath_plan"]
 
-_UNIT_DIVISOR = {"millis": 1_000, "micros": 1_000_000, "nanos": 1_000_000_000}
-_INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _KEY_HEADERS = frozenset({"__debezium.oldkey", "__debezium.newkey"})
 
 

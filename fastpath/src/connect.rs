@@ -43,7 +43,7 @@ const CACHE_SIZE: usize = 64;
 /// `(schema bytes, payload bytes)` exactly as `_Wrapped.fast` splits a document, or `None`
 /// when it would not (the Python path then parses the whole document: declined here).
 pub fn split(raw: &[u8]) -> Option<(&[u8], &[u8])> {
-    if !raw.starts_with(SCHEMA_PREFIX) || !raw.ends_with(b"}") || raw.len() < 10 {
+    if !raw.starts_with(SCHEMA_PREFIX) || !raw.ends_with(b"}") {
         return None;
     }
     let cut = memchr::memmem::find(&raw[10..], PAYLOAD_SEP)? + 10;

@@ -287,31 +287,29 @@ fn id_part(out: &mut String, v: Option<&J>) -> R<()> {
     }
 }
 
-/// The EntityId template over the key (first) and the row, as ``_format_id`` formats it.
-fn format_id(segments: &[Seg], key: &J, row: &J) -> R<String> {
+/// A template's text, each column's value read by `get` and written as ``_id_part`` writes it.
+fn render<'a>(segments: &[Seg], get: impl Fn(&str) -> Option<&'a J<'a>>) -> R<String> {
     let mut out = String::new();
     for seg in segments {
         match seg {
             Seg::Lit(text) => out.push_str(text),
-            Seg::Col(column) => id_part(&mut out, key.get(column).or_else(|| row.get(column)))?,
+            Seg::Col(column) => id_part(&mut out, get(column))?,
         }
     }
     Ok(out)
 }
 
+/// The EntityId template over the key (first) and the row, as ``_format_id`` formats it.
+fn format_id<'a>(segments: &[Seg], key: &'a J<'a>, row: &'a J<'a>) -> R<String> {
+    render(segments, |column| key.get(column).or_else(|| row.get(column)))
+}
+
 /// A template field (an association): None when a column is null or absent.
-fn template(segments: &[Seg], columns: &[String], row: &J) -> R<Option<String>> {
+fn template<'a>(segments: &[Seg], columns: &[String], row: &'a J<'a>) -> R<Option<String>> {
     if columns.iter().any(|c| absent(row.get(c))) {
         return Ok(None);
     }
-    let mut out = String::new();
-    for seg in segments {
-        match seg {
-            Seg::Lit(text) => out.push_str(text),
-            Seg::Col(column) => id_part(&mut out, row.get(column))?,
-        }
-    }
-    Ok(Some(out))
+    render(segments, |column| row.get(column)).map(Some)
 }
 
 /// Walk a path into a JSON column (text parsed at each step, as ``_follow`` does) and convert

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from connector.config import load_settings
+from connector.config import Settings, load_settings
 from connector.mapping import parse_mapping
 from connector.metrics import Metrics
 from connector.replay import RawMessage, replay
@@ -30,6 +30,7 @@ __all__ = [
     "ingest_group",
     "ingest_names",
     "ingest_service",
+    "ingest_settings",
     "wait_until",
 ]
 
@@ -98,7 +99,16 @@ def ingest_service(
     **ingest: object,
 ) -> IngestService:
     """An in-process ingest of the Family ``topic``; ``ingest`` overrides its settings."""
-    settings = load_settings(
+    settings = ingest_settings(kafka, tmp_path, names, **ingest)
+    return IngestService(settings, parse_mapping(MAPPING.format(topic=topic)), metrics=metrics)
+
+
+def ingest_settings(
+    kafka: KafkaTestCluster, tmp_path: Path, names: dict[str, str], **ingest: object
+) -> Settings:
+    """The settings of one in-process ingest named by ``names`` (``ingest_names``), its store
+    under ``tmp_path``; ``ingest`` overrides them."""
+    return load_settings(
         kafka={"bootstrap_servers": kafka.bootstrap},
         ingest={
             "mapping_file": "unused.yaml",
@@ -110,7 +120,6 @@ def ingest_service(
             **ingest,
         },
     )
-    return IngestService(settings, parse_mapping(MAPPING.format(topic=topic)), metrics=metrics)
 
 
 def committed_events(kafka: KafkaTestCluster, group: str, topic: str) -> int:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import NewTopic
 
-from connector.config import load_settings
 from connector.mapping import parse_mapping
 from connector.replay import read_events, replay
 from connector.state.ingest import IngestService
+from tests.integration.family_ingest import ingest_names, ingest_settings
 from tests.integration.state_helpers import live_rows, read_state, state_records
 from tests.kafka_helpers import KafkaTestCluster, unique
 
@@ -36,19 +36,8 @@ def _setup(kafka: KafkaTestCluster, tmp_path: Path) -> tuple[IngestService, Any,
             msg.position.topic.replace("benefits.public.", prefix), msg.value, msg.key, headers=msg.headers
         )
     assert producer.flush(30) == 0
-    settings = load_settings(
-        kafka={"bootstrap_servers": kafka.bootstrap},
-        ingest={
-            "mapping_file": "unused.yaml",
-            "group_id": unique("ingest"),
-            "state_topic": unique("state"),
-            "dlq_topic": unique("dlq"),
-            "state_dir": tmp_path / "store",
-            "transactional_id": unique("txn"),
-            "batch_max_events": 7,  # several transactions over the 38 events
-            "batch_max_ms": 200,
-        },
-    )
+    # several transactions over the 38 events
+    settings = ingest_settings(kafka, tmp_path, ingest_names(), batch_max_events=7, batch_max_ms=200)
     expected = replay(parse_mapping(MAPPING), read_events(EVENTS))
     return IngestService(settings, spec), settings, prefix, {"expected": expected}
 

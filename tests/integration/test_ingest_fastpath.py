@@ -16,12 +16,12 @@ import orjson
 import pytest
 from confluent_kafka.admin import NewTopic
 
-from connector.config import load_settings
 from connector.devtools.debezium_schema import column_schemas, wrap
 from connector.devtools.synthetic import generate
 from connector.mapping import Mapper, parse_mapping
 from connector.metrics import Metrics
 from connector.state.ingest import IngestService
+from tests.integration.family_ingest import ingest_names, ingest_settings
 from tests.integration.state_helpers import read_state
 from tests.kafka_helpers import KafkaTestCluster, unique
 
@@ -35,19 +35,13 @@ def _ingest(
     kafka: KafkaTestCluster, tmp_path: Path, prefix: str, events: int, fast_path: str
 ) -> IngestService:
     """An ingest service run until it has committed ``events``; its metrics on their own registry."""
-    settings = load_settings(
-        kafka={"bootstrap_servers": kafka.bootstrap},
-        ingest={
-            "mapping_file": "unused.yaml",
-            "group_id": unique("ingest"),
-            "state_topic": unique("state"),
-            "dlq_topic": unique("dlq"),
-            "state_dir": tmp_path / fast_path,
-            "transactional_id": unique("txn"),
-            "batch_max_events": 500,
-            "batch_max_ms": 200,
-            "fast_path": fast_path,
-        },
+    settings = ingest_settings(
+        kafka,
+        tmp_path / fast_path,
+        ingest_names(),
+        batch_max_events=500,
+        batch_max_ms=200,
+        fast_path=fast_path,
     )
     spec = parse_mapping(MAPPING.replace("benefits.public.", prefix))
     service = IngestService(settings, spec, metrics=Metrics())
