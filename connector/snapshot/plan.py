@@ -15,7 +15,7 @@ a blocked entity blocks its children.
 from __future__ import annotations
 
 from collections.abc import Collection, Container, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from connector.model import ENTITY_NAMES, REFERENCES
@@ -32,7 +32,10 @@ class StateView(Protocol):
 
     def count(self, entity: str) -> int: ...
 
-    def references(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]: ...
+    def candidates(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]:
+        """``(EntityId, parent ids...)`` of at least every row that may be an orphan (every
+        row is correct; a reader that can rule rows out cheaply yields fewer)."""
+        ...
 
     def incomplete(self, entity: str) -> list[str]: ...
 
@@ -89,7 +92,7 @@ def make_plan(
     """Run the checks over the cut's state and route every entity."""
     incomplete = {entity: tuple(state.incomplete(entity)) for entity in ENTITY_NAMES}
     present = {entity: state.present(entity) for entity in ENTITY_NAMES}
-    report = orphans(_association_rows(state), present, policy=policy)
+    report = _checked(state, orphans(_association_rows(state), present, policy=policy))
     counts = {entity: _count(state, entity, report) for entity in ENTITY_NAMES}
     checks = tuple(
         count_change(
@@ -99,7 +102,7 @@ def make_plan(
     )
     blocked = [check.entity for check in checks if check.blocked]
     if blocked:  # rare: scan again so the block cascades to the children, as the check defines
-        report = orphans(_association_rows(state), present, policy=policy, blocked=blocked)
+        report = _checked(state, orphans(_association_rows(state), present, policy=policy, blocked=blocked))
         counts = {entity: _count(state, entity, report) for entity in ENTITY_NAMES}
     plans = []
     for result in report.entities:
@@ -121,14 +124,21 @@ def make_plan(
 
 def _association_rows(state: StateView) -> dict[str, Iterator[tuple[str, ...]]]:
     return {
-        entity: state.references(entity, [ref.field for ref in REFERENCES[entity]])
+        entity: state.candidates(entity, [ref.field for ref in REFERENCES[entity]])
         for entity in ENTITY_NAMES
         if REFERENCES[entity]
     }
 
 
+def _checked(state: StateView, report: OrphanReport) -> OrphanReport:
+    """The report with every complete row counted as checked, not only the candidates read."""
+    entities = tuple(
+        replace(result, checked=state.count(result.entity)) if REFERENCES[result.entity] else result
+        for result in report.entities
+    )
+    return replace(report, entities=entities)
+
+
 def _count(state: StateView, entity: str, report: OrphanReport) -> int:
     """Complete live rows minus held-out orphans (incomplete rows are never delivered)."""
-    result = next(r for r in report.entities if r.entity == entity)
-    total = result.checked if REFERENCES[entity] else state.count(entity)
-    return total - len(report.held_out(entity))
+    return state.count(entity) - len(report.held_out(entity))

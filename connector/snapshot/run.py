@@ -34,20 +34,22 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 
 from connector.errors import ConnectorError, TransientError
+from connector.mapping.fastpath import fastpath_available
 from connector.metrics import Metrics
 from connector.model import fingerprint
+from connector.sinks.compiled_csv import compiled_csv
 from connector.sinks.exceptions import PortalAuthError, PreconditionFailedError
-from connector.sinks.formats import FORMATS, GZIP_CONTENT_TYPE, gzip_chunks
+from connector.sinks.formats import CSV, FORMATS, GZIP_CONTENT_TYPE, gzip_chunks
 from connector.sinks.keys import control_key, day_prefix, manifest_key, object_key
 from connector.sinks.storage import Storage
 from connector.snapshot._pipeline import in_background
 from connector.snapshot.checks import OrphanPolicy
-from connector.snapshot.exceptions import LeaseBusyError, SnapshotArgumentError
+from connector.snapshot.exceptions import LeaseBusyError, SnapshotArgumentError, SnapshotConfigError
 from connector.snapshot.lag import Lag
 from connector.snapshot.lease import Lease
 from connector.snapshot.manifest import (
@@ -59,6 +61,7 @@ from connector.snapshot.manifest import (
 )
 from connector.snapshot.plan import EntityPlan, Plan, make_plan
 from connector.snapshot.routing import Route
+from connector.state.compiled_reader import CompiledStateReader
 from connector.state.reader import Cut, StateReader
 
 __all__ = ["ApiRoute", "Outcome", "RunConfig", "RunResult", "SnapshotRun"]
@@ -108,6 +111,9 @@ class RunConfig:
     lease_ttl: dt.timedelta = dt.timedelta(minutes=10)
     owner: str = "carecloud-connector"
     work_dir: Path | None = None
+    fast_path: Literal["auto", "on", "off"] = "auto"
+    """Read the cut with the compiled spill and write CSV with the compiled writer
+    (``CompiledStateReader``, docs/decisions/0013): auto when the extension is installed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +142,10 @@ class SnapshotRun:
     ) -> None:
         if config.format not in FORMATS:
             raise SnapshotArgumentError(f"unknown file format {config.format!r}")
+        missing = fastpath_available() if config.fast_path != "off" else "off"
+        if config.fast_path == "on" and missing is not None:
+            raise SnapshotConfigError(f"snapshot.fast_path is on but {missing}")
+        self._compiled = missing is None
         self._config, self._kafka, self._storage = config, kafka, storage
         self._take_cut, self._api, self._clock = take_cut, api, clock
         self._metrics = metrics
@@ -174,7 +184,7 @@ class SnapshotRun:
         with _timed(phases, "cut"):
             record = self._pin_cut(day)
             previous = latest_manifest_before(self._storage, cfg.prefix, day)
-        with StateReader(self._kafka, Cut.from_json(record.cut), cfg.work_dir) as state:
+        with self._reader(Cut.from_json(record.cut)) as state:
             with _timed(phases, "read"):
                 read = state.load()
             log.info("snapshot %s: read %d state records up to the cut", day, read)
@@ -220,6 +230,11 @@ class SnapshotRun:
         self._report(manifest, plan, phases)
         log.info("snapshot %s published (%s): %s", day, outcome.value, {r.entity: r.records for r in results})
         return RunResult(outcome, day, key, manifest, phases)
+
+    def _reader(self, cut: Cut) -> StateReader | CompiledStateReader:
+        if self._compiled:
+            return CompiledStateReader(self._kafka, cut, self._config.work_dir)
+        return StateReader(self._kafka, cut, self._config.work_dir)
 
     def _report(self, manifest: Manifest, plan: Plan, phases: dict[str, float]) -> None:
         """Metrics of a published run: counts and sizes only (label values are fixed names)."""
@@ -268,7 +283,9 @@ class SnapshotRun:
         self._storage.put_bytes(key, orjson.dumps(body, option=orjson.OPT_INDENT_2), content_type=_JSON)
         return key
 
-    def _deliver(self, day: dt.date, record: RunRecord, plan: EntityPlan, state: StateReader) -> EntityResult:
+    def _deliver(
+        self, day: dt.date, record: RunRecord, plan: EntityPlan, state: StateReader | CompiledStateReader
+    ) -> EntityResult:
         base = EntityResult(
             plan.entity,
             "delivered",
@@ -299,15 +316,24 @@ class SnapshotRun:
                     self._api_refused = str(exc)
                 return replace(base, status="failed", reason=str(exc))
             return replace(base, api=delivery.as_manifest())
-        stored = (values for entity_id, values in state.documents(plan.entity) if entity_id not in held_out)
-        return self._write_file(day, record, plan, stored, base)
+        return self._write_file(day, record, plan, self._file(plan.entity, held_out, state), base)
+
+    def _file(
+        self, entity: str, held_out: frozenset[str], state: StateReader | CompiledStateReader
+    ) -> Iterator[bytes]:
+        """The entity's file, uncompressed, in chunks."""
+        fmt = FORMATS[self._config.format]
+        if fmt is CSV and isinstance(state, CompiledStateReader):
+            return compiled_csv(state.spill, entity, held_out)
+        stored = (values for entity_id, values in state.documents(entity) if entity_id not in held_out)
+        return fmt.writer(entity, stored=True).write_rows(stored)
 
     def _write_file(
         self,
         day: dt.date,
         record: RunRecord,
         plan: EntityPlan,
-        records: Iterable[Mapping[str, Any]],
+        file: Iterator[bytes],
         base: EntityResult,
     ) -> EntityResult:
         cfg = self._config
@@ -316,7 +342,7 @@ class SnapshotRun:
         meta = {"snapshot-id": record.snapshot_id, "records": str(plan.records)}
         stored = self._storage.stat(key)
         if stored is None or stored.sha256 is None or dict(stored.metadata) != meta:
-            chunks = in_background(fmt.writer(plan.entity, stored=True).write_rows(records))
+            chunks = in_background(file)
             stored = self._storage.put_stream(
                 key, gzip_chunks(chunks, cfg.gzip_level), content_type=GZIP_CONTENT_TYPE, metadata=meta
             )

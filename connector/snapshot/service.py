@@ -163,6 +163,7 @@ def build_run(
         lease_ttl=dt.timedelta(seconds=s.lease_ttl_s),
         owner=s.owner,
         work_dir=s.work_dir,
+        fast_path=s.fast_path,
     )
     return SnapshotRun(
         config,

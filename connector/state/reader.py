@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
 from connector.errors import TransientError
 from connector.state.codec import decode_row, is_complete, restore_values, split_key
 
-__all__ = ["Cut", "StateReader", "take_cut"]
+__all__ = ["Cut", "StateReader", "consume_to_cut", "take_cut"]
 
 _TIMEOUT_S = 30.0
 _BATCH = 10_000
@@ -78,6 +78,52 @@ def take_cut(base: dict[str, Any], topic: str) -> Cut:
     except KafkaException as exc:
         raise TransientError(f"cannot read the end offsets of {topic}") from exc
     return Cut(topic, ends)
+
+
+def consume_to_cut(
+    base: dict[str, Any],
+    cut: Cut,
+    absorb: Callable[[list[Message], dict[int, int]], list[Message]],
+    after_batch: Callable[[], None] = lambda: None,
+) -> None:
+    """Read every partition of the cut's topic from its start up to the cut, batch by batch.
+
+    ``absorb(messages, ends)`` takes a batch's records that lie before the cut (``ends``: the
+    exclusive end of each partition still being read) and returns the messages carrying an
+    error; a partition ends at its end offset or at the end-of-partition event past it (the
+    transaction markers at the end of a range are not records).
+    """
+    pending = {p: end for p, end in cut.end_offsets.items() if end > 0}
+    if not pending:
+        return
+    consumer = Consumer(
+        {
+            **base,
+            "group.id": f"carecloud-snapshot-{cut.topic}",  # assign() only; never commits
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "fetch.queue.backoff.ms": 10,
+            "queued.max.messages.kbytes": 16384,  # prefetch bounded to 16 MiB, not librdkafka's 64
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(cut.topic, p, 0) for p in pending])
+        while pending:
+            done: set[int] = set()
+            for msg in absorb(consumer.consume(_BATCH, 1.0), pending):
+                err = msg.error()
+                if err is None or err.code() != KafkaError._PARTITION_EOF:
+                    raise TransientError(f"reading {cut.topic}: {err.name() if err else 'unknown error'}")
+                p, offset = msg.partition() or 0, msg.offset() or 0
+                if p in pending and offset >= pending[p]:  # control records end the range
+                    done.add(p)
+            after_batch()
+            for tp in consumer.position([TopicPartition(cut.topic, p) for p in list(pending)]):
+                if tp.offset >= pending[tp.partition] or tp.partition in done:
+                    consumer.pause([tp])
+                    del pending[tp.partition]
+    finally:
+        consumer.close()
 
 
 def _spill_options() -> Options:
@@ -137,6 +183,7 @@ class StateReader:
         self._no_wal = WriteOptions()
         self._no_wal.disable_wal = True  # type: ignore[method-assign,assignment]
         self.records_read = 0
+        self._chosen: dict[bytes, bytes] = {}
         self._complete_rows: Counter[str] = Counter()
         self._incomplete_ids: dict[str, list[str]] = {}
 
@@ -147,54 +194,35 @@ class StateReader:
         return self.records_read
 
     def _read(self) -> None:
-        pending = {p: end for p, end in self.cut.end_offsets.items() if end > 0}
-        if not pending:
-            return
-        consumer = Consumer(
-            {
-                **self._base,
-                "group.id": f"carecloud-snapshot-{self.cut.topic}",  # assign() only; never commits
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "fetch.queue.backoff.ms": 10,
-                "queued.max.messages.kbytes": 16384,  # prefetch bounded to 16 MiB, not librdkafka's 64
-            }
-        )
-        may_exist = self._db.key_may_exist
-        try:
-            consumer.assign([TopicPartition(self.cut.topic, p, 0) for p in pending])
-            while pending:
-                chosen: dict[bytes, bytes] = {}
-                done: set[int] = set()
-                for msg in consumer.consume(_BATCH, 1.0):
-                    p, offset = msg.partition() or 0, msg.offset() or 0
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            raise TransientError(f"reading {self.cut.topic}: {err.name()}")
-                        if p in pending and offset >= pending[p]:  # control records end the range
-                            done.add(p)
-                        continue
-                    if p not in pending or offset >= pending[p]:
-                        continue
-                    key, value = msg.key(), msg.value()
-                    if key is None or value is None:
-                        continue  # a tombstone follows its delete marker, which already outranks the rows
-                    self.records_read += 1
-                    if key in chosen or may_exist(key):
-                        self._keep_newer(key, value, chosen)
-                    else:
-                        chosen[key] = value
-                batch = WriteBatch(raw_mode=True)
-                for key, value in chosen.items():
-                    batch.put(key, value)
-                self._db.write(batch, self._no_wal)
-                for tp in consumer.position([TopicPartition(self.cut.topic, p) for p in list(pending)]):
-                    if tp.offset >= pending[tp.partition] or tp.partition in done:
-                        consumer.pause([tp])
-                        del pending[tp.partition]
-        finally:
-            consumer.close()
+        consume_to_cut(self._base, self.cut, self._absorb, self._flush)
+
+    def _absorb(self, messages: list[Message], ends: dict[int, int]) -> list[Message]:
+        """Take one batch's records before the cut into ``_chosen``; return the errors."""
+        errors = []
+        chosen, may_exist = self._chosen, self._db.key_may_exist
+        for msg in messages:
+            if msg.error() is not None:
+                errors.append(msg)
+                continue
+            end = ends.get(msg.partition() or 0)
+            if end is None or (msg.offset() or 0) >= end:
+                continue
+            key, value = msg.key(), msg.value()
+            if key is None or value is None:
+                continue  # a tombstone follows its delete marker, which already outranks the rows
+            self.records_read += 1
+            if key in chosen or may_exist(key):
+                self._keep_newer(key, value, chosen)
+            else:
+                chosen[key] = value
+        return errors
+
+    def _flush(self) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in self._chosen.items():
+            batch.put(key, value)
+        self._db.write(batch, self._no_wal)
+        self._chosen = {}
 
     def _keep_newer(self, key: bytes, value: bytes, chosen: dict[bytes, bytes]) -> None:
         """Keep the higher version of a key seen before; a later record of one partition wins ties."""
@@ -262,6 +290,10 @@ class StateReader:
             if _complete(doc):
                 values = doc["r"]
                 yield (entity_id, *(values[name] for name in fields))
+
+    def candidates(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]:
+        """The rows that may be orphans, for the plan: here every row (``references``)."""
+        return self.references(entity, fields)
 
     def incomplete(self, entity: str) -> list[str]:
         """EntityIds of live rows still missing an unchanged-TOAST value: held out, reported."""

@@ -16,7 +16,10 @@
 //! version over a plain stored row) needs no Python work on the values at all.
 
 mod connect;
+mod csv;
+mod cut;
 mod json;
+mod snapshot;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -880,5 +883,8 @@ impl Core {
 fn carecloud_fastpath(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_function(wrap_pyfunction!(peek, m)?)?;
+    m.add_class::<snapshot::CutSpill>()?;
+    m.add_class::<snapshot::Rows>()?;
+    m.add_class::<snapshot::CsvRows>()?;
     Ok(())
 }

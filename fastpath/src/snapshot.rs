@@ -1,0 +1,291 @@
+//! Python bindings of the snapshot's compiled reader (`cut`) and CSV writer (`csv`), used by
+//! `connector.state.cut_spill` (docs/decisions/0013). The heavy work runs without the GIL, so
+//! the compressing threads keep the second core busy meanwhile.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use crate::csv::{self, Column};
+use crate::cut::{self, Links, Scan, Sorter, Survey};
+
+fn os_error(e: io::Error) -> PyErr {
+    PyOSError::new_err(format!("snapshot spill: {e}"))
+}
+
+/// The cut's records, sorted on disk: ``absorb`` batches of consumed messages, ``finish``
+/// once, then ask for counts, incomplete rows, orphan candidates, rows and CSV.
+#[pyclass(module = "carecloud_fastpath")]
+pub struct CutSpill {
+    dir: PathBuf,
+    budget: usize,
+    sorter: Option<Sorter>,
+    seq: u64,
+    #[pyo3(get)]
+    records_read: u64,
+    survey: Option<Arc<Survey>>,
+}
+
+impl CutSpill {
+    fn survey(&self) -> PyResult<&Arc<Survey>> {
+        self.survey
+            .as_ref()
+            .ok_or_else(|| PyRuntimeError::new_err("the spill is not finished"))
+    }
+}
+
+#[pymethods]
+impl CutSpill {
+    #[new]
+    fn new(dir: &str, budget: usize) -> Self {
+        let dir = PathBuf::from(dir);
+        CutSpill {
+            sorter: Some(Sorter::new(&dir, "state", budget)),
+            dir,
+            budget,
+            seq: 0,
+            records_read: 0,
+            survey: None,
+        }
+    }
+
+    /// Take the records of one ``consume()`` batch that lie before the cut (``ends``: the
+    /// exclusive end offset of each partition still being read); returns the messages that
+    /// carry an error, for the caller to judge. Tombstones are skipped: a tombstone follows
+    /// its delete marker, which already outranks the rows.
+    fn absorb<'py>(
+        &mut self,
+        py: Python<'py>,
+        messages: &Bound<'py, PyList>,
+        ends: &Bound<'py, PyDict>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let sorter = self
+            .sorter
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("the spill is finished"))?;
+        let mut errors = Vec::new();
+        for message in messages.iter() {
+            if !message.call_method0(intern!(py, "error"))?.is_none() {
+                errors.push(message);
+                continue;
+            }
+            let partition = message.call_method0(intern!(py, "partition"))?;
+            let Some(end) = ends.get_item(&partition)? else {
+                continue;
+            };
+            let offset: i64 = message.call_method0(intern!(py, "offset"))?.extract()?;
+            if offset >= end.extract::<i64>()? {
+                continue;
+            }
+            let key = message.call_method0(intern!(py, "key"))?;
+            let value = message.call_method0(intern!(py, "value"))?;
+            let (Ok(key), Ok(value)) = (key.downcast::<PyBytes>(), value.downcast::<PyBytes>()) else {
+                continue; // a tombstone (None), or no key
+            };
+            sorter
+                .push(key.as_bytes(), value.as_bytes(), self.seq)
+                .map_err(os_error)?;
+            self.seq += 1;
+            self.records_read += 1;
+        }
+        Ok(errors)
+    }
+
+    /// Merge the records into one file per entity and find the orphan candidates. ``order``:
+    /// the entity names, parents first; ``links``: per entity, ``(field, parent rank)``.
+    fn finish(
+        &mut self,
+        py: Python<'_>,
+        order: Vec<String>,
+        links: Vec<Vec<(String, usize)>>,
+    ) -> PyResult<()> {
+        let sorter = self
+            .sorter
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("the spill is finished"))?;
+        if links.len() != order.len() || links.iter().flatten().any(|(_, p)| *p >= order.len()) {
+            return Err(PyValueError::new_err(
+                "links must name a parent rank per field, one list per entity",
+            ));
+        }
+        let links: Vec<Links> = links.into_iter().map(|fields| Links { fields }).collect();
+        let (dir, budget) = (self.dir.clone(), self.budget);
+        let survey = py
+            .allow_threads(|| {
+                sorter
+                    .finish()
+                    .and_then(|runs| cut::survey(runs, &dir, &order, &links, budget))
+            })
+            .map_err(os_error)?;
+        self.survey = Some(Arc::new(survey));
+        Ok(())
+    }
+
+    /// Complete rows of ``entity``.
+    fn count(&self, entity: &str) -> PyResult<u64> {
+        Ok(self.survey()?.entities.get(entity).map_or(0, |e| e.count))
+    }
+
+    /// EntityIds of live rows missing an unchanged-TOAST value, in EntityId order.
+    fn incomplete(&self, entity: &str) -> PyResult<Vec<String>> {
+        Ok(self
+            .survey()?
+            .entities
+            .get(entity)
+            .map_or_else(Vec::new, |e| e.incomplete.clone()))
+    }
+
+    /// Whether ``entity`` has a complete row with this EntityId.
+    fn contains(&self, py: Python<'_>, entity: &str, entity_id: &str) -> PyResult<bool> {
+        let survey = self.survey()?;
+        match survey.entities.get(entity) {
+            Some(ids) => py
+                .allow_threads(|| ids.contains(entity_id.as_bytes()))
+                .map_err(os_error),
+            None => Ok(false),
+        }
+    }
+
+    /// ``(EntityId, row)`` of the complete rows, in EntityId order; with ``candidates``, only
+    /// the rows that may be orphans (``rank``: the entity's place in the ``finish`` order).
+    #[pyo3(signature = (entity, candidates=None))]
+    fn rows(&self, entity: &str, candidates: Option<usize>) -> PyResult<Rows> {
+        let survey = self.survey()?;
+        let only = match candidates {
+            Some(rank) => Some(
+                survey
+                    .candidates
+                    .get(rank)
+                    .cloned()
+                    .ok_or_else(|| PyKeyError::new_err(rank))?,
+            ),
+            None => None,
+        };
+        let scan = Scan::open(&survey.runs, entity).map_err(os_error)?;
+        Ok(Rows { scan, only })
+    }
+
+    /// The entity's CSV lines, without a header, skipping ``held_out``: ``bytes`` of about
+    /// ``chunk`` bytes, or ``(record number, row)`` for a row the Python writer must format.
+    fn csv(&self, entity: &str, columns: &str, held_out: HashSet<String>, chunk: usize) -> PyResult<CsvRows> {
+        let columns: Vec<Column> =
+            serde_json::from_str(columns).map_err(|e| PyValueError::new_err(format!("csv columns: {e}")))?;
+        let Rows { scan, .. } = self.rows(entity, None)?;
+        Ok(CsvRows {
+            scan: Some(scan),
+            columns,
+            held_out: held_out.into_iter().map(String::into_bytes).collect(),
+            chunk,
+            number: 0,
+            declined: None,
+        })
+    }
+}
+
+#[pyclass(module = "carecloud_fastpath")]
+pub struct Rows {
+    scan: Scan,
+    only: Option<HashSet<Vec<u8>>>,
+}
+
+#[pymethods]
+impl Rows {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        while let Some((id, row)) = self.scan.next().map_err(os_error)? {
+            if self.only.as_ref().is_some_and(|only| !only.contains(id)) {
+                continue;
+            }
+            let id = std::str::from_utf8(id)
+                .map_err(|_| PyValueError::new_err("an EntityId that is not UTF-8"))?;
+            return Ok(Some(PyTuple::new(
+                py,
+                [id.into_pyobject(py)?.into_any(), PyBytes::new(py, row).into_any()],
+            )?));
+        }
+        Ok(None)
+    }
+}
+
+enum Step {
+    Chunk(Vec<u8>),
+    Declined(u64, Vec<u8>),
+    End,
+}
+
+#[pyclass(module = "carecloud_fastpath")]
+pub struct CsvRows {
+    scan: Option<Scan>,
+    columns: Vec<Column>,
+    held_out: HashSet<Vec<u8>>,
+    chunk: usize,
+    number: u64,
+    declined: Option<(u64, Vec<u8>)>,
+}
+
+impl CsvRows {
+    fn step(&mut self) -> io::Result<Step> {
+        if let Some((number, row)) = self.declined.take() {
+            return Ok(Step::Declined(number, row));
+        }
+        let Some(scan) = self.scan.as_mut() else {
+            return Ok(Step::End);
+        };
+        let mut out = Vec::with_capacity(self.chunk + (64 << 10));
+        while let Some((id, row)) = scan.next()? {
+            if self.held_out.contains(id) {
+                continue;
+            }
+            self.number += 1;
+            if !csv::row(&self.columns, row, &mut out) {
+                if out.is_empty() {
+                    return Ok(Step::Declined(self.number, row.to_vec()));
+                }
+                self.declined = Some((self.number, row.to_vec()));
+                return Ok(Step::Chunk(out));
+            }
+            if out.len() >= self.chunk {
+                return Ok(Step::Chunk(out));
+            }
+        }
+        self.scan = None;
+        Ok(if out.is_empty() {
+            Step::End
+        } else {
+            Step::Chunk(out)
+        })
+    }
+}
+
+#[pymethods]
+impl CsvRows {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match py.allow_threads(|| self.step()).map_err(os_error)? {
+            Step::Chunk(out) => Ok(Some(PyBytes::new(py, &out).into_any())),
+            Step::Declined(number, row) => Ok(Some(
+                PyTuple::new(
+                    py,
+                    [
+                        number.into_pyobject(py)?.into_any(),
+                        PyBytes::new(py, &row).into_any(),
+                    ],
+                )?
+                .into_any(),
+            )),
+            Step::End => Ok(None),
+        }
+    }
+}
