@@ -38,6 +38,10 @@ SORT_BUDGET = 64 << 20
 """Bytes of records sorted in memory per run file (two such buffers are alive at a time)."""
 
 
+_CONSUME_BATCH = 1000
+"""Messages per ``consume()``: 0.8-1.0 µs per record here against 1.6 at 10,000 (measured)."""
+
+
 class Spill(Protocol):
     """The extension's ``CutSpill``."""
 
@@ -88,7 +92,7 @@ class CompiledStateReader:
 
     def load(self) -> int:
         """Read every partition up to the cut, sort and survey it; returns the records read."""
-        consume_to_cut(self._base, self.cut, self.spill.absorb)
+        consume_to_cut(self._base, self.cut, self.spill.absorb, batch=_CONSUME_BATCH)
         self.finish()
         return self.spill.records_read
 

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use crate::json::{self, J};
+use crate::json::{self, Scalar};
 
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -51,15 +51,25 @@ pub fn row(columns: &[Column], raw: &[u8], out: &mut Vec<u8>) -> bool {
 }
 
 fn write_row(columns: &[Column], raw: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    let doc = json::parse(raw)?;
-    let values = doc.get("r")?;
-    values.pairs()?;
+    let pairs = json::row_values(raw)?;
+    // The stored values are in schema order: then each column is its pair, and there can be
+    // no duplicate key. Otherwise look each up as a dict would (the last of equal keys).
+    let aligned = pairs.len() == columns.len() && pairs.iter().zip(columns).all(|((k, _), c)| *k == c.name);
     for (i, column) in columns.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        match values.get(&column.name) {
-            None | Some(J::Null) => column.nullable.then_some(())?,
+        let value = if aligned {
+            Some(&pairs[i].1)
+        } else {
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == column.name)
+                .map(|(_, v)| v)
+        };
+        match value {
+            None | Some(Scalar::Null) => column.nullable.then_some(())?,
             Some(value) => write_cell(&column.cell, value, out)?,
         }
     }
@@ -67,26 +77,26 @@ fn write_row(columns: &[Column], raw: &[u8], out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-fn write_cell(cell: &Cell, value: &J, out: &mut Vec<u8>) -> Option<()> {
+fn write_cell(cell: &Cell, value: &Scalar, out: &mut Vec<u8>) -> Option<()> {
     match (cell, value) {
-        (Cell::String, J::Str(s)) => {
+        (Cell::String, Scalar::Str(s)) => {
             let neutralise = s.as_bytes().first().is_some_and(|b| TRIGGERS.contains(b));
             quoted(out, neutralise, s.as_bytes())
         }
-        (Cell::Enum { symbols }, J::Str(s)) if symbols.contains(s.as_ref()) => {
+        (Cell::Enum { symbols }, Scalar::Str(s)) if symbols.contains(s.as_ref()) => {
             quoted(out, false, s.as_bytes())
         }
-        (Cell::Boolean, J::Bool(b)) => {
+        (Cell::Boolean, Scalar::Bool(b)) => {
             out.extend_from_slice(if *b { b"true" } else { b"false" });
             Some(())
         }
-        (Cell::Integer, J::Num(text)) => {
+        (Cell::Integer, Scalar::Num(text)) => {
             let digits = text.strip_prefix('-').unwrap_or(text);
             let plain = digits.len() <= 18 && digits.bytes().all(|b| b.is_ascii_digit());
             (plain && *text != "-0").then(|| out.extend_from_slice(text.as_bytes()))
         }
-        (Cell::Date, J::Str(s)) if s.len() == 10 && s.is_ascii() => quoted(out, false, s.as_bytes()),
-        (Cell::Timestamp, J::Str(s)) if s.is_ascii() && s.ends_with("+00:00") => match s.len() {
+        (Cell::Date, Scalar::Str(s)) if s.len() == 10 && s.is_ascii() => quoted(out, false, s.as_bytes()),
+        (Cell::Timestamp, Scalar::Str(s)) if s.is_ascii() && s.ends_with("+00:00") => match s.len() {
             32 => {
                 quoted(out, false, &s.as_bytes()[..23])?;
                 out.push(b'Z');
@@ -99,7 +109,7 @@ fn write_cell(cell: &Cell, value: &J, out: &mut Vec<u8>) -> Option<()> {
             }
             _ => None,
         },
-        (Cell::Decimal { scale }, J::Str(s)) => {
+        (Cell::Decimal { scale }, Scalar::Str(s)) => {
             // `_stored._decimal`: a "." where the scale puts it, no exponent, not "-0.00".
             let b = s.as_bytes();
             let negative_zero =
@@ -120,10 +130,14 @@ fn write_cell(cell: &Cell, value: &J, out: &mut Vec<u8>) -> Option<()> {
 /// A cell as `csv.writer` writes it (QUOTE_MINIMAL): in quotes, with quotes doubled, when it
 /// holds a comma, a quote, CR or LF; as is otherwise. A NUL declines (left to the reference).
 fn quoted(out: &mut Vec<u8>, neutralise: bool, text: &[u8]) -> Option<()> {
-    if text.contains(&0) {
+    let (mut quote, mut nul) = (false, false);
+    for &b in text {
+        quote |= matches!(b, b',' | b'"' | b'\r' | b'\n');
+        nul |= b == 0;
+    }
+    if nul {
         return None;
     }
-    let quote = text.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
     if quote {
         out.push(b'"');
     }

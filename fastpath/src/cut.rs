@@ -20,18 +20,20 @@
 //! is not a complete row, or is itself a candidate. The Python check decides over that
 //! superset exactly as it decides over every row, since a row outside it cannot be an orphan.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::LazyLock;
 use std::thread::JoinHandle;
 
 use memchr::memmem::Finder;
 
-use crate::json::{self, J};
+use crate::json::{self, Scalar, J};
 
 /// One buffered record: where its key and value sit in the arena, and its arrival order.
 struct Entry {
@@ -172,15 +174,8 @@ fn read_record(input: &mut impl Read, rec: &mut Rec) -> io::Result<bool> {
 
 fn read_into(input: &mut impl Read, buffer: &mut Vec<u8>, len: usize) -> io::Result<()> {
     buffer.clear();
-    buffer.reserve(len);
-    let read = input.take(len as u64).read_to_end(buffer)?;
-    if read != len {
-        return Err(io::Error::new(
-            ErrorKind::UnexpectedEof,
-            "a spill file ends inside a record",
-        ));
-    }
-    Ok(())
+    buffer.resize(len, 0);
+    input.read_exact(buffer)
 }
 
 /// A run read from its first key at or after some key.
@@ -451,8 +446,9 @@ pub struct Survey {
     pub candidates: Vec<HashSet<Vec<u8>>>,
 }
 
-/// One pass over the merged runs, then the merge join that finds the orphan candidates.
-/// `order` lists the entities parents first; `links[rank]` are that entity's associations.
+/// The survey, on two threads (each takes the next entity's range of the runs), then the merge
+/// join that finds the orphan candidates. `order` lists the entities parents first; `links[rank]`
+/// are that entity's associations. Keys outside these entities' ranges are not read.
 pub fn survey(
     runs: Vec<Run>,
     dir: &Path,
@@ -460,69 +456,35 @@ pub fn survey(
     links: &[Links],
     budget: usize,
 ) -> io::Result<Survey> {
-    let rank: HashMap<&str, usize> = order.iter().enumerate().map(|(i, e)| (e.as_str(), i)).collect();
+    let next = AtomicUsize::new(0);
+    let done: Vec<io::Result<Surveyed>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = ["pairs-a", "pairs-b"]
+            .into_iter()
+            .map(|tag| {
+                let pairs = Sorter::new(dir, tag, budget / 2);
+                scope.spawn(|| survey_entities(&runs, dir, order, links, pairs, &next))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a survey thread panicked")))
+            })
+            .collect()
+    });
     let mut entities = HashMap::new();
     let mut candidates: Vec<HashSet<Vec<u8>>> = vec![HashSet::new(); order.len()];
-    let mut pairs = Sorter::new(dir, "pairs", budget);
-    let mut current: Option<(String, Option<usize>, IdWriter)> = None;
-    let (mut pair_key, mut pair_value, mut seq) = (Vec::new(), Vec::new(), 0u64);
-    let mut merge = Merge::open(&runs, b"")?;
-    let mut rec = Rec::default();
-    while merge.next_key(&mut rec)? {
-        let Some(slash) = rec.key.iter().position(|&b| b == b'/') else {
-            return Err(io::Error::new(
-                ErrorKind::InvalidData,
-                "a state key without an entity",
-            ));
-        };
-        let (entity, id) = (&rec.key[..slash], &rec.key[slash + 1..]);
-        if current
-            .as_ref()
-            .is_none_or(|(name, _, _)| name.as_bytes() != entity)
-        {
-            if let Some((name, _, writer)) = current.take() {
-                entities.insert(name, writer.close()?);
-            }
-            let name = String::from_utf8(entity.to_vec())
-                .map_err(|_| io::Error::new(ErrorKind::InvalidData, "an entity name that is not UTF-8"))?;
-            let path = dir.join(format!("ids-{}", entities.len()));
-            let r = rank.get(name.as_str()).copied();
-            current = Some((name, r, IdWriter::create(path)?));
+    let mut pair_runs = Vec::new();
+    for surveyed in done {
+        let surveyed = surveyed?;
+        for (rank, ids, found) in surveyed.entities {
+            entities.insert(order[rank].clone(), ids);
+            candidates[rank] = found;
         }
-        let (_, child, writer) = current.as_mut().expect("opened above");
-        if !is_complete(&rec.value) {
-            if DELETED.find(&rec.value).is_none() {
-                writer
-                    .ids
-                    .incomplete
-                    .push(String::from_utf8_lossy(id).into_owned());
-            }
-            continue;
-        }
-        writer.write(id)?;
-        let Some(child) = *child else { continue };
-        if links[child].fields.is_empty() {
-            continue;
-        }
-        let Some(parent_ids) = parents(&rec.value, &links[child]) else {
-            candidates[child].insert(id.to_vec());
-            continue;
-        };
-        for (parent, parent_id) in parent_ids {
-            pair_key.clear();
-            pair_key.push(parent as u8);
-            pair_key.extend_from_slice(parent_id.as_bytes());
-            pair_value.clear();
-            pair_value.push(child as u8);
-            pair_value.extend_from_slice(id);
-            pairs.push(&pair_key, &pair_value, seq)?;
-            seq += 1;
-        }
+        pair_runs.extend(surveyed.pairs);
     }
-    if let Some((name, _, writer)) = current.take() {
-        entities.insert(name, writer.close()?);
-    }
-    join(pairs.finish()?, order, &entities, &mut candidates)?;
+    join(pair_runs, order, &entities, &mut candidates)?;
     Ok(Survey {
         runs,
         entities,
@@ -530,18 +492,78 @@ pub fn survey(
     })
 }
 
+/// What one survey thread found: per entity its rank, EntityIds and first candidates (rows
+/// with an association that is not a string), and the runs of its (parent, child) pairs.
+struct Surveyed {
+    entities: Vec<(usize, EntityIds, HashSet<Vec<u8>>)>,
+    pairs: Vec<Run>,
+}
+
+fn survey_entities(
+    runs: &[Run],
+    dir: &Path,
+    order: &[String],
+    links: &[Links],
+    mut pairs: Sorter,
+    next: &AtomicUsize,
+) -> io::Result<Surveyed> {
+    let mut entities = Vec::new();
+    let (mut pair_key, mut pair_value, mut seq) = (Vec::new(), Vec::new(), 0u64);
+    let mut rec = Rec::default();
+    loop {
+        let rank = next.fetch_add(1, AtomicOrdering::Relaxed);
+        let Some(entity) = order.get(rank) else { break };
+        let prefix = [entity.as_bytes(), b"/"].concat();
+        let mut merge = Merge::open(runs, &prefix)?;
+        let mut writer = IdWriter::create(dir.join(format!("ids-{rank}")))?;
+        let mut found = HashSet::new();
+        while merge.next_key(&mut rec)? {
+            let id = &rec.key[prefix.len()..];
+            if !is_complete(&rec.value) {
+                if DELETED.find(&rec.value).is_none() {
+                    writer
+                        .ids
+                        .incomplete
+                        .push(String::from_utf8_lossy(id).into_owned());
+                }
+                continue;
+            }
+            writer.write(id)?;
+            if links[rank].fields.is_empty() {
+                continue;
+            }
+            let Some(parent_ids) = parents(&rec.value, &links[rank]) else {
+                found.insert(id.to_vec());
+                continue;
+            };
+            for (parent, parent_id) in parent_ids {
+                pair_key.clear();
+                pair_key.push(parent as u8);
+                pair_key.extend_from_slice(parent_id.as_bytes());
+                pair_value.clear();
+                pair_value.push(rank as u8);
+                pair_value.extend_from_slice(id);
+                pairs.push(&pair_key, &pair_value, seq)?;
+                seq += 1;
+            }
+        }
+        entities.push((rank, writer.close()?, found));
+    }
+    Ok(Surveyed {
+        entities,
+        pairs: pairs.finish()?,
+    })
+}
+
 /// The parent ids of a row's associations, with each parent's rank; `None` when one is not a
 /// plain string (null, a number, an unreadable row): the row is then a candidate.
-fn parents<'a>(row: &'a [u8], links: &Links) -> Option<Vec<(usize, std::borrow::Cow<'a, str>)>> {
-    let doc = json::parse(row)?;
-    let J::Obj(top) = doc else { return None };
-    let (_, J::Obj(values)) = top.into_iter().rev().find(|(k, _)| k == "r")? else {
-        return None;
-    };
+fn parents<'a>(row: &'a [u8], links: &Links) -> Option<Vec<(usize, Cow<'a, str>)>> {
+    let values = json::row_values(row)?;
     let mut out = Vec::with_capacity(links.fields.len());
     for (field, parent) in &links.fields {
-        let (_, value) = values.iter().rev().find(|(k, _)| k == field)?;
-        let J::Str(id) = value else { return None };
+        let (_, Scalar::Str(id)) = values.iter().rev().find(|(k, _)| k == field)? else {
+            return None;
+        };
         out.push((*parent, id.clone()));
     }
     Some(out)
