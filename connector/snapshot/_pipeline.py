@@ -1,10 +1,12 @@
-"""Run a generator on a second thread so formatting and compression use both cores (private).
+"""Run a generator on another thread so formatting, compression and upload overlap (private).
 
-Formatting a file is Python work that holds the GIL; gzip and the upload's socket writes
-release it. With the formatting generator on a worker thread and compression plus upload on
-the caller's, the two overlap (docs/decisions/0007 measured the split). The queue is bounded,
-so memory stays at a few chunks; an error on the worker is re-raised in the caller; the caller
-stopping early (an upload failure) stops the worker.
+A file goes through three stages: formatting (the compiled CSV writer releases the GIL; the
+Python writers hold it), gzip (``gzip_chunks``, itself on two threads; zlib releases the GIL)
+and the upload's socket writes. Each stage on its own thread keeps both cores busy: with
+compression on the uploading thread, the compressing threads starved while a 16 MiB part was
+being sent (docs/decisions/0013 measured it). The queues are bounded, so memory stays at a
+few chunks; an error on a worker is re-raised in the caller; the caller stopping early (an
+upload failure) stops the worker.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ T = TypeVar("T")
 _DONE = object()
 
 
-def in_background(items: Iterable[T], depth: int = 4) -> Iterator[T]:
+def in_background(items: Iterable[T], depth: int = 4, name: str = "snapshot-format") -> Iterator[T]:
     """Yield ``items`` produced on a daemon thread, at most ``depth`` ahead of the consumer."""
     buffer: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -42,7 +44,7 @@ def in_background(items: Iterable[T], depth: int = 4) -> Iterator[T]:
         finally:
             buffer.put(_DONE)
 
-    worker = threading.Thread(target=produce, name="snapshot-format", daemon=True)
+    worker = threading.Thread(target=produce, name=name, daemon=True)
     worker.start()
     try:
         while True:

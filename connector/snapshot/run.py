@@ -342,9 +342,14 @@ class SnapshotRun:
         meta = {"snapshot-id": record.snapshot_id, "records": str(plan.records)}
         stored = self._storage.stat(key)
         if stored is None or stored.sha256 is None or dict(stored.metadata) != meta:
-            chunks = in_background(file)
+            # Three stages on their own threads: formatting, compression (itself on two), and
+            # the upload here, so compression goes on while a part is being sent.
+            compressed = gzip_chunks(in_background(file), cfg.gzip_level)
             stored = self._storage.put_stream(
-                key, gzip_chunks(chunks, cfg.gzip_level), content_type=GZIP_CONTENT_TYPE, metadata=meta
+                key,
+                in_background(compressed, depth=16, name="snapshot-gzip"),
+                content_type=GZIP_CONTENT_TYPE,
+                metadata=meta,
             )
             log.info("snapshot %s: %s written (%d records, %d bytes)", day, key, plan.records, stored.size)
         else:

@@ -133,7 +133,7 @@ pub fn row_values(input: &[u8]) -> Option<Vec<(Cow<'_, str>, Scalar<'_>)>> {
             if key == "r" {
                 values = Some(p.scalars()?); // a later "r" replaces it, as in a dict
             } else {
-                p.value(1)?;
+                p.skip(1)?;
             }
             p.ws();
             match p.b.get(p.i)? {
@@ -251,6 +251,51 @@ impl<'a> Parser<'a> {
                 b'}' => {
                     self.i += 1;
                     return Some(J::Obj(pairs));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Check one value exactly as ``value`` does, building nothing.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let (open, close) = match *self.b.get(self.i)? {
+            b'{' => (b'{', b'}'),
+            b'[' => (b'[', b']'),
+            b'"' => return self.string().map(drop),
+            b't' => return self.eat(b"true"),
+            b'f' => return self.eat(b"false"),
+            b'n' => return self.eat(b"null"),
+            b'-' | b'0'..=b'9' => return self.number_text().map(drop),
+            _ => return None,
+        };
+        self.i += 1;
+        self.ws();
+        if self.b.get(self.i) == Some(&close) {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            if open == b'{' {
+                if self.b.get(self.i) != Some(&b'"') {
+                    return None;
+                }
+                self.string()?;
+                self.ws();
+                self.eat(b":")?;
+                self.ws();
+            }
+            self.skip(depth + 1)?;
+            self.ws();
+            match *self.b.get(self.i)? {
+                b',' => self.i += 1,
+                c if c == close => {
+                    self.i += 1;
+                    return Some(());
                 }
                 _ => return None,
             }
