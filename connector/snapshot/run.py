@@ -142,10 +142,16 @@ class SnapshotRun:
     ) -> None:
         if config.format not in FORMATS:
             raise SnapshotArgumentError(f"unknown file format {config.format!r}")
-        missing = fastpath_available() if config.fast_path != "off" else "off"
-        if config.fast_path == "on" and missing is not None:
-            raise SnapshotConfigError(f"snapshot.fast_path is on but {missing}")
-        self._compiled = missing is None
+        self._compiled = False
+        if config.fast_path != "off":
+            missing = fastpath_available()
+            if missing is not None and config.fast_path == "on":
+                raise SnapshotConfigError(f"CARECLOUD_SNAPSHOT_FAST_PATH=on, but {missing}")
+            if missing is not None:
+                log.warning(
+                    "compiled snapshot reader unavailable; reading in Python", extra={"reason": missing}
+                )
+            self._compiled = missing is None
         self._config, self._kafka, self._storage = config, kafka, storage
         self._take_cut, self._api, self._clock = take_cut, api, clock
         self._metrics = metrics
