@@ -2,9 +2,10 @@
 
 The plan is computed from the cut's state before anything is published, so the manifest and
 the report describe exactly what was delivered, and the same cut always gives the same plan.
-It streams: each entity is scanned once for its count and associations, parents are looked up
-in the cut's on-disk copy (``StateReader.present``) rather than in sets, so memory holds only the
-orphans' EntityIds, not the state.
+It streams: the orphan check reads each entity's rows that may be orphans (``candidates``:
+every row for the Python reader; for the compiled one, only those its merge join could not
+clear), parents are looked up in the cut's on-disk copy (``present``) rather than in sets, so
+memory holds only the orphans' EntityIds, not the state.
 
 Held out of an entity's delivery: rows still missing an unchanged-TOAST value (``incomplete``)
 and, under ``hold_out``, orphans (with the cascade of ``checks.orphans``). Blocked: entities

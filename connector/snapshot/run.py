@@ -9,7 +9,8 @@
    bounded by the deadline), takes the cut (one end offset per state partition) and stores it
    in ``_run.json`` with a create-if-absent write. Every later run of the date, including one
    resumed after a crash, reads that record and uses the same cut, so it writes the same bytes.
-5. Read the state as of the cut into an on-disk copy (``StateReader``).
+5. Read the state as of the cut into an on-disk copy (``CompiledStateReader``, an external
+   merge sort in the extension; ``StateReader`` over RocksDB without it: docs/decisions/0013).
 6. Plan: orphans, incomplete rows, count change against the last published date, routing.
 7. Write the operator's report (with EntityIds) beside the snapshot.
 8. Deliver entities parents first. File route: stream format → gzip → storage, visible only

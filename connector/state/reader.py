@@ -1,5 +1,9 @@
 """Reading the whole state as of a cut: what the daily snapshot delivers.
 
+``StateReader`` is the reference, in Python over RocksDB, and what runs without the compiled
+extension; ``compiled_reader.CompiledStateReader`` gives the same answers about three times
+faster (docs/decisions/0013) and shares ``take_cut`` and ``consume_to_cut`` from here.
+
 A cut is one end offset per state partition, taken as the last stable offset (read
 committed) at one moment, so every transaction is either wholly in or wholly out. Reading
 stops at the cut however much ingest has written since. Records are spilled into a temporary

@@ -54,7 +54,9 @@ pub struct Run {
 }
 
 /// Appends records; sorts and writes them as runs, one buffer at a time on a second thread
-/// while the next fills.
+/// while the next fills. The two buffers are reused from run to run: fresh ones cost page
+/// faults for every run, and freeing and allocating them in turn let the allocator's heap
+/// grow with the number of runs (peak RSS 35 MB higher at 4M entities than at 1M).
 pub struct Sorter {
     dir: PathBuf,
     tag: &'static str,
@@ -62,8 +64,12 @@ pub struct Sorter {
     arena: Vec<u8>,
     entries: Vec<Entry>,
     runs: Vec<Run>,
-    writing: Option<JoinHandle<io::Result<Run>>>,
+    writing: Option<JoinHandle<io::Result<Written>>>,
+    spare: Option<(Vec<u8>, Vec<Entry>)>,
 }
+
+/// A run written, and the buffers it was written from, for the next one.
+type Written = (Run, Vec<u8>, Vec<Entry>);
 
 impl Sorter {
     pub fn new(dir: &Path, tag: &'static str, budget: usize) -> Self {
@@ -75,6 +81,7 @@ impl Sorter {
             entries: Vec::new(),
             runs: Vec::new(),
             writing: None,
+            spare: None,
         }
     }
 
@@ -104,8 +111,12 @@ impl Sorter {
             return Ok(());
         }
         self.wait()?;
-        let arena = std::mem::replace(&mut self.arena, Vec::with_capacity(self.budget + (1 << 16)));
-        let entries = std::mem::take(&mut self.entries);
+        let (arena, entries) = self
+            .spare
+            .take()
+            .unwrap_or_else(|| (Vec::with_capacity(self.budget + (1 << 16)), Vec::new()));
+        let arena = std::mem::replace(&mut self.arena, arena);
+        let entries = std::mem::replace(&mut self.entries, entries);
         let path = self.dir.join(format!("{}-{}.run", self.tag, self.runs.len()));
         self.writing = Some(std::thread::spawn(move || write_run(path, arena, entries)));
         Ok(())
@@ -113,10 +124,13 @@ impl Sorter {
 
     fn wait(&mut self) -> io::Result<()> {
         if let Some(handle) = self.writing.take() {
-            let run = handle
+            let (run, mut arena, mut entries) = handle
                 .join()
                 .map_err(|_| io::Error::other("the run writer panicked"))??;
             self.runs.push(run);
+            arena.clear();
+            entries.clear();
+            self.spare = Some((arena, entries));
         }
         Ok(())
     }
@@ -129,7 +143,7 @@ impl Sorter {
     }
 }
 
-fn write_run(path: PathBuf, arena: Vec<u8>, mut entries: Vec<Entry>) -> io::Result<Run> {
+fn write_run(path: PathBuf, arena: Vec<u8>, mut entries: Vec<Entry>) -> io::Result<Written> {
     let key = |e: &Entry| &arena[e.at..e.at + e.key_len as usize];
     entries.sort_unstable_by(|a, b| key(a).cmp(key(b)).then(a.seq.cmp(&b.seq)));
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
@@ -146,7 +160,7 @@ fn write_run(path: PathBuf, arena: Vec<u8>, mut entries: Vec<Entry>) -> io::Resu
         offset += 16 + u64::from(e.key_len + e.value_len);
     }
     out.flush()?;
-    Ok(Run { path, index })
+    Ok((Run { path, index }, arena, entries))
 }
 
 /// One record, its buffers reused from record to record.
@@ -446,6 +460,12 @@ pub struct Survey {
     pub candidates: Vec<HashSet<Vec<u8>>>,
 }
 
+/// Each survey thread sorts its pairs in buffers of `budget / PAIR_SHARE`: a pair is about 30
+/// bytes, so at 4M entities each thread's pairs filled two 32 MiB buffers and the read phase
+/// peaked 90 MB higher than at 1M; at an eighth, memory stays flat and the pairs take a few
+/// more (small) runs.
+const PAIR_SHARE: usize = 8;
+
 /// The survey, on two threads (each takes the next entity's range of the runs), then the merge
 /// join that finds the orphan candidates. `order` lists the entities parents first; `links[rank]`
 /// are that entity's associations. Keys outside these entities' ranges are not read.
@@ -461,7 +481,7 @@ pub fn survey(
         let workers: Vec<_> = ["pairs-a", "pairs-b"]
             .into_iter()
             .map(|tag| {
-                let pairs = Sorter::new(dir, tag, budget / 2);
+                let pairs = Sorter::new(dir, tag, budget / PAIR_SHARE);
                 scope.spawn(|| survey_entities(&runs, dir, order, links, pairs, &next))
             })
             .collect();

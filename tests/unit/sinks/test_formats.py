@@ -8,6 +8,8 @@ import gzip
 import io
 import itertools
 import json
+import random
+import zlib
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +24,7 @@ from connector.model import ENTITY_NAMES, field_names, validate
 from connector.model.samples import sample
 from connector.sinks import CSV, FORMATS, JSON_LINES, EncodeError, SinkConfigError, gzip_chunks, neutralise
 from connector.sinks._cells import encoders
-from connector.sinks.formats import CHUNK_BYTES
+from connector.sinks.formats import CHUNK_BYTES, GZIP_BLOCK
 
 UTC = dt.UTC
 
@@ -333,6 +335,24 @@ def test_gzip_of_a_csv_file_and_of_nothing() -> None:
     plain = b"".join(CSV.writer("Claim").write_rows(records))
     assert gzip.decompress(b"".join(gzip_chunks(CSV.writer("Claim").write_rows(records), 1))) == plain
     assert gzip.decompress(b"".join(gzip_chunks([]))) == b""
+
+
+def test_gzip_in_blocks_is_one_member_that_any_reader_takes_whatever_the_threads() -> None:
+    """Several 1 MiB blocks deflated apart (pigz's way) still make one ordinary gzip member."""
+    rng = random.Random(3)
+    data = b"".join(
+        b"%d,%s\r\n" % (i, rng.choice([b"alpha", b"beta", b"=x"]) * rng.randint(1, 9)) for i in range(400_000)
+    )
+    assert len(data) > 3 * GZIP_BLOCK
+    one, two = (
+        b"".join(gzip_chunks([data[i : i + 70_000] for i in range(0, len(data), 70_000)], 6, threads=n))
+        for n in (1, 2)
+    )
+    assert one == two  # the bytes do not depend on the thread count
+    assert gzip.decompress(two) == data
+    assert zlib.decompressobj(31).decompress(two) == data  # one member: a single-member reader takes it all
+    whole = zlib.compressobj(6, zlib.DEFLATED, 31)
+    assert len(two) < 1.01 * len(whole.compress(data) + whole.flush())  # priming keeps the size
 
 
 def test_gzip_header_has_no_time_or_name() -> None:
