@@ -118,32 +118,14 @@ pub fn row_values(input: &[u8]) -> Option<Vec<(Cow<'_, str>, Scalar<'_>)>> {
     };
     let mut values = None;
     p.ws();
-    p.eat(b"{")?;
-    p.ws();
-    if p.b.get(p.i) != Some(&b'}') {
-        loop {
-            p.ws();
-            if p.b.get(p.i) != Some(&b'"') {
-                return None;
-            }
-            let key = p.string()?;
-            p.ws();
-            p.eat(b":")?;
-            p.ws();
-            if key == "r" {
-                values = Some(p.scalars()?); // a later "r" replaces it, as in a dict
-            } else {
-                p.skip(1)?;
-            }
-            p.ws();
-            match p.b.get(p.i)? {
-                b',' => p.i += 1,
-                b'}' => break,
-                _ => return None,
-            }
+    p.members(|p, key| {
+        if key == "r" {
+            values = Some(p.scalars()?); // a later "r" replaces it, as in a dict
+            Some(())
+        } else {
+            p.skip(1)
         }
-    }
-    p.i += 1;
+    })?;
     p.ws();
     (p.i == p.b.len()).then_some(())?;
     values
@@ -171,14 +153,14 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// An object of scalars, as pairs; ``None`` for anything else.
-    fn scalars(&mut self) -> Option<Vec<(Cow<'a, str>, Scalar<'a>)>> {
+    /// Read an object's pairs (from its ``{``), calling ``each`` with every key while the
+    /// parser stands at that key's value, which ``each`` must read.
+    fn members(&mut self, mut each: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>) -> Option<()> {
         self.eat(b"{")?;
-        let mut pairs = Vec::with_capacity(16);
         self.ws();
         if self.b.get(self.i) == Some(&b'}') {
             self.i += 1;
-            return Some(pairs);
+            return Some(());
         }
         loop {
             self.ws();
@@ -189,25 +171,35 @@ impl<'a> Parser<'a> {
             self.ws();
             self.eat(b":")?;
             self.ws();
-            let value = match *self.b.get(self.i)? {
-                b'"' => Scalar::Str(self.string()?),
-                b't' => self.eat(b"true").map(|_| Scalar::Bool(true))?,
-                b'f' => self.eat(b"false").map(|_| Scalar::Bool(false))?,
-                b'n' => self.eat(b"null").map(|_| Scalar::Null)?,
-                b'-' | b'0'..=b'9' => Scalar::Num(self.number_text()?),
-                _ => return None,
-            };
-            pairs.push((key, value));
+            each(self, key)?;
             self.ws();
             match self.b.get(self.i)? {
                 b',' => self.i += 1,
                 b'}' => {
                     self.i += 1;
-                    return Some(pairs);
+                    return Some(());
                 }
                 _ => return None,
             }
         }
+    }
+
+    /// An object of scalars, as pairs; ``None`` for anything else.
+    fn scalars(&mut self) -> Option<Vec<(Cow<'a, str>, Scalar<'a>)>> {
+        let mut pairs = Vec::with_capacity(16);
+        self.members(|p, key| {
+            let value = match *p.b.get(p.i)? {
+                b'"' => Scalar::Str(p.string()?),
+                b't' => p.eat(b"true").map(|_| Scalar::Bool(true))?,
+                b'f' => p.eat(b"false").map(|_| Scalar::Bool(false))?,
+                b'n' => p.eat(b"null").map(|_| Scalar::Null)?,
+                b'-' | b'0'..=b'9' => Scalar::Num(p.number_text()?),
+                _ => return None,
+            };
+            pairs.push((key, value));
+            Some(())
+        })?;
+        Some(pairs)
     }
 
     fn value(&mut self, depth: usize) -> Option<J<'a>> {
@@ -227,34 +219,12 @@ impl<'a> Parser<'a> {
     }
 
     fn object(&mut self, depth: usize) -> Option<J<'a>> {
-        self.i += 1;
         let mut pairs = Vec::new();
-        self.ws();
-        if self.b.get(self.i) == Some(&b'}') {
-            self.i += 1;
-            return Some(J::Obj(pairs));
-        }
-        loop {
-            self.ws();
-            if self.b.get(self.i) != Some(&b'"') {
-                return None;
-            }
-            let key = self.string()?;
-            self.ws();
-            self.eat(b":")?;
-            self.ws();
-            let value = self.value(depth + 1)?;
-            pairs.push((key, value));
-            self.ws();
-            match self.b.get(self.i)? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(J::Obj(pairs));
-                }
-                _ => return None,
-            }
-        }
+        self.members(|p, key| {
+            pairs.push((key, p.value(depth + 1)?));
+            Some(())
+        })?;
+        Some(J::Obj(pairs))
     }
 
     /// Check one value exactly as ``value`` does, building nothing.
@@ -262,38 +232,29 @@ impl<'a> Parser<'a> {
         if depth > MAX_DEPTH {
             return None;
         }
-        let (open, close) = match *self.b.get(self.i)? {
-            b'{' => (b'{', b'}'),
-            b'[' => (b'[', b']'),
+        match *self.b.get(self.i)? {
+            b'{' => return self.members(|p, _| p.skip(depth + 1)),
+            b'[' => {}
             b'"' => return self.string().map(drop),
             b't' => return self.eat(b"true"),
             b'f' => return self.eat(b"false"),
             b'n' => return self.eat(b"null"),
             b'-' | b'0'..=b'9' => return self.number_text().map(drop),
             _ => return None,
-        };
+        }
         self.i += 1;
         self.ws();
-        if self.b.get(self.i) == Some(&close) {
+        if self.b.get(self.i) == Some(&b']') {
             self.i += 1;
             return Some(());
         }
         loop {
             self.ws();
-            if open == b'{' {
-                if self.b.get(self.i) != Some(&b'"') {
-                    return None;
-                }
-                self.string()?;
-                self.ws();
-                self.eat(b":")?;
-                self.ws();
-            }
             self.skip(depth + 1)?;
             self.ws();
             match *self.b.get(self.i)? {
                 b',' => self.i += 1,
-                c if c == close => {
+                b']' => {
                     self.i += 1;
                     return Some(());
                 }

@@ -28,17 +28,9 @@ from connector.state.codec import encode_row, state_key
 from connector.state.compiled_reader import CompiledStateReader
 from connector.state.reader import Cut, StateReader
 from connector.state.resolve import StateRow
+from tests.integration.snapshot_helpers import PREFIXES
+from tests.unit.sinks.test_stored import _kinds
 
-pytest.importorskip("carecloud_fastpath")  # built by `make venv`; CI always has it
-
-PREFIX = {
-    "Family": "FAM",
-    "Provider": "PRV",
-    "FamilyMember": "MEM",
-    "Care": "CAR",
-    "Claim": "CLM",
-    "EOP": "EOP",
-}
 PARENTS = {ref.field: ref.parent for refs in REFERENCES.values() for ref in refs}
 
 
@@ -64,15 +56,6 @@ class Msg:
 
     def value(self) -> bytes | None:
         return self._value
-
-
-def _kinds(entity: str) -> dict[str, Any]:
-    out = {}
-    for field in raw_schema(entity)["fields"]:
-        t = field["type"]
-        t = next(b for b in t if b != "null") if isinstance(t, list) else t
-        out[field["name"]] = t.get("logicalType", t.get("type")) if isinstance(t, dict) else t
-    return out
 
 
 def _optional(entity: str) -> set[str]:
@@ -113,7 +96,7 @@ BAD = {  # values the file refuses (EncodeError, the same from both paths)
 def records(draw: st.DrawFn) -> tuple[str, str, bytes]:
     """(entity, EntityId, encoded state row): live, deleted or incomplete, odd values at times."""
     entity = draw(st.sampled_from(ENTITY_NAMES))
-    entity_id = f"{PREFIX[entity]}-{draw(ids)}"
+    entity_id = f"{PREFIXES[entity]}-{draw(ids)}"
     version = Version(1, draw(st.integers(0, 3)), 0, 0, draw(st.integers(0, 2)))
     shape = draw(st.sampled_from(["live", "live", "live", "deleted", "incomplete", "older-filled"]))
     if shape == "deleted":
@@ -125,7 +108,7 @@ def records(draw: st.DrawFn) -> tuple[str, str, bytes]:
     values: dict[str, Any] = {**samples.sample(entity), "EntityId": entity_id}
     for ref in REFERENCES[entity]:
         values[ref.field] = draw(
-            st.one_of(ids.map(lambda i, p=ref.parent: f"{PREFIX[p]}-{i}"), st.sampled_from([None, 7]))
+            st.one_of(ids.map(lambda i, p=ref.parent: f"{PREFIXES[p]}-{i}"), st.sampled_from([None, 7]))
         )
     encoded = orjson.loads(encode_row(StateRow(version, False, values)))["r"]
     for name, kind in _kinds(entity).items():
@@ -196,7 +179,7 @@ def test_the_compiled_reader_answers_as_the_reference(
             assert fast.incomplete(entity) == ref.incomplete(entity)
             assert list(fast.documents(entity)) == list(ref.documents(entity))
             for i in ["0", "1", "5", "é", "a,b", ""]:
-                entity_id = f"{PREFIX[entity]}-{i}"
+                entity_id = f"{PREFIXES[entity]}-{i}"
                 assert (entity_id in fast.present(entity)) == (entity_id in ref.present(entity))
         fields = {e: [ref.field for ref in REFERENCES[e]] for e in ENTITY_NAMES if REFERENCES[e]}
         every = orphans(
