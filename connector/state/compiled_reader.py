@@ -117,19 +117,11 @@ class CompiledStateReader:
         """``entity_id in present(entity)``: a complete row of that EntityId is in the cut."""
         return _Present(self.spill, entity)
 
-    def has(self, entity: str, entity_id: str) -> bool:
-        return entity_id in self.present(entity)
-
     def count(self, entity: str) -> int:
         return self.spill.count(entity)
 
     def incomplete(self, entity: str) -> list[str]:
         return self.spill.incomplete(entity)
-
-    def references(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]:
-        """``(EntityId, value of each field...)`` for every record ``entities(entity)`` yields."""
-        for entity_id, values in self.documents(entity):
-            yield (entity_id, *(values[name] for name in fields))
 
     def candidates(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]:
         """``references`` of the rows that may be orphans only: an association that is not a
