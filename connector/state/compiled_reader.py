@@ -124,9 +124,10 @@ class CompiledStateReader:
         return self.spill.incomplete(entity)
 
     def candidates(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]:
-        """``references`` of the rows that may be orphans only: an association that is not a
-        string, or names a parent that is not a complete row or is a candidate itself. A row
-        outside this set has every parent delivered, so the orphan check needs no other."""
+        """``(EntityId, value of each field...)`` of the rows that may be orphans only: an
+        association that is not a string, or names a parent that is not a complete row or is
+        a candidate itself. A row outside this set has every parent delivered, so the orphan
+        check needs no other."""
         loads = orjson.loads
         for entity_id, row in self.spill.rows(entity, ENTITY_NAMES.index(entity)):
             values = loads(row)["r"]
