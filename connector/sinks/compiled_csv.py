@@ -4,7 +4,7 @@ Formatting in Python costs about 8 µs per record (per-field encoders and ``csv.
 twice what gzip costs for the same bytes (docs/benchmarks.md). The extension writes the lines
 from the stored JSON directly, and *declines* any row it is not sure to write as the Python
 writer does; such a row comes back as ``(record number, stored row)`` and is encoded here by
-the Python writer, with its rules and its error. ``tests/unit/sinks/test_compiled_csv.py``
+the Python writer, with its rules and its error. ``tests/unit/state/test_compiled_reader.py``
 holds the two paths to the same bytes.
 """
 

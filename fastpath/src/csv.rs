@@ -7,8 +7,8 @@
 //! date and a timestamp already in the file's shape, a decimal already at its scale, and null
 //! in a nullable field. Anything else — a value of the wrong type, a timestamp with another
 //! offset, a decimal that needs rounding, a row it cannot parse — declines the whole row, and
-//! the Python writer formats it or names its problem. tests/unit/sinks/test_fast_csv.py holds
-//! the two to the same bytes.
+//! the Python writer formats it or names its problem. tests/unit/state/test_compiled_reader.py
+//! holds the two to the same bytes.
 
 use std::collections::HashSet;
 

@@ -12,8 +12,8 @@
 //! EntityId files. Each entity's rows are then read by merging just its range of every run:
 //! the rows are written to disk once, in the runs, and nothing is looked up at random.
 //!
-//! What it answers, and the reference answers the same (tests/unit/state/test_cut_spill.py and
-//! the integration equivalence test hold the two to it): the rows of each entity in EntityId
+//! What it answers, and the reference answers the same (tests/unit/state/test_compiled_reader.py
+//! and tests/integration/test_snapshot_compiled.py hold the two to it): the rows of each entity in EntityId
 //! order, the winner of a key seen more than once by the higher version (a later record wins
 //! a tie), the complete-row counts, the incomplete rows' EntityIds, and a superset of the
 //! orphans (`candidates`): any row with an association that is not a string, or whose parent
