@@ -189,8 +189,14 @@ impl CutSpill {
             ),
             None => None,
         };
+        if only.as_ref().is_some_and(HashSet::is_empty) {
+            return Ok(Rows { scan: None, only }); // no candidate: nothing to read
+        }
         let scan = Scan::open(&survey.runs, entity).map_err(os_error)?;
-        Ok(Rows { scan, only })
+        Ok(Rows {
+            scan: Some(scan),
+            only,
+        })
     }
 
     /// The entity's CSV lines, without a header, skipping ``held_out``: ``bytes`` of about
@@ -200,7 +206,7 @@ impl CutSpill {
             serde_json::from_str(columns).map_err(|e| PyValueError::new_err(format!("csv columns: {e}")))?;
         let Rows { scan, .. } = self.rows(entity, None)?;
         Ok(CsvRows {
-            scan: Some(scan),
+            scan,
             columns,
             held_out: held_out.into_iter().map(String::into_bytes).collect(),
             chunk,
@@ -212,7 +218,7 @@ impl CutSpill {
 
 #[pyclass(module = "carecloud_fastpath")]
 pub struct Rows {
-    scan: Scan,
+    scan: Option<Scan>,
     only: Option<HashSet<Vec<u8>>>,
 }
 
@@ -223,7 +229,10 @@ impl Rows {
     }
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        while let Some((id, row)) = self.scan.next().map_err(os_error)? {
+        let Some(scan) = self.scan.as_mut() else {
+            return Ok(None);
+        };
+        while let Some((id, row)) = scan.next().map_err(os_error)? {
             if self.only.as_ref().is_some_and(|only| !only.contains(id)) {
                 continue;
             }
