@@ -25,7 +25,9 @@ integration: system-deps venv kafka-jars
 lint: venv
 	$(VENV)/bin/ruff check connector tests bench examples
 	$(VENV)/bin/ruff format --check connector tests bench examples
-	cd fastpath && cargo fmt --check && cargo clippy --quiet --release -- -D warnings
+	@if command -v cargo >/dev/null; then \
+	  cd fastpath && cargo fmt --check && cargo clippy --quiet --release -- -D warnings; \
+	else $(REQUIRE_CARGO); echo "lint: rustfmt and clippy not run (no cargo)"; fi
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -51,11 +53,21 @@ $(VENV)/.installed: pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The compiled decode-and-map fast path (docs/decisions/0012): Rust, built by maturin.
+# The compiled fast path (docs/decisions/0012, 0013): Rust, built by maturin. Optional: without
+# cargo the connector runs on the Python path, which is the reference the extension is held to,
+# and the extension's own tests are reported as not run. CI sets CARECLOUD_REQUIRE_FASTPATH, so
+# there a missing cargo is an error and the run proves what it always did.
+REQUIRE_CARGO = if [ -n "$$CARECLOUD_REQUIRE_FASTPATH" ]; then \
+	  echo "CARECLOUD_REQUIRE_FASTPATH is set but cargo (Rust) was not found"; exit 1; \
+	fi
+NO_CARGO = $(REQUIRE_CARGO); \
+	echo "NOTE: cargo (Rust) not found: the compiled fast path (fastpath/) is not built and its rustfmt/clippy/tests do not run."; \
+	echo "      The connector runs on the Python path: about half the ingest rate and a third of the snapshot rate"; \
+	echo "      (docs/benchmarks.md). To build it: install Rust from https://rustup.rs, then run make venv again."
 $(VENV)/.fastpath: $(wildcard fastpath/src/*.rs) fastpath/Cargo.toml fastpath/Cargo.lock fastpath/pyproject.toml | $(VENV)/.installed
-	@command -v cargo >/dev/null || { echo "cargo (Rust) is needed to build fastpath/: https://rustup.rs"; exit 1; }
-	$(VPY) -m pip install -q ./fastpath
-	touch $@
+	@if command -v cargo >/dev/null; then \
+	  $(VPY) -m pip install -q ./fastpath && touch $@; \
+	else $(NO_CARGO); fi
 
 venv: $(VENV)/.installed $(VENV)/.fastpath
 

@@ -22,6 +22,7 @@ from hypothesis import settings
 from connector.devtools.kafka import KafkaBroker
 from connector.devtools.s3_server import S3Endpoint, S3Server
 from connector.devtools.sftp_server import SftpServer
+from connector.mapping.fastpath import fastpath_available
 from tests.kafka_helpers import KafkaTestCluster
 
 BrokerFactory = Callable[..., KafkaBroker]
@@ -30,6 +31,43 @@ BrokerFactory = Callable[..., KafkaBroker]
 # fails a correct example on a loaded 2-core runner (seen beside a running broker).
 settings.register_profile("project", deadline=None)
 settings.load_profile("project")
+
+# Set by .ci/run: there the extension is built, so a missing one is a broken build, not a choice.
+REQUIRE_FASTPATH = "CARECLOUD_REQUIRE_FASTPATH"
+_NOT_RUN = pytest.StashKey[tuple[int, str]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without the compiled extension, leave out the tests that hold it to the Python path.
+
+    A machine without Rust still runs everything else (the connector falls back to the Python
+    path); what was left out is counted and said, with the reason, at the end of the run, never
+    passed over silently. Where ``CARECLOUD_REQUIRE_FASTPATH`` is set (CI), a missing extension
+    stops the run instead, so CI never proves less than it did.
+    """
+    missing = fastpath_available()
+    if missing is None:
+        return
+    needs = [item for item in items if item.get_closest_marker("fastpath") is not None]
+    if not needs:
+        return
+    if os.environ.get(REQUIRE_FASTPATH):
+        raise pytest.UsageError(f"{REQUIRE_FASTPATH} is set but {missing}: run `make venv` with cargo")
+    config.hook.pytest_deselected(items=needs)
+    items[:] = [item for item in items if item.get_closest_marker("fastpath") is None]
+    config.stash[_NOT_RUN] = (len(needs), missing)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Name the extension's tests that did not run, and why, where nobody can miss it."""
+    not_run = config.stash.get(_NOT_RUN, None)
+    if not_run is not None:
+        count, missing = not_run
+        terminalreporter.write_sep("=", f"{count} fastpath tests NOT RUN", yellow=True)
+        terminalreporter.write_line(
+            f"{count} tests hold the compiled fast path to the Python path; {missing}. "
+            "Install Rust (cargo, from rustup) and run `make venv` to build it and run them."
+        )
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from tests.kafka_helpers import KafkaTestCluster, unique
 ROOT = Path(__file__).parents[2]
 MAPPING = (ROOT / "examples" / "mapping.yaml").read_text()
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fastpath]
 
 
 def _ingest(

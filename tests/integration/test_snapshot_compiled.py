@@ -24,7 +24,7 @@ from connector.state.resolve import StateRow
 from tests.integration.snapshot_helpers import delete_rows, seed_state, snapshot_run, tree
 from tests.kafka_helpers import KafkaTestCluster
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fastpath]
 
 DAY = dt.date(2026, 11, 25)
 

@@ -33,6 +33,8 @@ from connector.source import Position, make_decoder
 from connector.state.codec import encode_row, state_key
 from connector.state.resolve import merge
 
+pytestmark = pytest.mark.fastpath
+
 EXAMPLE = Path(__file__).parents[3] / "examples" / "mapping.yaml"
 PLACEHOLDER = "__debezium_unavailable_value"
 

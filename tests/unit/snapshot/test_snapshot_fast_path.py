@@ -26,6 +26,7 @@ def _reader(tmp_path: Path, fast_path: str) -> StateReader | CompiledStateReader
     return snapshot._reader(Cut("state", {}))
 
 
+@pytest.mark.fastpath
 def test_auto_and_on_read_with_the_compiled_spill_and_off_in_python(tmp_path: Path) -> None:
     for fast_path, kind in [("auto", CompiledStateReader), ("on", CompiledStateReader), ("off", StateReader)]:
         with _reader(tmp_path, fast_path) as reader:

@@ -31,6 +31,8 @@ from connector.state.resolve import StateRow
 from tests.integration.snapshot_helpers import PREFIXES
 from tests.unit.sinks.test_stored import _kinds
 
+pytestmark = pytest.mark.fastpath
+
 PARENTS = {ref.field: ref.parent for refs in REFERENCES.values() for ref in refs}
 
 

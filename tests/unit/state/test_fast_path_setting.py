@@ -24,6 +24,7 @@ def _service(tmp_path: Path, fast_path: str) -> IngestService:
     return IngestService(settings, load_mapping(EXAMPLE))
 
 
+@pytest.mark.fastpath
 def test_auto_and_on_compile_every_debezium_json_topic_and_off_none(tmp_path: Path) -> None:
     topics = set(load_mapping(EXAMPLE).topics)
     assert set(_service(tmp_path, "auto").fast) == topics
