@@ -11,11 +11,17 @@ sleeps); ``Caller.call`` is the caller that decides to wait and retry:
 - every wait and every request timeout is capped by the deadline: a wait that would pass it is
   not started, and the call fails at once with ``PortalUnavailableError`` saying so;
 - not retried: any other 4xx (``PortalRejectedError``, ``PortalAuthError`` for 401/403), with the
-  Portal's problem ``title`` and ``detail``;
+  status and the problem's ``type`` only (``problem_type``);
 - after ``max_attempts`` the last error is raised (``PortalBackpressureError`` keeps its delay).
 
 A retry sends the very same bytes and headers (idempotency key included), so the Portal
 applies a batch once however often it is sent.
+
+Of an RFC 9457 problem only the status and the ``type`` are kept, and the ``type`` only when it
+is a short token or a URI ending in one (``problem_type``). ``title`` and ``detail`` are free
+text a real Portal may fill with the record it refused (issue 16): they never reach an
+exception, so never a log line, the manifest's ``reason`` or the CLI's table. The operator
+finds the record by the entity, date and batch the message names, and the rule by the type.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import logging
 import random
 import re
 import threading
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,13 +47,15 @@ from connector.sinks.exceptions import (
     PortalUnavailableError,
 )
 
-__all__ = ["Caller", "Run", "classify", "retry_after_seconds"]
+__all__ = ["Caller", "Run", "classify", "problem_type_of", "retry_after_seconds"]
 
 log = logging.getLogger("connector.sinks.portal")
 
 _SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_TEXT_LIMIT = 500
-"""Problem titles and details are cut to this many characters before they reach a message."""
+_TOKEN = re.compile(r"[a-z0-9-]{1,64}")
+"""A problem type kept as is: lower-case letters, digits and dashes (``schema-violation``)."""
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+_MAX_TYPE_CHARS = 512
 _RETRIED_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
@@ -93,7 +102,8 @@ def classify(response: httpx.Response, what: str, now: dt.datetime) -> dict[str,
         if not isinstance(data, dict):
             raise PortalUnavailableError(f"{what}: the Portal answered {status} without a JSON object")
         return data
-    title, detail, problem_type = _problem(response)
+    problem_type = problem_type_of(response)
+    phrase = _phrase(status)
     retry_after = retry_after_seconds(response.headers.get("Retry-After"), now)
     if status == 429 or (status == 503 and retry_after is not None):
         asked = f", Retry-After {retry_after:.1f} s" if retry_after is not None else ""
@@ -101,26 +111,54 @@ def classify(response: httpx.Response, what: str, now: dt.datetime) -> dict[str,
             f"{what}: the Portal asked to slow down ({status}{asked})", retry_after=retry_after
         )
     if status >= 500 or status == 408:
-        raise PortalUnavailableError(f"{what}: the Portal failed ({status} {title})")
-    kind = PortalAuthError if status in (401, 403) else PortalRejectedError
-    message = f"{what}: the Portal refused it ({status} {title})" + (f": {detail}" if detail else "")
-    raise kind(message, status=status, title=title, detail=detail, problem_type=problem_type)
+        raise PortalUnavailableError(
+            f"{what}: the Portal failed ({status} {phrase}, problem type {problem_type})"
+        )
+    if status in (401, 403):
+        raise PortalAuthError(
+            f"{what}: the Portal refused the API key ({status} {phrase}, problem type {problem_type}); "
+            "check CARECLOUD_PORTAL_API_KEY (sent as X-API-Key) and its access",
+            status=status,
+            problem_type=problem_type,
+        )
+    raise PortalRejectedError(
+        f"{what}: the Portal refused it ({status} {phrase}, problem type {problem_type})",
+        status=status,
+        problem_type=problem_type,
+    )
 
 
-def _problem(response: httpx.Response) -> tuple[str, str, str]:
-    """``(title, detail, type)`` of an RFC 9457 body; the reason phrase when there is none."""
+def problem_type_of(response: httpx.Response) -> str:
+    """The problem's ``type`` reduced to a token that cannot carry a record value.
+
+    A token of ``[a-z0-9-]`` is kept; so is a URI's last path segment when it is one
+    (``https://portal.carecloud.example/problems/schema-violation`` -> ``schema-violation``).
+    No ``type`` (or RFC 9457's ``about:blank``) is ``about:blank``; anything else, ``unknown``.
+    """
     try:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         body = None
-    if not isinstance(body, dict):
-        body = {}
+    value = body.get("type") if isinstance(body, dict) else None
+    if value is None or value == "about:blank":
+        return "about:blank"
+    if not isinstance(value, str) or len(value) > _MAX_TYPE_CHARS:
+        return "unknown"
+    if _TOKEN.fullmatch(value):
+        return value
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError:
+        return "unknown"
+    last = parts.path.rsplit("/", 1)[-1]
+    if _SCHEME.fullmatch(parts.scheme) and not parts.query and not parts.fragment and _TOKEN.fullmatch(last):
+        return last
+    return "unknown"
 
-    def text(key: str, default: str = "") -> str:
-        value = body.get(key)
-        return value[:_TEXT_LIMIT] if isinstance(value, str) else default
 
-    return text("title", response.reason_phrase or "error"), text("detail"), text("type", "about:blank")
+def _phrase(status: int) -> str:
+    """The standard reason phrase of ``status`` (from the code, never from the response)."""
+    return httpx.codes.get_reason_phrase(status) or "error"
 
 
 class Caller:
@@ -196,7 +234,16 @@ class Caller:
             self._wait(delay, what, failure)
             run.count_retry()
             self._observe("retry", status)
-            log.info("portal: retrying %s (attempt %d) after %.2f s: %s", what, attempt + 1, delay, failure)
+            log.info(
+                "portal: retrying %s",
+                what,
+                extra={
+                    "attempt": attempt + 1,
+                    "retry_in_s": round(delay, 2),
+                    "status": status,
+                    "error": type(failure).__name__,
+                },
+            )
 
     def _delay(self, attempt: int, failure: PortalUnavailableError) -> float:
         asked = failure.retry_after if isinstance(failure, PortalBackpressureError) else None

@@ -8,7 +8,7 @@ The first two are also ``ValueError``::
     ├── EncodeError                  a record cannot be written in the file format (field and row)
     ├── StorageDeniedError           credentials or permissions refused by S3/SFTP
     ├── PreconditionFailedError      a conditional write lost: the key exists, or changed
-    ├── PortalRejectedError          the Portal refused a call (4xx but 429); its problem title/detail
+    ├── PortalRejectedError          the Portal refused a call (4xx but 429): status and problem type
     │   └── PortalAuthError          401/403: the API key is wrong or lacks access; every entity fails
     └── PortalMismatchError          the records disagree with what the Portal acknowledged
     TransientError
@@ -63,15 +63,15 @@ class PreconditionFailedError(TerminalError):
 class PortalRejectedError(TerminalError):
     """The Portal refused a call for a reason retrying cannot fix; fails that entity only.
 
-    ``title`` and ``detail`` are the Portal's RFC 9457 problem (which names records by index and
-    field, never by value); ``status`` is the HTTP status and ``problem_type`` the problem's URI.
+    ``status`` is the HTTP status and ``problem_type`` the RFC 9457 problem's ``type`` reduced to
+    its token (``schema-violation``; ``unknown`` when it was not one). The problem's ``title``
+    and ``detail`` are not kept: they are the Portal's free text, which may echo the refused
+    record, and this error's message goes to logs, the manifest and the CLI (issue 16).
     """
 
-    def __init__(
-        self, message: str, *, status: int, title: str = "", detail: str = "", problem_type: str = ""
-    ) -> None:
+    def __init__(self, message: str, *, status: int, problem_type: str = "unknown") -> None:
         super().__init__(message)
-        self.status, self.title, self.detail, self.problem_type = status, title, detail, problem_type
+        self.status, self.problem_type = status, problem_type
 
 
 class PortalAuthError(PortalRejectedError):

@@ -318,7 +318,16 @@ class SnapshotRun:
             except TransientError:
                 raise  # Portal away: no manifest; the scheduler retries, resuming the sessions
             except ConnectorError as exc:  # refused for this entity: the others go on
-                log.error("snapshot %s: %s refused by the Portal API: %s", day, plan.entity, exc)
+                # The class and status only: the message is in the manifest's reason.
+                log.error(
+                    "snapshot %s: refused by the Portal API",
+                    day,
+                    extra={
+                        "entity": plan.entity,
+                        "error": type(exc).__name__,
+                        "status": getattr(exc, "status", None),
+                    },
+                )
                 if isinstance(exc, PortalAuthError):
                     self._api_refused = str(exc)
                 return replace(base, status="failed", reason=str(exc))

@@ -175,7 +175,7 @@ def test_retries_stop_after_max_attempts_and_backpressure_keeps_its_delay() -> N
     assert len(puts(seen, 1)) == 3
 
 
-def test_a_4xx_is_terminal_for_the_entity_with_the_portals_reason_and_no_values() -> None:
+def test_a_4xx_is_terminal_for_the_entity_with_its_status_and_type_and_no_values() -> None:
     app, seen, time_ = PortalApp(KEY), [], FakeTime()
     problem = {"type": "x", "title": "Record breaks the schema", "status": 422, "detail": "record 3, field X"}
     script = {1: [httpx.Response(422, json=problem, headers={"Content-Type": "application/problem+json"})]}
@@ -184,9 +184,11 @@ def test_a_4xx_is_terminal_for_the_entity_with_the_portals_reason_and_no_values(
     error = caught.value
     assert isinstance(error, TerminalError)
     assert not isinstance(error, PortalAuthError)
-    assert (error.status, error.title, error.detail) == (422, "Record breaks the schema", "record 3, field X")
-    assert "Record breaks the schema" in str(error)
-    assert "record 3, field X" in str(error)
+    assert (error.status, error.problem_type) == (422, "x")
+    assert "batch 1" in str(error)  # where: the operator finds the record by entity, date and batch
+    assert "(422 Unprocessable Entity, problem type x)" in str(error)
+    assert "Record breaks the schema" not in str(error)  # the Portal's free text is not kept
+    assert "record 3, field X" not in str(error)
     assert CANARY_NAME not in str(error)
     assert "fam-0" not in str(error)
     assert len(puts(seen, 1)) == 1
