@@ -2,22 +2,33 @@
 
 Each subcommand lives in its stage and registers here, so the CLI stays a thin edge: parsing
 arguments, printing, and turning a ``ConnectorError`` into a clear message and exit code.
+
+Two guards hold for every command (issue 16): logging is set up by ``connector.logs`` before
+the command runs (JSON, allow-listed fields, secrets scrubbed), and an unexpected exception is
+reported by its class only. Its message and traceback may hold a record's values (a
+``KeyError``'s message is the key), and this output ends up in pod logs; ``--debug`` prints
+the traceback for someone at a terminal who asked for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from connector import __version__
 from connector.config.commands import add_validate_command
 from connector.errors import ConnectorError
+from connector.logs import configure_logging
 from connector.snapshot.commands import add_snapshot_command
 from connector.state.commands import add_dlq_command, add_rebuild_store_command
 from connector.status import add_status_command
 
-__all__ = ["build_parser", "main"]
+__all__ = ["UNEXPECTED_EXIT", "build_parser", "main"]
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -29,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kafka CDC events -> CareCloud entities -> daily snapshot to S3/SFTP and the Portal API.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an unexpected error, print its traceback (its message may hold record values: "
+        "for a terminal, never for collected logs)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_schemas(sub)
@@ -78,14 +95,14 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     from connector.config import load_settings
     from connector.health import HealthServer, Heartbeat
-    from connector.logs import configure_logging
+    from connector.logs import configure_logging_from
     from connector.mapping import load_mapping
     from connector.metrics import METRICS
     from connector.state.ingest import IngestService
 
     faulthandler.register(signal.SIGUSR1)  # on-call: `kill -USR1` prints every thread's stack
     settings = load_settings()
-    configure_logging(settings.ops.log_level, settings.ops.log_format, secrets_from=settings)
+    configure_logging_from(settings)
     heartbeat = Heartbeat()
     service = IngestService(
         settings, load_mapping(settings.ingest.mapping_file), metrics=METRICS, heartbeat=heartbeat
@@ -175,15 +192,39 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+UNEXPECTED_EXIT = 3
+"""Exit code of an unexpected error (a bug), apart from a connector error's 1 and usage's 2."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (2 for a usage error, 1 for a connector error)."""
+    """Run the CLI; returns the process exit code (2 for a usage error, 1 for a connector error,
+    ``UNEXPECTED_EXIT`` for any other exception).
+
+    A ``ConnectorError``'s message names settings, fields and positions, never values (the
+    contract of ``connector.errors``), so it is printed. Any other exception is printed by its
+    class only, unless ``--debug`` asks for the traceback.
+    """
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    configure_logging()  # until a command loads its settings (configure_logging_from)
     try:
         return handler(args)
     except ConnectorError as exc:
+        if args.debug:
+            traceback.print_exception(exc, file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        else:  # the stack frames, by connector.logs, which drops a non-connector error's message
+            log.critical("unexpected error", extra={"error": type(exc).__name__}, exc_info=exc)
+        print(
+            f"unexpected error: {type(exc).__name__}; run again with --debug for the traceback; "
+            "this is a bug, please report it",
+            file=sys.stderr,
+        )
+        return UNEXPECTED_EXIT
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,7 +32,7 @@ import sys
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import orjson
 from pydantic import BaseModel, SecretStr
@@ -40,11 +40,15 @@ from pydantic import BaseModel, SecretStr
 from connector.errors import ConnectorError
 from connector.model.schemas import ENTITY_NAMES
 
+if TYPE_CHECKING:
+    from connector.config.settings import Settings
+
 __all__ = [
     "ALLOWED_FIELDS",
     "JsonFormatter",
     "TextFormatter",
     "configure_logging",
+    "configure_logging_from",
     "log_context",
     "register_secret",
 ]
@@ -183,13 +187,19 @@ def configure_logging(
 
     ``secrets_from`` is a settings object (``connector.config.Settings``) or model: every
     ``SecretStr`` found in it is registered for scrubbing. Calling again replaces the handler.
+    Without ``stream`` the handler writes to whatever ``sys.stderr`` is when a line is logged.
+
+    This is the only place the process's logging is set up (never ``logging.basicConfig``,
+    whose plain format would skip the allow-list and the scrubber): the CLI calls it before
+    any command runs, and each command that has loaded its settings calls
+    ``configure_logging_from`` (a test holds the package to it).
     """
     for model in _models(secrets_from):
         for name in type(model).model_fields:
             value = getattr(model, name)
             if isinstance(value, SecretStr):
                 register_secret(value)
-    handler = _Handler(stream if stream is not None else sys.stderr)
+    handler = _Handler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
@@ -202,8 +212,31 @@ def configure_logging(
     return handler
 
 
+def configure_logging_from(settings: Settings) -> logging.Handler:
+    """The deployment's level and format (``CARECLOUD_OPS_LOG_*``), every secret registered:
+    what a command calls once it has loaded its settings."""
+    return configure_logging(settings.ops.log_level, settings.ops.log_format, secrets_from=settings)
+
+
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the handler ``configure_logging`` installed, so a second call replaces only it."""
+    """Marks the handler ``configure_logging`` installed, so a second call replaces only it.
+
+    Given no stream, it writes to the current ``sys.stderr`` (as ``logging.lastResort`` does),
+    so a redirection made later, e.g. by a test's capture, is followed rather than a closed
+    stream kept.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream)  # sets ``stream`` to sys.stderr when None: undone below
+        self._fixed: TextIO | None = stream
+
+    @property
+    def stream(self) -> TextIO:
+        return self._fixed if self._fixed is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO | None) -> None:
+        self._fixed = value
 
 
 def _models(obj: object) -> list[BaseModel]:

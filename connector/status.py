@@ -302,8 +302,11 @@ def add_status_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from connector.config import load_settings
+    from connector.logs import configure_logging_from
 
-    status = collect(load_settings())
+    settings = load_settings()
+    configure_logging_from(settings)
+    status = collect(settings)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(status.as_json()) + b"\n")
     else:

@@ -238,7 +238,13 @@ class SftpStorage:
                         raise StorageUnavailableError(
                             f"{where} failed after {attempt + 1} attempt(s): {reason}"
                         ) from exc
-                    log.warning("%s failed (%s); retry %d of %d", where, reason, attempt + 1, self._retries)
+                    log.warning(  # the class only: the server's text stays in the raised error
+                        "%s failed; retry %d of %d",
+                        where,
+                        attempt + 1,
+                        self._retries,
+                        extra={"error": type(exc).__name__},
+                    )
                     time.sleep(delay)
                     delay *= 2
         raise AssertionError("unreachable")

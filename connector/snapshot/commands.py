@@ -42,19 +42,18 @@ def add_snapshot_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
-    import logging
-
     from connector.config import load_settings
+    from connector.logs import configure_logging_from
     from connector.model import ENTITY_NAMES
     from connector.sinks.local import LocalStorage
     from connector.snapshot.exceptions import SnapshotArgumentError
     from connector.snapshot.service import build_run, schedule_of
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     unknown = [name for name in args.override if name not in ENTITY_NAMES]
     if unknown:
         raise SnapshotArgumentError(f"--override: unknown entity {', '.join(unknown)}")
     settings = load_settings()
+    configure_logging_from(settings)
     day = args.date or dt.datetime.now(dt.UTC).astimezone(schedule_of(settings).tz).date()
     storage = LocalStorage(args.out) if args.dry_run else None
     result = build_run(settings, storage=storage).run(day, overrides=args.override)

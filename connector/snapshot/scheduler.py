@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from connector.errors import TerminalError, TransientError
+from connector.errors import ConnectorError, TerminalError, TransientError
 from connector.snapshot.exceptions import LeaseBusyError
 from connector.snapshot.run import Outcome, RunResult
 from connector.snapshot.schedule import Action, Schedule, decide_on_startup, next_run, run_window
@@ -90,25 +90,33 @@ class Scheduler:
             self._events.starting(day, (deadline - expected_finish).total_seconds())
             try:
                 result = self._run(day)
-            except LeaseBusyError as exc:
-                log.info("%s; looking again in %.0f s", exc, self._busy_wait_s)
+            except LeaseBusyError:
+                log.info(
+                    "snapshot %s is being run by another owner; looking again",
+                    day,
+                    extra={"retry_in_s": self._busy_wait_s},
+                )
                 return self._sleep(self._busy_wait_s)
             except TransientError as exc:
                 now = self._clock()
                 if now + dt.timedelta(seconds=backoff) + self._expected > deadline:
-                    self._give_up(day, f"still failing near the deadline: {exc}")
+                    self._give_up(day, "still failing near the deadline", exc)
                     return False
-                log.warning("snapshot %s failed (%s); retrying in %.0f s", day, exc, backoff)
+                log.warning(
+                    "snapshot %s failed; retrying",
+                    day,
+                    extra={"error": type(exc).__name__, "retry_in_s": backoff},
+                )
                 if self._sleep(backoff):
                     return True
                 backoff = min(backoff * 2, self._max_backoff_s)
                 continue
             except TerminalError as exc:
-                self._give_up(day, f"failed: {exc}")
+                self._give_up(day, "failed", exc)
                 return False
             except Exception as exc:  # a bug: report the day rather than kill the scheduler thread
                 log.exception("snapshot %s failed unexpectedly", day)
-                self._give_up(day, f"failed unexpectedly: {type(exc).__name__}")
+                self._give_up(day, "failed unexpectedly", exc)
                 return False
             slack = (deadline - self._clock()).total_seconds()
             self._events.finished(day, result.outcome.value, slack)
@@ -116,17 +124,33 @@ class Scheduler:
                 log.info("snapshot %s %s with %.0f s to spare", day, result.outcome.value, slack)
             return False
 
-    def _give_up(self, day: dt.date, why: str) -> None:
+    def _give_up(self, day: dt.date, cause: str, exc: Exception) -> None:
+        """Report ``day`` missed because of ``exc``; the events' reason is the cause and the
+        error: a ``ConnectorError``'s message (it names settings and positions, never values,
+        by contract) or, for any other error, its class (its message may be a record's key)."""
         self._given_up.add(day)
         self._events.finished(day, "failed", (self._deadline(day) - self._clock()).total_seconds())
-        self._report_missed(day, why)
+        detail = str(exc) if isinstance(exc, ConnectorError) else type(exc).__name__
+        self._report_missed(day, f"{cause}: {detail}", cause=cause, exc=exc)
 
     def _deadline(self, day: dt.date) -> dt.datetime:
         return run_window(self._schedule, day)[1]
 
-    def _report_missed(self, day: dt.date, why: str) -> None:
+    def _report_missed(
+        self, day: dt.date, why: str, *, cause: str | None = None, exc: Exception | None = None
+    ) -> None:
         if day in self._events.reported:
             return
         self._events.reported.add(day)
-        log.error("snapshot %s missed: %s", day, why)
+        if exc is None:
+            log.error("snapshot %s missed: %s", day, why)
+        else:  # the error by name and exc_info, never in the message (connector.logs keeps the
+            # message of a ConnectorError only; an unexpected error was logged with its stack)
+            log.error(
+                "snapshot %s missed: %s",
+                day,
+                cause,
+                extra={"error": type(exc).__name__},
+                exc_info=exc if isinstance(exc, ConnectorError) else None,
+            )
         self._events.missed(day, why)
