@@ -19,6 +19,7 @@ import orjson
 from connector._table import table
 
 if TYPE_CHECKING:  # Kafka clients are imported when a command runs, so --help stays fast
+    from connector.config import Settings
     from connector.state.dlq import DeadLetter, ReplayResult
 
 __all__ = ["add_dlq_command", "add_rebuild_store_command", "format_replay", "parse_timestamp"]
@@ -42,10 +43,12 @@ def add_rebuild_store_command(sub: argparse._SubParsersAction[argparse.ArgumentP
 def _cmd_rebuild(args: argparse.Namespace) -> int:
     from connector._progress import Progress
     from connector.config import load_settings
+    from connector.logs import configure_logging_from
     from connector.state.exceptions import TopicConfigError
     from connector.state.rebuild import existing_partitions, rebuild_stores, state_partitions
 
     settings = load_settings()
+    configure_logging_from(settings)
     base, topic, state_dir = (
         settings.kafka.client_config(),
         settings.ingest.state_topic,
@@ -105,7 +108,9 @@ def add_dlq_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "replay",
         help="re-publish dead letters (original key, value, headers) to their original topic and partition",
         description="Run it after fixing the cause (e.g. the mapping): ingest takes the events again. "
-        "Dead letters kept by reference (oversized: no bytes) are listed and skipped. Replaying an "
+        "Dead letters kept by reference (oversized: no bytes) are listed and skipped. A dead letter "
+        "whose carecloud.topic header is not one of the mapping's source topics is refused and "
+        "listed by DLQ offset (exit 1), never produced. Replaying an "
         "event twice, or one that is now stale, is harmless: the state merge orders changes by the "
         "source's version key (LSN, binlog position) inside the event, so an event older than the "
         "state's row is dropped and a second copy writes the same values again.",
@@ -131,11 +136,18 @@ def _filters(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _read(args: argparse.Namespace) -> tuple[str, list[DeadLetter]]:
+def _settings() -> Settings:
     from connector.config import load_settings
-    from connector.state.dlq import DlqFilter, read_dead_letters
+    from connector.logs import configure_logging_from
 
     settings = load_settings()
+    configure_logging_from(settings)
+    return settings
+
+
+def _read(args: argparse.Namespace, settings: Settings) -> tuple[str, list[DeadLetter]]:
+    from connector.state.dlq import DlqFilter, read_dead_letters
+
     flt = DlqFilter(args.since, args.from_timestamp, frozenset(args.reason), args.limit)
     topic = settings.ingest.dlq_topic
     return topic, list(read_dead_letters(settings.kafka.client_config(), topic, flt))
@@ -147,7 +159,7 @@ def _position(letter: DeadLetter) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    topic, letters = _read(args)
+    topic, letters = _read(args, _settings())
     if args.json:
         out = sys.stdout.buffer
         for letter in letters:
@@ -170,11 +182,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from connector.config import load_settings
+    from connector.mapping import load_mapping
     from connector.state.dlq import replay
 
-    topic, letters = _read(args)
-    result = replay(load_settings().kafka.client_config(), letters, dry_run=args.dry_run)
+    settings = _settings()
+    # Only the mapping's source topics may be produced to, whatever a dead letter's header says.
+    sources = frozenset(load_mapping(settings.ingest.mapping_file).topics)
+    topic, letters = _read(args, settings)
+    result = replay(settings.kafka.client_config(), letters, source_topics=sources, dry_run=args.dry_run)
     next_since = max((letter.dlq_offset for letter in letters), default=None)
     if args.json:
         counts: dict[str, dict[str, int]] = {}
@@ -184,13 +199,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             "dry_run": args.dry_run,
             "counts": counts,
             "skipped": [letter.as_json() for letter in result.skipped],
+            "refused": [_refused_json(letter) for letter in result.refused],
             "failed": [{**letter.as_json(), "kafka_error": err} for letter, err in result.failed],
             "next_since": None if next_since is None else next_since + 1,
         }
         sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
     else:
         print(format_replay(result, letters, dry_run=args.dry_run, topic=topic))
-    return 1 if result.failed else 0
+    return 1 if result.failed or result.refused else 0
+
+
+def _refused_json(letter: DeadLetter) -> dict[str, object]:
+    """A refused dead letter by its place in the DLQ: its position headers are not to be trusted."""
+    return {
+        "dlq_partition": letter.dlq_partition,
+        "dlq_offset": letter.dlq_offset,
+        "error": letter.error,
+        "reason": letter.reason,
+    }
 
 
 def format_replay(result: ReplayResult, letters: Sequence[DeadLetter], *, dry_run: bool, topic: str) -> str:
@@ -204,7 +230,7 @@ def format_replay(result: ReplayResult, letters: Sequence[DeadLetter], *, dry_ru
             if (p := letter.position)
         ]
         out.append(table(["topic", "partition", "offset", "reason"], rows))
-    outcomes = ("would_replay" if dry_run else "replayed", "skipped", "duplicate", "failed")
+    outcomes = ("would_replay" if dry_run else "replayed", "skipped", "refused", "duplicate", "failed")
     reasons = sorted({reason for reason, _ in result.counts})
     rows2 = [[reason, *(result.counts.get((reason, o), 0) for o in outcomes)] for reason in reasons]
     out.append(table(["reason", *(o.replace("_", " ") for o in outcomes)], rows2))
@@ -214,6 +240,15 @@ def format_replay(result: ReplayResult, letters: Sequence[DeadLetter], *, dry_ru
             f"  {_position(letter)} ({letter.reason}): "
             + ("dead-lettered by reference, no bytes kept" if letter.by_reference else "no original position")
             for letter in result.skipped
+        )
+    if result.refused:
+        out.append(
+            "refused, not produced: the carecloud.topic header names a topic that is not one of the "
+            "mapping's source topics (a corrupted or foreign dead letter; inspect it in the DLQ):"
+        )
+        out.extend(
+            f"  dlq partition {letter.dlq_partition} offset {letter.dlq_offset} ({letter.reason})"
+            for letter in result.refused
         )
     for letter, err in result.failed:
         out.append(f"failed: {_position(letter)} ({letter.reason}): {err}")

@@ -9,6 +9,12 @@ source partition p feeds state partition p, so a replay into another partition c
 entity's rows across two state partitions. Ingest then takes it through decode -> map -> merge
 again, now with the fixed mapping.
 
+A dead letter is produced only to one of the mapping's source topics (``verdict``): the
+``carecloud.topic`` header is data read back from a topic, and a corrupted, hand-made or
+foreign dead letter must not make the replay write PHI to any topic it names (issue 16). One
+naming another topic is refused, counted and reported by its DLQ offset, never produced; the
+report names the header, not its value.
+
 Replaying twice, or replaying an event that is now stale, is harmless: the state merge orders
 changes by the source's version key carried inside the event (PostgreSQL commit LSN and event
 LSN, MySQL binlog position), never by arrival (docs/decisions/0005-version-key-and-merge.md).
@@ -26,9 +32,10 @@ was never final (its batch is consumed again).
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +49,12 @@ __all__ = [
     "DeadLetter",
     "DlqFilter",
     "ReplayResult",
+    "Verdict",
     "from_message",
     "read_dead_letters",
     "replay",
     "replay_headers",
+    "verdict",
 ]
 
 Headers = Sequence[tuple[str, str | bytes | None]]
@@ -227,31 +236,73 @@ def _start_offsets(consumer: Consumer, topic: str, ends: dict[int, int], flt: Dl
     return {p: max(since, low[p]) for p in ends}
 
 
+class Verdict(enum.Enum):
+    """What a replay does with one dead letter."""
+
+    REPLAY = "replay"
+    """Produce it to its original topic and partition."""
+    SKIP = "skipped"
+    """No original position, or no bytes (by reference): re-publish it at the source instead."""
+    REFUSE = "refused"
+    """Its ``carecloud.topic`` header names a topic that is not one of the mapping's sources."""
+
+
+def verdict(letter: DeadLetter, source_topics: Collection[str]) -> Verdict:
+    """Replay, skip or refuse ``letter`` (pure: the rule the replay and its tests share).
+
+    A position outside the source topics is refused before anything else is looked at, so
+    even a dead letter with no bytes to send is reported as refused: its header is wrong.
+    """
+    position = letter.position
+    if position is None:
+        return Verdict.SKIP
+    if position.topic not in source_topics:
+        return Verdict.REFUSE
+    if letter.by_reference:
+        return Verdict.SKIP
+    return Verdict.REPLAY
+
+
 @dataclass
 class ReplayResult:
-    """Per reason: replayed, skipped (by reference, or no original position), failed."""
+    """Per reason: replayed, skipped (by reference, or no original position), refused, failed."""
 
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """``(reason, "replayed" | "would_replay" | "skipped" | "duplicate" | "failed")`` -> dead letters."""
+    """``(reason, "replayed" | "would_replay" | "skipped" | "refused" | "duplicate" | "failed")``
+    -> dead letters."""
     skipped: list[DeadLetter] = field(default_factory=list)
+    refused: list[DeadLetter] = field(default_factory=list)
+    """Their ``carecloud.topic`` is not a source topic; reported by DLQ offset, never by position."""
     failed: list[tuple[DeadLetter, str]] = field(default_factory=list)
     """With librdkafka's error name (no payload)."""
     replayed: list[DeadLetter] = field(default_factory=list)
 
 
-def replay(base: dict[str, Any], letters: Iterable[DeadLetter], *, dry_run: bool = False) -> ReplayResult:
+def replay(
+    base: dict[str, Any],
+    letters: Iterable[DeadLetter],
+    *,
+    source_topics: Collection[str],
+    dry_run: bool = False,
+) -> ReplayResult:
     """Re-publish each replayable dead letter to its original topic and partition.
 
-    The producer is idempotent (``enable.idempotence``, ``acks=all``), so its own retries never
-    duplicate a record. The same original position seen twice in one run (the DLQ can hold it
-    twice after a rewind of the ingest group) is replayed once.
+    ``source_topics`` are the mapping's topics: a dead letter naming any other is refused
+    (``verdict``). The producer is idempotent (``enable.idempotence``, ``acks=all``), so its
+    own retries never duplicate a record. The same original position seen twice in one run
+    (the DLQ can hold it twice after a rewind of the ingest group) is replayed once.
     """
     result = ReplayResult()
     producer = None if dry_run else Producer({**_conf(base), "enable.idempotence": True, "acks": "all"})
     seen: set[Position] = set()
     for letter in letters:
+        decided = verdict(letter, source_topics)
+        if decided is Verdict.REFUSE:
+            result.counts[(letter.reason, "refused")] += 1
+            result.refused.append(letter)
+            continue
         position = letter.position
-        if letter.by_reference or position is None:
+        if decided is Verdict.SKIP or position is None:
             result.counts[(letter.reason, "skipped")] += 1
             result.skipped.append(letter)
             continue

@@ -28,7 +28,9 @@ from connector.model import ENTITY_NAMES
 from connector.sinks.keys import manifest_key
 from connector.sinks.s3 import S3Storage
 from connector.snapshot.manifest import EntityResult, Manifest
+from connector.source import Position
 from connector.state.codec import decode_row, split_key
+from connector.state.ingest import dead_letter_headers
 from connector.state.store import PartitionStore
 from connector.state.topics import high_watermarks
 from tests.integration.family_ingest import MAPPING
@@ -285,8 +287,8 @@ def test_dlq_replay_after_a_mapping_fix_brings_the_entity_in_and_skips_by_refere
 
     done = deployment.run("dlq", "replay")
     rows = [line.split() for line in done.stdout.splitlines()]
-    assert ["unknown_enum_symbol", "1", "0", "0", "0"] in rows
-    assert ["oversized_record", "0", "1", "0", "0"] in rows
+    assert ["unknown_enum_symbol", "1", "0", "0", "0", "0"] in rows  # replayed skipped refused dup failed
+    assert ["oversized_record", "0", "1", "0", "0", "0"] in rows
     assert "--since 2" in done.stdout
     replayed = _source_messages(kafka, topic)[3]
     assert (replayed.key(), replayed.value()) == (key(2), refused)  # the original bytes
@@ -309,7 +311,44 @@ def test_dlq_replay_after_a_mapping_fix_brings_the_entity_in_and_skips_by_refere
     assert final[("Family", "FAM-2")].version.major == 50_000_000 - 5  # sequence[0] of the newer change
     assert final[("Family", "FAM-1")] == state[("Family", "FAM-1")]
     assert _dlq_end(kafka, deployment.dlq_topic) == 2  # nothing new was dead-lettered
+
+    # A dead letter whose carecloud.topic header names a topic that is not one of the mapping's
+    # sources (here the state topic itself) is refused: counted, named by its DLQ offset and
+    # the header, never produced, and the command exits 1.
+    forged = _produce_dead_letter(
+        kafka, deployment.dlq_topic, key(2), refused, Position(deployment.state_topic, 0, 0)
+    )
+    state_end = high_watermarks(kafka.config(), deployment.state_topic, [0])[0]
+    as_json = json.loads(deployment.run("dlq", "replay", "--since", str(forged), "--json", check=1).stdout)
+    assert as_json["counts"] == {"unknown_enum_symbol": {"refused": 1}}
+    assert as_json["refused"] == [
+        {"dlq_partition": 0, "dlq_offset": forged, "error": "MappingError", "reason": "unknown_enum_symbol"}
+    ]
+    text = deployment.run("dlq", "replay", "--since", str(forged), check=1).stdout
+    assert "the carecloud.topic header names a topic that is not one of the mapping's source topics" in text
+    assert f"  dlq partition 0 offset {forged} (unknown_enum_symbol)" in text.splitlines()
+    assert deployment.state_topic not in text
+    assert high_watermarks(kafka.config(), deployment.state_topic, [0])[0] == state_end  # nothing produced
     deployment.assert_nothing_leaked(refused, oversized, newer)
+
+
+def _produce_dead_letter(
+    kafka: KafkaTestCluster, dlq: str, message_key: bytes, value: bytes, position: Position
+) -> int:
+    """A dead letter written as ingest writes one, claiming ``position``; returns its DLQ offset."""
+    offsets: list[int] = []
+    producer = kafka.producer()
+    producer.produce(
+        dlq,
+        value,
+        message_key,
+        headers=dead_letter_headers(position, "MappingError", "unknown_enum_symbol"),
+        on_delivery=lambda err, msg: offsets.append(-1 if err else msg.offset()),
+    )
+    assert producer.flush(30) == 0
+    [offset] = offsets
+    assert offset >= 0
+    return offset
 
 
 def _dlq_end(kafka: KafkaTestCluster, topic: str) -> int:

@@ -9,17 +9,34 @@ import pytest
 
 from connector.source import Position
 from connector.state.commands import format_replay, parse_timestamp
-from connector.state.dlq import DeadLetter, DlqFilter, ReplayResult, from_message, replay, replay_headers
+from connector.state.dlq import (
+    DeadLetter,
+    DlqFilter,
+    ReplayResult,
+    Verdict,
+    from_message,
+    replay,
+    replay_headers,
+    verdict,
+)
 from connector.state.ingest import dead_letter_headers
 
 CANARY = b'{"family_name": "Quillfeather-Zanzibar"}'
 T0 = dt.datetime(2026, 3, 8, 12, 0, tzinfo=dt.UTC)
+SOURCES = frozenset({"src.family", "src.claim"})
+"""The mapping's source topics in these tests."""
 
 
-def letter(offset: int = 7, reason: str = "unknown_enum_symbol", *, by_reference: bool = False) -> DeadLetter:
+def letter(
+    offset: int = 7,
+    reason: str = "unknown_enum_symbol",
+    *,
+    by_reference: bool = False,
+    topic: str = "src.family",
+) -> DeadLetter:
     headers = [
         ("__debezium.newkey", b'{"id": 1}'),
-        *dead_letter_headers(Position("src.family", 2, 40 + offset), "MappingError", reason),
+        *dead_letter_headers(Position(topic, 2, 40 + offset), "MappingError", reason),
     ]
     key, value = (None, None) if by_reference else (b'{"family_id": 1}', CANARY)
     stamp = int((T0 + dt.timedelta(minutes=offset)).timestamp() * 1000)
@@ -91,7 +108,7 @@ def test_dry_run_counts_per_reason_skips_by_reference_and_replays_a_position_onc
         letter(2, "invalid_json"),
         letter(3, "oversized_record", by_reference=True),
     ]
-    result = replay({}, letters, dry_run=True)  # no producer: nothing leaves the process
+    result = replay({}, letters, source_topics=SOURCES, dry_run=True)  # no producer: nothing leaves
     assert result.counts == {
         ("unknown_enum_symbol", "would_replay"): 1,
         ("unknown_enum_symbol", "duplicate"): 1,
@@ -112,4 +129,47 @@ def test_replay_report_shows_failures_by_position() -> None:
     result.failed.append((letter(5, "invalid_json"), "_UNKNOWN_PARTITION"))
     text = format_replay(result, [letter(5, "invalid_json")], dry_run=False, topic="dlq")
     assert "failed: src.family[2]@45 (invalid_json): _UNKNOWN_PARTITION" in text
-    assert text.splitlines()[0].split() == ["reason", "replayed", "skipped", "duplicate", "failed"]
+    assert text.splitlines()[0].split() == ["reason", "replayed", "skipped", "refused", "duplicate", "failed"]
+
+
+@pytest.mark.parametrize(
+    ("got", "expected"),
+    [
+        (letter(), Verdict.REPLAY),
+        (letter(topic="src.claim"), Verdict.REPLAY),
+        (letter(reason="oversized_record", by_reference=True), Verdict.SKIP),
+        (from_message(0, 1, None, b"k", b"v", None), Verdict.SKIP),  # no position to go back to
+        (letter(topic="carecloud.state"), Verdict.REFUSE),  # the connector's own topic
+        (letter(topic="src.family.v2"), Verdict.REFUSE),
+        (letter(topic="SRC.FAMILY"), Verdict.REFUSE),  # topic names are case-sensitive
+        (letter(topic="src.family", reason="oversized_record", by_reference=True), Verdict.SKIP),
+        (letter(topic="elsewhere", reason="oversized_record", by_reference=True), Verdict.REFUSE),
+    ],
+)
+def test_only_a_source_topic_is_replayed_to(got: DeadLetter, expected: Verdict) -> None:
+    assert verdict(got, SOURCES) is expected
+
+
+def test_no_source_topics_refuse_every_positioned_dead_letter() -> None:
+    assert verdict(letter(), frozenset()) is Verdict.REFUSE
+
+
+def test_a_refused_dead_letter_is_counted_and_named_by_its_dlq_offset_only() -> None:
+    foreign = "phi-export.FAM-CANARY-7f3a9"  # whatever a forged header says, it is not echoed
+    letters = [letter(1), letter(2, topic=foreign), letter(3, "invalid_json", topic="carecloud.state")]
+    result = replay({}, letters, source_topics=SOURCES, dry_run=True)
+    assert result.counts == {
+        ("unknown_enum_symbol", "would_replay"): 1,
+        ("unknown_enum_symbol", "refused"): 1,
+        ("invalid_json", "refused"): 1,
+    }
+    assert [x.dlq_offset for x in result.refused] == [2, 3]
+    assert [x.dlq_offset for x in result.replayed] == [1]
+    text = format_replay(result, letters, dry_run=True, topic="carecloud.dlq")
+    assert "the carecloud.topic header names a topic that is not one of the mapping's source topics" in text
+    assert "  dlq partition 0 offset 2 (unknown_enum_symbol)" in text.splitlines()
+    assert "  dlq partition 0 offset 3 (invalid_json)" in text.splitlines()
+    assert foreign not in text
+    assert "carecloud.state" not in text
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[1:] if line.split()}
+    assert rows["invalid_json"] == ["0", "0", "1", "0", "0"]
