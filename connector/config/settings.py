@@ -203,6 +203,11 @@ class IngestSettings(BaseSettings):
     """Compacted topic holding every entity's latest state: the source of truth."""
     dlq_topic: str = "carecloud.dlq"
     """Dead-letter topic: original bytes plus headers naming position, error and reason."""
+    dlq_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=3600 * 1000, le=30 * 24 * 3600 * 1000)
+    """The dead-letter topic's retention.ms, set when ingest creates the topic (an existing
+    topic keeps its own; ingest warns when it differs). A dead letter is a source event's raw
+    bytes, health data kept only to be replayed after a fix: 7 days spans a fix made over a
+    weekend, and nothing is kept longer than that needs (30 days at most)."""
     state_dir: Path = Path("/var/lib/carecloud/state")
     """Directory of the local store (one sub-directory per partition); a cache only."""
     transactional_id: str = Field(default_factory=lambda: f"carecloud-connector-{socket.gethostname()}")

@@ -8,6 +8,7 @@ topic and the setting: silently working with it would lose state.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -15,12 +16,14 @@ from typing import Any
 from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
+from connector.config.settings import IngestSettings
 from connector.errors import TransientError
 from connector.state.exceptions import TopicConfigError
 
 __all__ = ["ensure_topics", "high_watermarks", "source_partitions"]
 
 _TIMEOUT_S = 30.0
+log = logging.getLogger(__name__)
 
 
 def source_partitions(admin: AdminClient, topics: Iterable[str]) -> int:
@@ -44,14 +47,33 @@ lies after the cut, which would remove that key from the cut's view; no record y
 this lag is compacted, so a cut stays readable for two days (a date's run lasts hours)."""
 
 
-def ensure_topics(admin: AdminClient, *, state_topic: str, dlq_topic: str, partitions: int) -> None:
-    """Create the state and dead-letter topics if missing; verify them if present."""
+_DLQ_RETENTION_MS: int = IngestSettings.model_fields["dlq_retention_ms"].default
+"""``CARECLOUD_INGEST_DLQ_RETENTION_MS``'s default, for a caller that passes none."""
+
+
+def ensure_topics(
+    admin: AdminClient,
+    *,
+    state_topic: str,
+    dlq_topic: str,
+    partitions: int,
+    dlq_retention_ms: int = _DLQ_RETENTION_MS,
+) -> None:
+    """Create the state and dead-letter topics if missing; verify them if present.
+
+    A dead-letter topic created here gets ``retention.ms=dlq_retention_ms``
+    (``CARECLOUD_INGEST_DLQ_RETENTION_MS``): it holds raw source events, health data, so they
+    are deleted once a replay after a fix can no longer need them. An existing one keeps its
+    own retention (it is the operator's to change); a warning says when it differs.
+    """
     wanted = {
         state_topic: {"cleanup.policy": "compact", "min.compaction.lag.ms": str(_STATE_COMPACTION_LAG_MS)},
-        dlq_topic: {"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)},
+        dlq_topic: {"cleanup.policy": "delete", "retention.ms": str(dlq_retention_ms)},
     }
     meta = admin.list_topics(timeout=_TIMEOUT_S)
     missing = [name for name in wanted if name not in meta.topics]
+    if dlq_topic not in missing:
+        _check_retention(admin, dlq_topic, dlq_retention_ms)
     if missing:
         futures = admin.create_topics(
             [
@@ -75,6 +97,18 @@ def ensure_topics(admin: AdminClient, *, state_topic: str, dlq_topic: str, parti
     policy = _config(admin, state_topic).get("cleanup.policy", "")
     if "compact" not in policy.split(","):
         raise TopicConfigError(f"state topic {state_topic} has cleanup.policy={policy}; it must be compact")
+
+
+def _check_retention(admin: AdminClient, topic: str, retention_ms: int) -> None:
+    have = _config(admin, topic).get("retention.ms")
+    if have != str(retention_ms):
+        log.warning(
+            "the dead-letter topic exists with retention.ms=%s, not the configured %d; it is left "
+            "as it is (change it with kafka-configs --alter, or the setting)",
+            have,
+            retention_ms,
+            extra={"topic": topic, "setting": "CARECLOUD_INGEST_DLQ_RETENTION_MS"},
+        )
 
 
 def _await_topics(admin: AdminClient, names: list[str]) -> Any:

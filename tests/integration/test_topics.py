@@ -1,0 +1,58 @@
+"""The connector's own topics as ``ensure_topics`` creates them on the real broker: the
+dead-letter topic's retention is the setting's (issue 16: dead letters are raw health data)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from confluent_kafka.admin import ConfigResource, ResourceType
+
+from connector.state.topics import ensure_topics
+from tests.kafka_helpers import KafkaTestCluster, unique
+
+pytestmark = pytest.mark.integration
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def _config(kafka: KafkaTestCluster, topic: str) -> dict[str, str]:
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    entries = kafka.admin().describe_configs([resource])[resource].result(timeout=30)
+    return {name: entry.value for name, entry in entries.items()}
+
+
+def test_a_created_dead_letter_topic_gets_the_configured_retention(kafka: KafkaTestCluster) -> None:
+    state, dlq = unique("state"), unique("dlq")
+    ensure_topics(kafka.admin(), state_topic=state, dlq_topic=dlq, partitions=2, dlq_retention_ms=2 * DAY_MS)
+    config = _config(kafka, dlq)
+    assert (config["retention.ms"], config["cleanup.policy"]) == (str(2 * DAY_MS), "delete")
+    assert _config(kafka, state)["cleanup.policy"] == "compact"
+
+
+def test_without_a_retention_a_created_dead_letter_topic_keeps_a_week(kafka: KafkaTestCluster) -> None:
+    dlq = unique("dlq")
+    ensure_topics(kafka.admin(), state_topic=unique("state"), dlq_topic=dlq, partitions=1)
+    assert _config(kafka, dlq)["retention.ms"] == str(7 * DAY_MS)
+
+
+def test_an_existing_dead_letter_topic_keeps_its_retention_and_a_warning_names_the_setting(
+    kafka: KafkaTestCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    dlq = kafka.new_topic(1, {"retention.ms": str(30 * DAY_MS)}, prefix="dlq")
+    with caplog.at_level(logging.WARNING, logger="connector.state.topics"):
+        ensure_topics(
+            kafka.admin(),
+            state_topic=unique("state"),
+            dlq_topic=dlq,
+            partitions=1,
+            dlq_retention_ms=7 * DAY_MS,
+        )
+    assert _config(kafka, dlq)["retention.ms"] == str(30 * DAY_MS)  # the operator's to change
+    [warning] = [r for r in caplog.records if r.name == "connector.state.topics"]
+    assert warning.__dict__["setting"] == "CARECLOUD_INGEST_DLQ_RETENTION_MS"
+    assert warning.__dict__["topic"] == dlq
+    ensure_topics(
+        kafka.admin(), state_topic=unique("state"), dlq_topic=dlq, partitions=1, dlq_retention_ms=30 * DAY_MS
+    )
+    assert len([r for r in caplog.records if r.name == "connector.state.topics"]) == 1  # agrees: quiet

@@ -1,0 +1,40 @@
+"""``CARECLOUD_INGEST_DLQ_RETENTION_MS``: the dead letters are raw health data, kept a week by
+default and never beyond 30 days (issue 16)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from connector.config import SettingsError, load_settings
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what a test sets: a developer's CARECLOUD_* variables must not leak in."""
+    for name in os.environ:
+        if name.upper().startswith("CARECLOUD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CARECLOUD_KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
+    monkeypatch.setenv("CARECLOUD_INGEST_MAPPING_FILE", "mapping.yaml")
+
+
+def test_the_dlq_retention_defaults_to_a_week() -> None:
+    assert load_settings().ingest.dlq_retention_ms == WEEK_MS
+
+
+def test_the_dlq_retention_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARECLOUD_INGEST_DLQ_RETENTION_MS", str(2 * 24 * 3600 * 1000))
+    assert load_settings().ingest.dlq_retention_ms == 2 * 24 * 3600 * 1000
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "60000", str(31 * 24 * 3600 * 1000)])
+def test_forever_minutes_or_beyond_30_days_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CARECLOUD_INGEST_DLQ_RETENTION_MS", value)
+    with pytest.raises(SettingsError, match="CARECLOUD_INGEST_DLQ_RETENTION_MS"):
+        load_settings()
