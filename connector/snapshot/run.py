@@ -239,6 +239,8 @@ class SnapshotRun:
         return RunResult(outcome, day, key, manifest, phases)
 
     def _reader(self, cut: Cut) -> StateReader | CompiledStateReader:
+        if self._config.work_dir is not None:  # a fresh volume (or a first run) has none yet
+            self._config.work_dir.mkdir(parents=True, exist_ok=True)
         if self._compiled:
             return CompiledStateReader(self._kafka, cut, self._config.work_dir)
         return StateReader(self._kafka, cut, self._config.work_dir)
