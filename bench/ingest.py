@@ -72,7 +72,7 @@ RULES = [
     ("state/store.py", "write", "store write (rocksdict)"),
     ("state/resolve.py", "", "merge"),
     ("state/apply.py", "", "apply_change, batch view"),
-    ("state/ingest.py", "_BatchView", "apply_change, batch view"),
+    ("state/ingest.py", "BatchView", "apply_change, batch view"),
     ("mapping/convert.py", "", "map: field converters"),
     ("mapping/", "", "map: fields loop, ids, EntityChange"),
     ("source/version.py", "", "decode: version (source.sequence)"),

@@ -94,11 +94,12 @@ DLQ_REASONS = frozenset(
         "unknown_schema_id unsupported_connector unsupported_schema_type wrong_magic_byte "
         # logical types and the mapper's converters
         "bad_primary_key control_character date_out_of_range decimal_out_of_range decimal_scale_exceeded "
+        "decimal_too_long nesting_too_deep "
         "integer_out_of_range invalid_decimal invalid_timestamp missing_primary_key non_finite_number "
         "required_field_missing required_field_null unknown_enum_symbol unknown_table unparseable_date "
         "unparseable_decimal unparseable_json unparseable_timestamp wrong_type "
-        # the ingest loop, and the label of any code not listed here
-        "oversized_record other"
+        # the ingest loop (sizes, the per-message barrier), and the label of any code not listed here
+        "oversized_record oversized_key oversized_headers state_row_too_large internal_error other"
     )
 )
 """Every dead-letter reason code the connector raises (a test scans the source for them)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -16,10 +17,11 @@ from typing import Any
 
 import orjson
 
-from connector.errors import BadInputError, ConfigError
+from connector.errors import ConfigError
 from connector.mapping import Mapper, MappingSpec
 from connector.source import Decoder, Position, make_decoder
 from connector.state import MemoryStore, StateRow, apply_change
+from connector.state.barrier import dead_letter_cause
 
 __all__ = ["DeadLetter", "ReplayResult", "encode_json", "read_events", "replay"]
 
@@ -87,7 +89,24 @@ def _payload(obj: dict[str, Any], name: str, line_no: int) -> bytes | None:
         except (binascii.Error, ValueError):
             raise problem from None
     raw = obj.get(name)
-    return None if raw is None else orjson.dumps(raw)
+    return None if raw is None else _reencoded(raw, f"input line {line_no}: {name}")
+
+
+def _reencoded(value: Any, where: str) -> bytes:
+    """JSON bytes of a parsed value, however deep the input line nested it.
+
+    ``orjson.dumps`` stops at 254 levels, so a crafted event given as JSON (not ``_b64``)
+    would end the replay with a traceback; the standard library goes as deep as the
+    interpreter's recursion limit, and past that the line is refused by name.
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to re-encode; give it as base64 (_b64)") from None
 
 
 def read_events(path: str | Path) -> Iterator[RawMessage]:
@@ -109,7 +128,10 @@ def read_events(path: str | Path) -> Iterator[RawMessage]:
             raw_headers = obj.get("headers") or {}
             if not isinstance(raw_headers, dict):
                 raise ConfigError(f"input line {line_no}: headers must be an object {{name: JSON value}}")
-            headers = [(str(k), None if v is None else orjson.dumps(v)) for k, v in raw_headers.items()]
+            headers = [
+                (str(k), None if v is None else _reencoded(v, f"input line {line_no}: header {k}"))
+                for k, v in raw_headers.items()
+            ]
             yield RawMessage(
                 position, _payload(obj, "key", line_no), _payload(obj, "value", line_no), headers or None
             )
@@ -133,21 +155,24 @@ def replay(
             if settings.format != "debezium-json" and schema_registry_url:
                 options["schema_registry_url"] = schema_registry_url
             decoder = decoders[topic] = make_decoder(settings.format, **options)
-        try:
+        partition = msg.position.partition
+        store = stores.get(partition)
+        if store is None:
+            store = stores[partition] = MemoryStore()
+        try:  # the ingest's per-message barrier (connector.state.barrier): a dead letter, not a stop
             event = decoder.decode(msg.key, msg.value, msg.headers, msg.position)
             if event is None:
                 result.tombstones += 1
                 continue
             change = mapper.map(event)
-        except BadInputError as exc:
-            result.dead_letters.append(DeadLetter(msg.position, type(exc).__name__, exc.reason))
+            if apply_change(store, change).value == "stale":
+                result.stale += 1
+        except BaseException as exc:
+            cause = dead_letter_cause(exc)
+            if cause is None:
+                raise
+            result.dead_letters.append(DeadLetter(msg.position, cause.error, cause.reason))
             continue
-        partition = msg.position.partition
-        store = stores.get(partition)
-        if store is None:
-            store = stores[partition] = MemoryStore()
-        if apply_change(store, change).value == "stale":
-            result.stale += 1
         last_position[(partition, change.entity, change.entity_id)] = msg.position
     # A key in several partitions resolves by version, as the snapshot's reader does.
     chosen: dict[tuple[str, str], tuple[StateRow, Position]] = {}

@@ -226,6 +226,13 @@ class IngestSettings(BaseSettings):
     restore) stop in front of it; must exceed the longest batch."""
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     """Larger source messages are dead-lettered by reference (position only, no bytes)."""
+    max_key_bytes: int = Field(default=65_536, ge=256)
+    """Larger message keys, and larger headers in all, are dead-lettered by reference: a
+    Debezium key is a few primary-key columns, and the key headers of a primary-key update
+    are keys too."""
+    batch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    """Bytes of messages (keys and values) per Kafka transaction, about: with
+    batch_max_events, what bounds a batch's memory (5000 messages of 1 MB would be 5 GB)."""
     schema_registry_url: str | None = None
     """Schema Registry for Avro topics."""
     fast_path: Literal["auto", "on", "off"] = "auto"

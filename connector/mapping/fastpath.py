@@ -199,7 +199,7 @@ class FastChange:
     """A change the compiled path mapped: the state key, and for an upsert its encoded row.
 
     ``row`` is the state row as ``encode_row`` writes it when no stored row precedes it;
-    ``_BatchView.apply_fast`` uses it as is over a plain older row (the common update) and
+    ``BatchView.apply_fast`` uses it as is over a plain older row (the common update) and
     otherwise turns this into an ``EntityChange`` (``change``) for ``apply_change``.
     """
 

@@ -27,6 +27,7 @@ from connector.mapping.exceptions import MappingError
 from connector.mapping.spec import FieldSpec, MappingSpec, TableSpec
 from connector.model import raw_schema
 from connector.source.events import ChangeEvent
+from connector.source.limits import MAX_NESTING, nesting_exceeds
 
 __all__ = ["Mapper"]
 
@@ -248,7 +249,7 @@ def _reader(f: _FieldPlan, entity: str) -> _Reader:
         raw = event.row.get(column)
         if type(raw) is str and column not in event.unavailable:
             try:
-                parsed = orjson.loads(raw)
+                parsed = _json_text(raw, entity, f.name)
             except orjson.JSONDecodeError:
                 parsed = None  # _field_value reports it
             if isinstance(parsed, dict):
@@ -303,7 +304,7 @@ def _follow(value: Any, path: tuple[str, ...], entity: str, name: str) -> Any:
     for step in path:
         if isinstance(value, str):
             try:
-                value = orjson.loads(value)
+                value = _json_text(value, entity, name)
             except orjson.JSONDecodeError:
                 raise MappingError(
                     f"{entity}.{name}: source JSON column is not valid JSON", reason="unparseable_json"
@@ -313,4 +314,16 @@ def _follow(value: Any, path: tuple[str, ...], entity: str, name: str) -> Any:
         value = value.get(step, _ABSENT)
         if value is _ABSENT or value is None:
             return value
+    return value
+
+
+def _json_text(text: str, entity: str, name: str) -> Any:
+    """A JSON text column parsed, with the nesting bound every parse path has
+    (``connector.source.limits``); orjson's own errors are the caller's to report."""
+    value = orjson.loads(text)
+    if text.count("{") + text.count("[") > MAX_NESTING and nesting_exceeds(value):
+        raise MappingError(
+            f"{entity}.{name}: source JSON column is nested deeper than {MAX_NESTING} levels",
+            reason="nesting_too_deep",
+        )
     return value

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from connector.errors import DecodeError
+from connector.source.limits import MAX_DECIMAL_BYTES
 
 __all__ = ["Converter", "Plan", "apply_plan", "avro_plan", "connect_plan", "convert_value"]
 
@@ -78,6 +79,8 @@ def _unscaled(value: Any, scale: int) -> decimal.Decimal:
     raw = _bytes(value)
     if not raw:
         raise _Invalid("invalid_decimal")
+    if len(raw) > MAX_DECIMAL_BYTES:  # Decimal(int) is quadratic in the digits: refuse first
+        raise _Invalid("decimal_too_long")
     return decimal.Decimal(int.from_bytes(raw, "big", signed=True)).scaleb(-scale, context=_EXACT)
 
 
@@ -162,6 +165,7 @@ _RULES = {
     "wrong_type": "the wire type does not fit the column's logical type",
     "date_out_of_range": "the date or timestamp is outside the representable range (years 1-9999)",
     "invalid_decimal": "not a decimal's scale and unscaled big-endian bytes",
+    "decimal_too_long": f"an unscaled decimal longer than {MAX_DECIMAL_BYTES} bytes",
     "invalid_timestamp": "not an ISO-8601 timestamp with a UTC offset",
 }
 

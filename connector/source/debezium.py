@@ -32,6 +32,7 @@ from connector.errors import DecodeError
 from connector.source._envelope import DEFAULT_PLACEHOLDER, Envelope, Headers
 from connector.source._logical import Plan, connect_plan
 from connector.source.events import ChangeEvent, Position
+from connector.source.limits import check_nesting
 
 __all__ = ["DebeziumJsonDecoder", "JsonKeyParser"]
 
@@ -39,6 +40,8 @@ _WRAPPED_PREFIX: Final = b'{"schema":'
 _PAYLOAD_SEP: Final = b',"payload":'
 _MISSING: Final = object()
 _CACHE_SIZE: Final = 256
+_TOO_DEEP: Final = "depth limit"
+"""How orjson names a document nested past its own limit (1024), before ours could look."""
 _RowPlans = tuple[Plan, Plan] | None
 
 
@@ -49,6 +52,8 @@ def _json_problem(raw: bytes, exc: orjson.JSONDecodeError) -> DecodeError:
     except UnicodeDecodeError:
         return DecodeError("value is not valid UTF-8", reason="invalid_utf8")
     text = str(exc)
+    if _TOO_DEEP in text:
+        return DecodeError("value is nested too deeply to parse", reason="nesting_too_deep")
     if "zero-length" in text:
         rule = "empty document"
     elif "control character" in text:
@@ -66,6 +71,18 @@ def _is_wrapped(doc: Any) -> bool:
     return isinstance(doc, dict) and len(doc) == 2 and "schema" in doc and "payload" in doc
 
 
+def _brackets(raw: bytes, start: int = 0) -> int:
+    """Opening brackets in ``raw[start:]``: an upper bound of the nesting, counted in C."""
+    return raw.count(b"{", start) + raw.count(b"[", start)
+
+
+def _loaded(raw: bytes, where: str) -> Any:
+    """``raw`` parsed whole, with its nesting checked (``check_nesting``)."""
+    doc = orjson.loads(raw)
+    check_nesting(doc, _brackets(raw), where)
+    return doc
+
+
 class _Wrapped:
     """Loads ``{"schema", "payload"}`` documents, caching what ``build`` makes of each schema."""
 
@@ -79,8 +96,11 @@ class _Wrapped:
         built = self._cache[schema_bytes] = self._build(schema)
         return built
 
-    def fast(self, raw: bytes) -> tuple[Any, Any] | None:
-        """(payload, built schema) by the split, or None when the caller must parse it whole."""
+    def fast(self, raw: bytes, where: str) -> tuple[Any, Any] | None:
+        """(payload, built schema) by the split, or None when the caller must parse it whole.
+
+        Both halves have their nesting checked; the schema's once, when it is first seen.
+        """
         if not raw.startswith(_WRAPPED_PREFIX) or raw[-1:] != b"}":
             return None
         cut = raw.find(_PAYLOAD_SEP, 10)
@@ -93,14 +113,18 @@ class _Wrapped:
                 schema = orjson.loads(schema_bytes)
             except orjson.JSONDecodeError:
                 return None
+            check_nesting(schema, _brackets(schema_bytes), f"{where} schema")
             built = self._remember(schema_bytes, schema)
         try:
-            return orjson.loads(memoryview(raw)[cut + 11 : -1]), built
+            payload = orjson.loads(memoryview(raw)[cut + 11 : -1])
         except orjson.JSONDecodeError:
             return None
+        check_nesting(payload, _brackets(raw, cut), where)
+        return payload, built
 
     def slow(self, doc: dict[str, Any]) -> tuple[Any, Any]:
-        """(payload, built schema) of an already parsed wrapped document."""
+        """(payload, built schema) of a wrapped document parsed by ``_loaded`` (so the schema
+        is shallow enough for ``orjson.dumps``, which raises ``TypeError`` past 254 levels)."""
         schema_bytes = orjson.dumps(doc["schema"])
         built = self._cache.get(schema_bytes, _MISSING)
         if built is _MISSING:
@@ -127,11 +151,15 @@ class JsonKeyParser:
     def __call__(self, raw: bytes, where: str = "key") -> tuple[dict[str, Any], Plan | None]:
         """(key columns, plan from the key's schema or None); ``where`` names it in errors."""
         reason = "invalid_key" if where == "key" else "invalid_header"
-        loaded = self._wrapped.fast(raw)
+        loaded = self._wrapped.fast(raw, where)
         if loaded is None:
             try:
-                doc = orjson.loads(raw)
-            except orjson.JSONDecodeError:
+                doc = _loaded(raw, where)
+            except orjson.JSONDecodeError as exc:
+                if _TOO_DEEP in str(exc):
+                    raise DecodeError(
+                        f"{where} is nested too deeply to parse", reason="nesting_too_deep"
+                    ) from None
                 raise DecodeError(f"{where} is not valid JSON", reason=reason) from None
             loaded = self._wrapped.slow(doc) if _is_wrapped(doc) else (doc, None)
         columns, plan = loaded
@@ -160,10 +188,10 @@ class DebeziumJsonDecoder:
         """The change in one message; None for a tombstone; ``DecodeError`` for bad input."""
         if value is None:
             return None  # the tombstone after a delete: compaction's marker, not a second delete
-        loaded = self._values.fast(value)
+        loaded = self._values.fast(value, "value")
         if loaded is None:
             try:
-                doc = orjson.loads(value)
+                doc = _loaded(value, "value")
             except orjson.JSONDecodeError as exc:
                 raise _json_problem(value, exc) from None
             loaded = self._values.slow(doc) if _is_wrapped(doc) else (doc, None)

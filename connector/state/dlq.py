@@ -60,7 +60,10 @@ __all__ = [
 Headers = Sequence[tuple[str, str | bytes | None]]
 
 _OWN = "carecloud."
-BY_REFERENCE_REASONS = frozenset({"oversized_record"})
+BY_REFERENCE_REASONS = frozenset(
+    {"oversized_record", "oversized_key", "oversized_headers", "state_row_too_large"}
+)
+"""Dead letters that carry only their position: their bytes would not fit, or were the problem."""
 _STALL_S = 60.0
 
 

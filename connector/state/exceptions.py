@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from connector.errors import ConfigError, TerminalError
+from connector.errors import BadInputError, ConfigError, TerminalError
 
-__all__ = ["StoreCorruptedError", "StoreError", "TopicConfigError"]
+__all__ = ["StateRowTooLargeError", "StoreCorruptedError", "StoreError", "TopicConfigError"]
 
 
 class StoreError(TerminalError):
@@ -21,3 +21,13 @@ class StoreCorruptedError(StoreError):
 
 class TopicConfigError(ConfigError):
     """An existing topic has settings the connector cannot work with; names the topic and setting."""
+
+
+class StateRowTooLargeError(BadInputError):
+    """The event's state row (key and value) would not fit the state topic's record limit.
+
+    Raised before anything of the event is written, so the batch carries on without it; the
+    event is dead-lettered by reference (its bytes would not fit the dead-letter topic either).
+    """
+
+    reason = "state_row_too_large"

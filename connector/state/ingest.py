@@ -22,13 +22,13 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connector.config import Settings
-from connector.errors import BadInputError, ConfigError, TerminalError, TransientError
+from connector.errors import ConfigError, TerminalError, TransientError
 from connector.health import Heartbeat
 from connector.mapping import Mapper, MappingSpec
 from connector.mapping.fastpath import FastChange, FastPath, Peek, fastpath_available
@@ -36,16 +36,18 @@ from connector.metrics import METRICS, Metrics
 from connector.source import Decoder, Position, make_decoder
 from connector.state._ingest_report import IngestReport
 from connector.state.apply import Outcome, apply_change
+from connector.state.barrier import INTERNAL_REASON, Cause, dead_letter_cause
 from connector.state.codec import decode_row, encode_row, state_key
-from connector.state.exceptions import StoreCorruptedError, StoreError
+from connector.state.dlq import BY_REFERENCE_REASONS
+from connector.state.exceptions import StateRowTooLargeError, StoreCorruptedError, StoreError
 from connector.state.purge import MarkerPurge
 from connector.state.resolve import StateRow
 from connector.state.restore import restore_partitions
 from connector.state.store import PartitionStore
-from connector.state.topics import ensure_topics, source_partitions
+from connector.state.topics import ensure_topics, record_limit, source_partitions
 from connector.state.watchdog import Watchdog
 
-__all__ = ["IngestService", "dead_letter_headers"]
+__all__ = ["BatchView", "Emit", "IngestService", "dead_letter_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,13 @@ _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)  # noqa: SLF001 
 """Delivery errors of records our own abort purged: the abort's cause is logged, not these."""
 _WATCHDOG_GRACE_S = 15.0
 """How far past its own timeout a call may run before the watchdog ends the process."""
+_RECORD_OVERHEAD = 1024
+"""Room left under a topic's ``max.message.bytes`` for the record batch's framing and headers:
+a state row or dead letter this close to the limit is refused before ``produce`` is called."""
+_CHUNK_MAX = 1000
+"""Messages per ``consume`` call at most (1000 measured best for the loop's per-record cost)."""
+_BEAT_EVERY = 128
+"""Messages between heartbeats inside a batch: a long batch of large events is progress."""
 
 
 def dead_letter_headers(position: Position, error: str, reason: str) -> list[tuple[str, str | bytes | None]]:
@@ -69,6 +78,14 @@ def dead_letter_headers(position: Position, error: str, reason: str) -> list[tup
         ("carecloud.error", error.encode()),
         ("carecloud.reason", reason.encode()),
     ]
+
+
+class Emit(Protocol):
+    """Where a batch's changed rows go: the state topic in the service, a list offline."""
+
+    def __call__(self, key: bytes, value: bytes | None) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 class _Emitter:
@@ -108,7 +125,7 @@ class _Emitter:
 
 
 @dataclass
-class _BatchView:
+class BatchView:
     """The rows one batch has touched in one partition, over that partition's local store.
 
     A row is produced to the state topic as soon as it changes (``emit``), not at the end of
@@ -119,9 +136,12 @@ class _BatchView:
     """
 
     store: PartitionStore
-    emit: _Emitter
+    emit: Emit
     stamp_ms: int
     """When this batch wrote its delete markers (``connector.state.purge`` reads their age)."""
+    row_limit: int = 1 << 62
+    """The largest state record (key and value) the state topic takes; a larger row is refused
+    with ``StateRowTooLargeError`` before anything of its event is written."""
     rows: dict[tuple[str, str], StateRow] = field(default_factory=dict)
     """Rows ``apply_change`` wrote in this batch (the fast path's are only in ``encoded``)."""
     complete_after: dict[tuple[str, str], bool] = field(default_factory=dict)
@@ -152,6 +172,7 @@ class _BatchView:
                 return apply_change(self, change.change())
             if change.version <= stored:
                 return Outcome.STALE
+        self._check_size(change.key, change.row)
         self.live_before.setdefault(ident, raw is not None)
         self.encoded[change.key] = change.row
         self.complete_after[ident] = True
@@ -175,11 +196,22 @@ class _BatchView:
         return changes
 
     def put(self, entity: str, entity_id: str, row: StateRow) -> None:
+        """Encode first, then record: an event whose row cannot be encoded or is too large
+        leaves the view as it was (the per-message barrier dead-letters it)."""
+        key = state_key(entity, entity_id)
+        value = encode_row(row, deleted_at_ms=self.stamp_ms)
+        self._check_size(key, value)
         self.rows[(entity, entity_id)] = row
         self.complete_after[(entity, entity_id)] = row.complete
-        key = state_key(entity, entity_id)
-        value = self.encoded[key] = encode_row(row, deleted_at_ms=self.stamp_ms)
+        self.encoded[key] = value
         self.emit(key, value)
+
+    def _check_size(self, key: bytes, value: bytes) -> None:
+        if len(key) + len(value) > self.row_limit:
+            raise StateRowTooLargeError(
+                f"the state row would be {len(key) + len(value)} bytes, above the state topic's "
+                f"limit of {self.row_limit}"
+            )
 
 
 class IngestService:
@@ -226,6 +258,10 @@ class IngestService:
         """A store that could not be flushed on close or revoke: ``close`` raises it."""
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._record_limit = 1_000_000  # librdkafka's default; start() reads the topics' own
+        self._batch_budget_s = self.ingest.transaction_timeout_ms / 2000
+        """A batch stops taking messages after this long and commits what it has handled, well
+        before the coordinator would abort its transaction (a run of slow messages)."""
 
     def _fast_paths(self, spec: MappingSpec) -> dict[str, FastPath]:
         """One ``FastPath`` per Debezium JSON topic, as ``ingest.fast_path`` says."""
@@ -256,14 +292,24 @@ class IngestService:
         self._await_cluster(admin)
         partitions = source_partitions(admin, self.source_topics)
         ensure_topics(
-            admin, state_topic=self.ingest.state_topic, dlq_topic=self.ingest.dlq_topic, partitions=partitions
+            admin,
+            state_topic=self.ingest.state_topic,
+            dlq_topic=self.ingest.dlq_topic,
+            partitions=partitions,
+            dlq_retention_ms=self.ingest.dlq_retention_ms,
         )
+        # The producer refuses what the topics would refuse, and the loop refuses it before the
+        # producer does: a state row or dead letter over the limit is a dead letter by
+        # reference, never a produce() error that aborts the batch on every restart.
+        self._record_limit = record_limit(admin, [self.ingest.state_topic, self.ingest.dlq_topic])
         self._producer = Producer(
             {
                 **base,
                 "transactional.id": self.ingest.transactional_id,
                 "linger.ms": 5,
                 "transaction.timeout.ms": self.ingest.transaction_timeout_ms,
+                "message.max.bytes": self._record_limit,
+                "batch.size": min(1_000_000, self._record_limit - _RECORD_OVERHEAD),
             }
         )
         with self._guard("init_transactions", _CALL_TIMEOUT_S):
@@ -356,7 +402,7 @@ class IngestService:
         try:
             store.close()
         except StoreError as exc:
-            log.error("local store not flushed", extra={"error": str(exc)})
+            log.error("local store not flushed", extra={"error": type(exc).__name__})
             if self._store_failure is None:
                 self._store_failure = exc
             if self._callback_error is None:  # revoked mid-run: the next batch raises it
@@ -381,7 +427,7 @@ class IngestService:
            reached to the local store.
         """
         consumer, producer = self._clients()
-        msgs = consumer.consume(self.ingest.batch_max_events, self.ingest.batch_max_ms / 1000)
+        msgs = self._consume(consumer)
         if self._callback_error is not None:
             raise self._callback_error
         self._check_fatal()
@@ -393,19 +439,26 @@ class IngestService:
         producer.begin_transaction()
         self._delivered.clear()
         now_ms = self.purge.now_ms()
-        views: dict[int, _BatchView] = {}
+        views: dict[int, BatchView] = {}
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         purged: dict[int, int] = {}
+        row_limit = self._record_limit - _RECORD_OVERHEAD
+        over_budget = time.monotonic() + self._batch_budget_s
         try:
-            for msg in msgs:
+            for index, msg in enumerate(msgs):
+                if index % _BEAT_EVERY == 0 and index:
+                    self.heartbeat.beat()  # a long batch is progress, not a stall (/healthz)
+                    if time.monotonic() > over_budget:
+                        msgs = self._put_back(consumer, msgs, index)
+                        break
                 topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
                 first.setdefault((topic, partition), offset)
                 last[(topic, partition)] = offset
                 view = views.get(partition)
                 if view is None:
-                    view = views[partition] = _BatchView(
-                        self._store(partition), self._emitter(producer, partition), now_ms
+                    view = views[partition] = BatchView(
+                        self._store(partition), self._emitter(producer, partition), now_ms, row_limit
                     )
                 self._handle(msg, Position(topic, partition, offset), view, producer)
             for partition, view in views.items():
@@ -438,6 +491,40 @@ class IngestService:
         self.counts["events"] += len(msgs)
         self.report.committed(consumer, {p: view.live_changes() for p, view in views.items()})
         return len(msgs)
+
+    def _consume(self, consumer: Consumer) -> list[Message]:
+        """Step 1: up to ``batch_max_events`` messages and about ``batch_max_bytes`` within
+        ``batch_max_ms``. Taken in chunks sized by the bytes still allowed, so a run of large
+        messages cannot make a batch of gigabytes (5000 of 1 MB each) against the pod's limit."""
+        ingest = self.ingest
+        deadline = time.monotonic() + ingest.batch_max_ms / 1000
+        msgs: list[Message] = []
+        size, chunk = 0, min(_CHUNK_MAX, ingest.batch_max_events)
+        while True:
+            got = consumer.consume(chunk, max(0.0, deadline - time.monotonic()))
+            msgs.extend(got)
+            size += sum(len(m) + len(m.key() or b"") for m in got)
+            wanted = ingest.batch_max_events - len(msgs)
+            if len(got) < chunk or wanted <= 0 or size >= ingest.batch_max_bytes:
+                return msgs
+            if time.monotonic() >= deadline:
+                return msgs
+            average = size // len(msgs) + 1
+            chunk = max(1, min(_CHUNK_MAX, wanted, (ingest.batch_max_bytes - size) // average))
+
+    def _put_back(self, consumer: Consumer, msgs: list[Message], index: int) -> list[Message]:
+        """End the batch at ``msgs[index]``: seek each partition back to its first message not
+        handled, so the next batch starts there; the handled part commits as usual."""
+        rest: dict[tuple[str, int], int] = {}
+        for msg in msgs[index:]:
+            rest.setdefault((msg.topic() or "", msg.partition() or 0), msg.offset() or 0)
+        for (topic, partition), offset in rest.items():
+            consumer.seek(TopicPartition(topic, partition, offset))
+        log.warning(
+            "batch cut short: its messages took longer than the budget",
+            extra={"events": index, "count": len(msgs) - index, "duration_s": self._batch_budget_s},
+        )
+        return msgs[:index]
 
     def _emitter(self, producer: Producer, partition: int) -> _Emitter:
         return _Emitter(producer, self.ingest.state_topic, partition, self._on_delivery)
@@ -472,32 +559,70 @@ class IngestService:
         )
         return fresh
 
-    def _handle(self, msg: Message, position: Position, view: _BatchView, producer: Producer) -> None:
-        value = msg.value()
-        if value is not None and len(value) > self.ingest.max_message_bytes:
-            self._dead_letter(
-                producer, msg, position, "OversizedRecord", "oversized_record", by_reference=True
-            )
-            return
+    def _handle(self, msg: Message, position: Position, view: BatchView, producer: Producer) -> None:
+        cause = self.handle_message(msg.key(), msg.value(), msg.headers(), position, view)
+        if cause is not None:
+            by_reference = cause.reason in BY_REFERENCE_REASONS
+            self._dead_letter(producer, msg, position, cause.error, cause.reason, by_reference=by_reference)
+
+    def handle_message(
+        self, key: bytes | None, value: bytes | None, raw_headers: Any, position: Position, view: BatchView
+    ) -> Cause | None:
+        """One message into ``view``: None when applied (or stale, or a tombstone), else the
+        cause of its dead letter. Sizes are checked first, before any parsing; then the
+        per-message barrier surrounds decode -> map -> merge (``connector.state.barrier``):
+        Kafka and I/O errors pass through to the loop, anything else is this message's.
+        Offline tools (the fuzzer, ``bench/poison.py``) call this with a view of their own."""
+        refused = self._refused_size(key, value, raw_headers)
+        if refused is not None:
+            return refused
+        try:
+            self._apply(key, value, _headers(raw_headers), position, view)
+        except BaseException as exc:  # the barrier: PanicException derives from BaseException
+            cause = dead_letter_cause(exc)
+            if cause is None:
+                raise
+            if cause.reason == INTERNAL_REASON:
+                log.error(
+                    "a message met a bug; dead-lettered", extra={**_where(position), "error": cause.error}
+                )
+            return cause
+        return None
+
+    def _refused_size(self, key: bytes | None, value: bytes | None, raw: Any) -> Cause | None:
+        """Why the message is refused by its size alone, or None."""
+        ingest = self.ingest
+        if value is not None and len(value) > ingest.max_message_bytes:
+            return Cause("OversizedRecord", "oversized_record")
+        if key is not None and len(key) > ingest.max_key_bytes:
+            return Cause("OversizedKey", "oversized_key")
+        if raw and sum(len(k) + len(v or b"") for k, v in raw) > ingest.max_key_bytes:
+            return Cause("OversizedHeaders", "oversized_headers")
+        return None
+
+    def _apply(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]] | None,
+        position: Position,
+        view: BatchView,
+    ) -> None:
         fast = self.fast.get(position.topic)
         quick = None
         if fast is not None and value is not None:
-            quick = fast.map(msg.key(), value, _headers(msg), position)
+            quick = fast.map(key, value, headers, position)
         if fast is not None and quick is not None:
             self.counts["fast_path"] += 1
             self.report.fast_path()
             outcome = view.apply_fast(quick, fast.peek)
             entity, deleted = quick.entity, quick.deleted
         else:  # no fast path, or it declined: the Python path decides
-            try:
-                event = self.decoders[position.topic].decode(msg.key(), value, _headers(msg), position)
-                if event is None:
-                    self.counts["tombstones"] += 1
-                    return
-                change = self.mapper.map(event)
-            except BadInputError as exc:
-                self._dead_letter(producer, msg, position, type(exc).__name__, exc.reason)
+            event = self.decoders[position.topic].decode(key, value, headers, position)
+            if event is None:
+                self.counts["tombstones"] += 1
                 return
+            change = self.mapper.map(event)
             outcome = apply_change(view, change)
             entity, deleted = change.entity, change.deleted
         self.counts["stale" if outcome is Outcome.STALE else "applied"] += 1
@@ -515,19 +640,14 @@ class IngestService:
     ) -> None:
         self.counts[f"dlq.{reason}"] += 1
         self.report.dead_letter(reason)
-        log.warning(
-            "dead letter",
-            extra={
-                "topic": position.topic,
-                "partition": position.partition,
-                "offset": position.offset,
-                "reason": reason,
-            },
-        )
+        log.warning("dead letter", extra={**_where(position), "reason": reason})
+        key, value = msg.key(), msg.value()
+        if len(key or b"") + len(value or b"") > self._record_limit - _RECORD_OVERHEAD:
+            by_reference = True  # the bytes would not fit the dead-letter topic: their position does
         producer.produce(
             self.ingest.dlq_topic,
-            None if by_reference else msg.value(),
-            None if by_reference else msg.key(),
+            None if by_reference else value,
+            None if by_reference else key,
             headers=dead_letter_headers(position, error, reason),
         )
 
@@ -677,9 +797,13 @@ class IngestService:
         return self._consumer, self._producer
 
 
-def _headers(msg: Message) -> list[tuple[str, bytes | None]] | None:
+def _where(position: Position) -> dict[str, Any]:
+    """A message's position as log fields: never its content."""
+    return {"topic": position.topic, "partition": position.partition, "offset": position.offset}
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes | None]] | None:
     """librdkafka hands headers as (str, bytes) pairs; normalise the type for the decoders."""
-    raw = msg.headers()
     if not raw:
         return None
     pairs = raw.items() if isinstance(raw, dict) else raw

@@ -20,7 +20,7 @@ from connector.config.settings import IngestSettings
 from connector.errors import TransientError
 from connector.state.exceptions import TopicConfigError
 
-__all__ = ["ensure_topics", "high_watermarks", "source_partitions"]
+__all__ = ["ensure_topics", "high_watermarks", "record_limit", "source_partitions"]
 
 _TIMEOUT_S = 30.0
 log = logging.getLogger(__name__)
@@ -109,6 +109,16 @@ def _check_retention(admin: AdminClient, topic: str, retention_ms: int) -> None:
             retention_ms,
             extra={"topic": topic, "setting": "CARECLOUD_INGEST_DLQ_RETENTION_MS"},
         )
+
+
+def record_limit(admin: AdminClient, topics: Iterable[str]) -> int:
+    """The smallest ``max.message.bytes`` of ``topics``: the largest record all of them take.
+
+    The topic's own value, which is the broker's ``message.max.bytes`` unless the topic
+    overrides it; describe_configs reports whichever is in force.
+    """
+    limits = [int(_config(admin, topic)["max.message.bytes"]) for topic in topics]
+    return min(limits)
 
 
 def _await_topics(admin: AdminClient, names: list[str]) -> Any:

@@ -39,6 +39,9 @@ pub struct ValueKinds {
 const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
 const PAYLOAD_SEP: &[u8] = b",\"payload\":";
 const CACHE_SIZE: usize = 64;
+/// The longest unscaled decimal the Python path takes (`MAX_DECIMAL_BYTES` in
+/// connector/source/limits.py): a longer one is refused there, so it is never "converted" here.
+const MAX_DECIMAL_BYTES: usize = 128;
 
 /// `(schema bytes, payload bytes)` exactly as `_Wrapped.fast` splits a document, or `None`
 /// when it would not (the Python path then parses the whole document: declined here).
@@ -186,7 +189,8 @@ pub fn converts(kind: Logical, value: &J, int_of: impl Fn(&J) -> Option<i128>) -
         Logical::Decimal { scale } => {
             (-1000..=1000).contains(&scale)
                 && match value {
-                    J::Str(text) => crate::base64_strict(text).is_ok_and(|raw| !raw.is_empty()),
+                    J::Str(text) => crate::base64_strict(text)
+                        .is_ok_and(|raw| !raw.is_empty() && raw.len() <= MAX_DECIMAL_BYTES),
                     _ => false, // numbers (decimal.format=NUMERIC) are not followed here
                 }
         }

@@ -13,6 +13,7 @@
 //! in strings, no lone surrogates, UTF-8 checked up front.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 pub enum J<'a> {
     Null,
@@ -62,20 +63,33 @@ pub fn same(a: &J, b: &J) -> bool {
         (J::Arr(x), J::Arr(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q)),
         (J::Obj(x), J::Obj(y)) => {
             // Only objects without duplicate keys, compared as sets of pairs.
-            x.len() == y.len()
-                && unique_keys(x)
-                && unique_keys(y)
-                && x.iter().all(|(k, v)| b.get(k).is_some_and(|w| same(v, w)))
+            if x.len() != y.len() || !unique_keys(x) || !unique_keys(y) {
+                return false;
+            }
+            if y.len() <= PAIRWISE_KEYS {
+                return x.iter().all(|(k, v)| b.get(k).is_some_and(|w| same(v, w)));
+            }
+            let by_key: HashMap<&str, &J> = y.iter().map(|(k, w)| (k.as_ref(), w)).collect();
+            x.iter()
+                .all(|(k, v)| by_key.get(k.as_ref()).is_some_and(|w| same(v, w)))
         }
         _ => false,
     }
 }
 
+/// Objects up to this many keys are checked pairwise (no allocation); larger ones by hashing,
+/// so a crafted object of 100,000 keys costs milliseconds, not minutes (issue 16).
+const PAIRWISE_KEYS: usize = 16;
+
 pub fn unique_keys(pairs: &[(Cow<str>, J)]) -> bool {
-    pairs
-        .iter()
-        .enumerate()
-        .all(|(i, (k, _))| pairs[..i].iter().all(|(other, _)| other != k))
+    if pairs.len() <= PAIRWISE_KEYS {
+        return pairs
+            .iter()
+            .enumerate()
+            .all(|(i, (k, _))| pairs[..i].iter().all(|(other, _)| other != k));
+    }
+    let mut seen = HashSet::with_capacity(pairs.len());
+    pairs.iter().all(|(k, _)| seen.insert(k.as_ref()))
 }
 
 const MAX_DEPTH: usize = 64;

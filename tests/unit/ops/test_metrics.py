@@ -146,7 +146,7 @@ def _reason_literals() -> set[str]:
             return {node.value}
         return set()
 
-    positions = {"ConversionError": 0, "_Invalid": 0, "_null": -1, "_dead_letter": 4}
+    positions = {"ConversionError": 0, "_Invalid": 0, "_null": -1, "_dead_letter": 4, "Cause": 1}
     paths = [CONNECTOR / "errors.py"]
     for stage in DEAD_LETTER_STAGES:
         paths += (CONNECTOR / stage).rglob("*.py")
@@ -160,7 +160,10 @@ def _reason_literals() -> set[str]:
                     found |= consts(node.args[where])
             elif isinstance(node, ast.Assign | ast.AnnAssign):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                if any(isinstance(t, ast.Name) and t.id == "reason" for t in targets):
+                if any(
+                    isinstance(t, ast.Name) and (t.id == "reason" or t.id.endswith("_REASON"))
+                    for t in targets
+                ):
                     found |= consts(node.value)
     return found
 

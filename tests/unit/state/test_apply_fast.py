@@ -1,6 +1,6 @@
 """The batch view's shortcut for the compiled path's changes ends where ``apply_change`` does.
 
-``_BatchView.apply_fast`` takes the fast path's encoded row as the new row after reading only
+``BatchView.apply_fast`` takes the fast path's encoded row as the new row after reading only
 the head of the stored row (``peek``). Over every kind of stored row (none, live, partial,
 filled from older versions, delete markers with and without values, raised delete floors)
 and every complete change (newer, equal, older; upsert or delete), with the key already
@@ -24,7 +24,7 @@ from connector.source import Position
 from connector.source.version import Version
 from connector.state.apply import Outcome, apply_change
 from connector.state.codec import decode_row, encode_row, state_key
-from connector.state.ingest import _BatchView
+from connector.state.ingest import BatchView
 from connector.state.resolve import StateRow, merge
 
 pytestmark = pytest.mark.fastpath
@@ -104,7 +104,7 @@ def _stored(steps: list[tuple[int, str, tuple[str, ...]]]) -> StateRow | None:
 
 def _run(raw: bytes | None, before: list[EntityChange | FastChange], change: EntityChange, fast: bool) -> Any:
     emit = _Emit()
-    view = _BatchView(_Store(raw), emit, stamp_ms=1234)  # type: ignore[arg-type]
+    view = BatchView(_Store(raw), emit, stamp_ms=1234)  # type: ignore[arg-type]
     for earlier in before:
         if isinstance(earlier, FastChange):
             view.apply_fast(earlier, PEEK)
@@ -162,7 +162,7 @@ def test_the_common_update_produces_the_fast_row_as_is() -> None:
     assert PEEK(stored) == tuple(_version(3))  # an escaped look-alike in a value is not a key
     fast = _fast(_change(4, "u"))
     emit = _Emit()
-    view = _BatchView(_Store(stored), emit, stamp_ms=1)  # type: ignore[arg-type]
+    view = BatchView(_Store(stored), emit, stamp_ms=1)  # type: ignore[arg-type]
     assert view.apply_fast(fast, PEEK) is Outcome.APPLIED
     assert emit.sent == [(KEY, fast.row)]
     assert view.rows == {}  # no StateRow was built
