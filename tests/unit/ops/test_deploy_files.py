@@ -119,6 +119,7 @@ def test_every_alert_has_a_firing_and_a_quiet_promtool_case() -> None:
     assert alerts == {
         "CareCloudConsumerLagHigh",
         "CareCloudDeadLettersGrowing",
+        "CareCloudInternalErrorDeadLetters",
         "CareCloudSnapshotFailed",
         "CareCloudSnapshotMissed",
         "CareCloudDeliveryDeadlineAtRisk",
