@@ -15,11 +15,13 @@ and therefore writes the same bytes.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 
+from connector.model import ENTITY_NAMES
 from connector.sinks.keys import MANIFEST_NAME
 from connector.sinks.storage import Storage
 
@@ -28,6 +30,7 @@ __all__ = [
     "EntityResult",
     "Manifest",
     "RunRecord",
+    "delivered_baseline",
     "delivered_counts",
     "latest_manifest_before",
 ]
@@ -132,6 +135,30 @@ def delivered_counts(manifest: Manifest) -> dict[str, int]:
 
 def latest_manifest_before(storage: Storage, prefix: str, day: dt.date) -> Manifest | None:
     """The newest published manifest of a date before ``day`` (dates sort as ISO strings)."""
+    return next(_manifests_before(storage, prefix, day), None)
+
+
+def delivered_baseline(storage: Storage, prefix: str, day: dt.date) -> dict[str, int] | None:
+    """Per entity, the records of its newest *delivery* before ``day``, however far back.
+
+    The count gate compares against this. Taking only the latest manifest's delivered
+    entities let a gate lift itself: an entity blocked on day D had no baseline on D+1 and went
+    through, children and all (issue 17). Now a blocked entity keeps its last delivered count
+    as the baseline, so it stays blocked on every later date until a person overrides it.
+    Manifests are read newest first and only until every entity has a baseline. None: no
+    published date before ``day`` delivered anything (the gate then has nothing to compare).
+    """
+    baseline: dict[str, int] = {}
+    for manifest in _manifests_before(storage, prefix, day):
+        for entity, records in delivered_counts(manifest).items():
+            baseline.setdefault(entity, records)
+        if len(baseline) == len(ENTITY_NAMES):
+            break
+    return baseline or None
+
+
+def _manifests_before(storage: Storage, prefix: str, day: dt.date) -> Iterator[Manifest]:
+    """Published manifests of dates before ``day``, newest first."""
     root = f"{prefix}/" if prefix else ""
     dated: list[tuple[str, str]] = []
     for key in storage.list_keys(root):
@@ -142,5 +169,4 @@ def latest_manifest_before(storage: Storage, prefix: str, day: dt.date) -> Manif
     for _, key in sorted(dated, reverse=True):
         found = storage.get(key)
         if found is not None:
-            return Manifest.from_bytes(found[0])
-    return None
+            yield Manifest.from_bytes(found[0])

@@ -57,8 +57,7 @@ from connector.snapshot.manifest import (
     EntityResult,
     Manifest,
     RunRecord,
-    delivered_counts,
-    latest_manifest_before,
+    delivered_baseline,
 )
 from connector.snapshot.plan import EntityPlan, Plan, make_plan
 from connector.snapshot.routing import Route
@@ -190,7 +189,7 @@ class SnapshotRun:
         phases: dict[str, float] = {}
         with _timed(phases, "cut"):
             record = self._pin_cut(day)
-            previous = latest_manifest_before(self._storage, cfg.prefix, day)
+            previous = delivered_baseline(self._storage, cfg.prefix, day)
         with self._reader(Cut.from_json(record.cut)) as state:
             with _timed(phases, "read"):
                 read = state.load()
@@ -199,7 +198,7 @@ class SnapshotRun:
                 plan = make_plan(
                     state,
                     policy=cfg.orphan_policy,
-                    previous=delivered_counts(previous) if previous else None,
+                    previous=previous,
                     max_drop_ratio=cfg.max_drop_ratio,
                     overrides=overrides,
                     file_threshold=cfg.file_threshold,

@@ -199,3 +199,43 @@ def test_two_runs_of_one_date_never_run_at_once(
 
     other.release()
     assert snapshot_run(kafka, topic, storage, work_dir=tmp_path).run(DAY).outcome is Outcome.PUBLISHED
+
+
+def test_a_blocked_entity_and_its_children_stay_blocked_on_every_later_date_until_overridden(
+    kafka: KafkaTestCluster, storage: Storage, tmp_path: Path
+) -> None:
+    """Issue 17: the baseline is the last *delivered* count, however many dates back, so a
+    gate never lifts itself the day after it held an entity back."""
+    topic = kafka.new_topic(2, {"cleanup.policy": "compact"}, prefix="state")
+    seed_state(kafka, topic, tree(10))
+    run = snapshot_run(kafka, topic, storage, work_dir=tmp_path)
+    day = DAY
+    assert run.run(day).outcome is Outcome.PUBLISHED
+    delete_rows(kafka, topic, [("Family", f"FAM-{n:07d}") for n in range(3, 11)])  # 10 -> 2
+
+    statuses = []
+    for offset in (1, 2, 3):  # three consecutive dates, none overridden
+        result = run.run(day + dt.timedelta(days=offset))
+        assert result.outcome is Outcome.PARTIAL
+        assert result.manifest is not None
+        statuses.append({r.entity: r.status for r in result.manifest.entities})
+    held = {
+        "Family": "blocked",
+        "FamilyMember": "blocked",
+        "Care": "blocked",
+        "Claim": "blocked",
+        "EOP": "blocked",
+    }
+    for status in statuses:
+        assert status == {**held, "Provider": "delivered"}
+
+    # A person decides per entity: Family goes; its children, whose own counts fell (their
+    # orphans are held out), stay blocked until they are overridden too.
+    overridden = run.run(day + dt.timedelta(days=4), overrides=["Family"])
+    assert overridden.manifest is not None
+    family = overridden.manifest.entity("Family")
+    assert family is not None
+    assert (family.status, family.records) == ("delivered", 2)
+    assert {r.entity for r in overridden.manifest.entities if r.status == "blocked"} == set(held) - {"Family"}
+    children = ["FamilyMember", "Care", "Claim", "EOP"]
+    assert run.run(day + dt.timedelta(days=5), overrides=children).outcome is Outcome.PUBLISHED
