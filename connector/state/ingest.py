@@ -328,6 +328,8 @@ class IngestService:
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "range",
                 "fetch.queue.backoff.ms": 10,
+                # What librdkafka prefetches is memory too: half a batch's byte budget at most.
+                "queued.max.messages.kbytes": max(1024, min(65_536, self.ingest.batch_max_bytes // 2048)),
             }
         )
         self._consumer.subscribe(
@@ -499,7 +501,9 @@ class IngestService:
         ingest = self.ingest
         deadline = time.monotonic() + ingest.batch_max_ms / 1000
         msgs: list[Message] = []
-        size, chunk = 0, min(_CHUNK_MAX, ingest.batch_max_events)
+        # The first chunk is sized for the largest messages allowed; later ones by the average.
+        largest = ingest.max_message_bytes + ingest.max_key_bytes
+        size, chunk = 0, max(1, min(_CHUNK_MAX, ingest.batch_max_events, ingest.batch_max_bytes // largest))
         while True:
             got = consumer.consume(chunk, max(0.0, deadline - time.monotonic()))
             msgs.extend(got)
