@@ -30,8 +30,8 @@ __all__ = [
     "EntityResult",
     "Manifest",
     "RunRecord",
-    "delivered_baseline",
     "delivered_counts",
+    "last_deliveries",
     "latest_manifest_before",
 ]
 
@@ -138,23 +138,24 @@ def latest_manifest_before(storage: Storage, prefix: str, day: dt.date) -> Manif
     return next(_manifests_before(storage, prefix, day), None)
 
 
-def delivered_baseline(storage: Storage, prefix: str, day: dt.date) -> dict[str, int] | None:
-    """Per entity, the records of its newest *delivery* before ``day``, however far back.
+def last_deliveries(storage: Storage, prefix: str, day: dt.date) -> dict[str, EntityResult]:
+    """Per entity, its newest *delivery* before ``day``, however far back.
 
-    The count gate compares against this. Taking only the latest manifest's delivered
-    entities let a gate lift itself: an entity blocked on day D had no baseline on D+1 and went
-    through, children and all (issue 17). Now a blocked entity keeps its last delivered count
-    as the baseline, so it stays blocked on every later date until a person overrides it.
-    Manifests are read newest first and only until every entity has a baseline. None: no
-    published date before ``day`` delivered anything (the gate then has nothing to compare).
+    The count gate compares against its records, and routing hysteresis reads its route.
+    Taking only the latest manifest's delivered entities let a gate lift itself: an entity
+    blocked on day D had no baseline on D+1 and went through, children and all (issue 17).
+    Now a blocked entity keeps its last delivered count as the baseline, so it stays blocked
+    on every later date until a person overrides it. Manifests are read newest first and only
+    until every entity has been found; an entity never delivered is absent.
     """
-    baseline: dict[str, int] = {}
+    found: dict[str, EntityResult] = {}
     for manifest in _manifests_before(storage, prefix, day):
-        for entity, records in delivered_counts(manifest).items():
-            baseline.setdefault(entity, records)
-        if len(baseline) == len(ENTITY_NAMES):
+        for result in manifest.entities:
+            if result.status == "delivered":
+                found.setdefault(result.entity, result)
+        if len(found) == len(ENTITY_NAMES):
             break
-    return baseline or None
+    return found
 
 
 def _manifests_before(storage: Storage, prefix: str, day: dt.date) -> Iterator[Manifest]:

@@ -89,6 +89,8 @@ def make_plan(
     overrides: Collection[str] = (),
     file_threshold: int = 5000,
     api_enabled: bool = False,
+    previous_routes: Mapping[str, Route] | None = None,
+    api_return_below: int | None = None,
 ) -> Plan:
     """Run the checks over the cut's state and route every entity."""
     incomplete = {entity: tuple(state.incomplete(entity)) for entity in ENTITY_NAMES}
@@ -116,7 +118,13 @@ def make_plan(
                 entity,
                 counts[entity],
                 report.held_out(entity) | frozenset(incomplete[entity]),
-                route_for(counts[entity], file_threshold=file_threshold, api_enabled=api_enabled),
+                route_for(
+                    counts[entity],
+                    file_threshold=file_threshold,
+                    api_enabled=api_enabled,
+                    previous=(previous_routes or {}).get(entity),
+                    api_return_below=api_return_below,
+                ),
                 because,
             )
         )

@@ -32,18 +32,31 @@ class Route(StrEnum):
 
 
 def route_for(
-    record_count: int, *, file_threshold: int = DEFAULT_FILE_THRESHOLD, api_enabled: bool = True
+    record_count: int,
+    *,
+    file_threshold: int = DEFAULT_FILE_THRESHOLD,
+    api_enabled: bool = True,
+    previous: Route | None = None,
+    api_return_below: int | None = None,
 ) -> Route:
     """``FILE`` for more than ``file_threshold`` records, else ``API`` (``FILE`` if the API is off).
 
     Exactly ``file_threshold`` records go by API. Zero records also go by API, as zero batches:
-    the manifest still records the entity with a count of 0.
+    the manifest still records the entity with a count of 0. With hysteresis (issue 17): an
+    entity whose last delivery was a file (``previous``) stays a file while it has at least
+    ``api_return_below`` records, so a count hovering around the threshold does not switch
+    routes from day to day; above ``file_threshold`` it is a file whatever came before.
     """
     if record_count < 0:
         raise SnapshotArgumentError("record_count must not be negative")
     if file_threshold < 0:
         raise SnapshotConfigError("file_threshold must not be negative")
+    lower = file_threshold if api_return_below is None else api_return_below
+    if not 0 <= lower <= file_threshold:
+        raise SnapshotConfigError("api_return_below must be between 0 and file_threshold")
     if record_count > file_threshold or not api_enabled:
+        return Route.FILE
+    if previous is Route.FILE and record_count >= lower:
         return Route.FILE
     return Route.API
 

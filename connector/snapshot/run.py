@@ -57,7 +57,7 @@ from connector.snapshot.manifest import (
     EntityResult,
     Manifest,
     RunRecord,
-    delivered_baseline,
+    last_deliveries,
 )
 from connector.snapshot.plan import EntityPlan, Plan, make_plan
 from connector.snapshot.routing import Route
@@ -106,6 +106,8 @@ class RunConfig:
     format: str = "csv"
     gzip_level: int = 6
     file_threshold: int = 5000
+    api_return_below: int | None = None
+    """An entity last delivered as a file stays a file down to this count (None: no hysteresis)."""
     orphan_policy: OrphanPolicy = OrphanPolicy.HOLD_OUT
     max_drop_ratio: float = 0.5
     lease_ttl: dt.timedelta = dt.timedelta(minutes=10)
@@ -189,7 +191,7 @@ class SnapshotRun:
         phases: dict[str, float] = {}
         with _timed(phases, "cut"):
             record = self._pin_cut(day)
-            previous = delivered_baseline(self._storage, cfg.prefix, day)
+            last = last_deliveries(self._storage, cfg.prefix, day)
         with self._reader(Cut.from_json(record.cut)) as state:
             with _timed(phases, "read"):
                 read = state.load()
@@ -198,7 +200,9 @@ class SnapshotRun:
                 plan = make_plan(
                     state,
                     policy=cfg.orphan_policy,
-                    previous=previous,
+                    previous={entity: result.records for entity, result in last.items()} or None,
+                    previous_routes={entity: Route(result.route) for entity, result in last.items()},
+                    api_return_below=cfg.api_return_below,
                     max_drop_ratio=cfg.max_drop_ratio,
                     overrides=overrides,
                     file_threshold=cfg.file_threshold,

@@ -15,7 +15,7 @@ from connector.sinks.local import LocalStorage
 from connector.sinks.portal import ApiDelivery, PortalClient
 from connector.snapshot.run import Outcome
 from tests.integration.portal_sim import KEY, Simulator, next_day
-from tests.integration.snapshot_helpers import record, seed_state, snapshot_run
+from tests.integration.snapshot_helpers import delete_rows, record, seed_state, snapshot_run
 from tests.kafka_helpers import KafkaTestCluster
 from tests.portal_helpers import expected_json
 
@@ -119,3 +119,29 @@ def test_a_refused_key_fails_the_api_entities_and_delivers_the_files(
     assert "CARECLOUD_PORTAL_API_KEY" in reason
     assert "header is required" not in reason  # the problem's detail is the Portal's text: not kept
     assert sim.stats()["unauthorized"] >= 1
+
+
+def test_an_entity_that_went_as_a_file_stays_a_file_until_it_falls_below_the_lower_bound(
+    kafka: KafkaTestCluster, sim: Simulator, tmp_path: Path
+) -> None:
+    """Routing hysteresis (issue 17) over three consecutive dates: 12 records go as a file
+    (threshold 10), 9 stay a file (lower bound 8) instead of moving to the Portal, 7 go by API."""
+    topic = kafka.new_topic(2, {"cleanup.policy": "compact"}, prefix="state")
+    families = {f"FAM-{n:07d}": record("Family", n) for n in range(12)}
+    seed_state(kafka, topic, {entity: {} for entity in ENTITY_NAMES} | {"Family": families})
+    storage = LocalStorage(tmp_path / "bucket")
+    run = snapshot_run(
+        kafka, topic, storage, api=Route(sim.url), work_dir=tmp_path, file_threshold=10, api_return_below=8
+    )
+    first = next_day()
+    seen = []
+    for offset, keep in ((0, 12), (1, 9), (2, 7)):
+        delete_rows(kafka, topic, [("Family", i) for i in sorted(families)[keep:]], version=2 + offset)
+        result = run.run(first + dt.timedelta(days=offset))
+        assert result.outcome is Outcome.PUBLISHED
+        assert result.manifest is not None
+        family = result.manifest.entity("Family")
+        assert family is not None
+        seen.append((family.records, family.route))
+    assert seen == [(12, "file"), (9, "file"), (7, "api")]
+    assert len(sim.accepted("Family", first + dt.timedelta(days=2))["records"]) == 7

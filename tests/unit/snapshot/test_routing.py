@@ -85,3 +85,36 @@ def test_batches_cover_every_record_once_in_order(count: int, size: int) -> None
     assert all(len(batch) == size for batch in batches[:-1])  # full except the last
     assert len(batches) == -(-count // size)
     assert api_batches(count, size) == batches  # deterministic: a retry sends the same records
+
+
+@given(
+    count=st.integers(0, 20_000),
+    threshold=st.integers(0, 10_000),
+    lower_share=st.floats(0, 1),
+    previous=st.sampled_from([None, Route.FILE, Route.API]),
+)
+def test_hysteresis_keeps_a_file_a_file_down_to_the_lower_bound_and_never_uses_the_api_above_the_threshold(
+    count: int, threshold: int, lower_share: float, previous: Route | None
+) -> None:
+    lower = int(threshold * lower_share)
+    route = route_for(count, file_threshold=threshold, previous=previous, api_return_below=lower)
+    if count > threshold:
+        assert route is Route.FILE  # CareCloud's rule, whatever came before
+    elif previous is Route.FILE and count >= lower:
+        assert route is Route.FILE  # stays a file while it hovers near the threshold
+    else:
+        assert route is Route.API
+    assert route is route_for(count, file_threshold=threshold) or previous is Route.FILE
+
+
+def test_an_entity_hovering_around_5000_stays_a_file_until_it_falls_below_4500() -> None:
+    routes, previous = [], None
+    for count in (5001, 4999, 4600, 5000, 4499, 4999, 5001):
+        previous = route_for(count, previous=previous, api_return_below=4500)
+        routes.append(previous.value)
+    assert routes == ["file", "file", "file", "file", "api", "api", "file"]
+
+
+def test_a_lower_bound_above_the_threshold_is_refused() -> None:
+    with pytest.raises(SnapshotConfigError):
+        route_for(10, file_threshold=100, api_return_below=101)
