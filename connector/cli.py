@@ -30,6 +30,10 @@ __all__ = ["UNEXPECTED_EXIT", "build_parser", "main"]
 
 log = logging.getLogger(__name__)
 
+_SNAPSHOT_STOP_S = 60.0
+"""How long a stopping ingest waits for a snapshot run to reach its next safe point (an entity
+being uploaded completes first); within the pod's 120 s grace, after the batch in flight."""
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -118,6 +122,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     # SIGTERM (Kubernetes) and Ctrl-C: finish or abort the batch in flight, then leave cleanly.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    daily: threading.Thread | None = None
     try:
         service.start()
         print(f"ingest: started; health and metrics on port {health.port}", flush=True)
@@ -125,8 +130,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             from connector.snapshot.service import build_scheduler
 
             scheduler = build_scheduler(settings, stop, metrics=METRICS)
-            threading.Thread(target=scheduler.run_forever, name="snapshot-scheduler", daemon=True).start()
+            daily = threading.Thread(target=scheduler.run_forever, name="snapshot-scheduler", daemon=True)
+            daily.start()
         service.run(stop)
+        if daily is not None:  # a run in progress leaves at its next safe point and frees its lease
+            daily.join(_SNAPSHOT_STOP_S)
     finally:
         health.stop()
     print(f"ingest: stopped after {service.counts['events']} events", flush=True)

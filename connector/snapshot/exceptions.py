@@ -11,7 +11,8 @@ catches them::
     TerminalError
     └── LeaseLostError           another pod took the date's lease over: stop before publishing
     TransientError
-    └── LeaseBusyError           another pod is running the date now: try again later
+    ├── LeaseBusyError           another pod is running the date now: try again later
+    └── RunStoppedError          the process is stopping: the run left at a safe point
 
 Messages name the setting or argument, never a record value.
 """
@@ -24,6 +25,7 @@ __all__ = [
     "LeaseBusyError",
     "LeaseLostError",
     "NaiveDatetimeError",
+    "RunStoppedError",
     "SnapshotArgumentError",
     "SnapshotConfigError",
 ]
@@ -47,3 +49,8 @@ class LeaseLostError(TerminalError):
 
 class LeaseBusyError(TransientError):
     """Another live owner holds the date's lease; its run will publish the date."""
+
+
+class RunStoppedError(TransientError):
+    """The process is stopping (SIGTERM): the run stopped between two entities and released its
+    lease, so another pod can resume the date at its pinned cut without waiting out the TTL."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -50,7 +51,12 @@ from connector.sinks.keys import control_key, day_prefix, manifest_key, object_k
 from connector.sinks.storage import Storage
 from connector.snapshot._pipeline import in_background
 from connector.snapshot.checks import OrphanPolicy
-from connector.snapshot.exceptions import LeaseBusyError, SnapshotArgumentError, SnapshotConfigError
+from connector.snapshot.exceptions import (
+    LeaseBusyError,
+    RunStoppedError,
+    SnapshotArgumentError,
+    SnapshotConfigError,
+)
 from connector.snapshot.lag import Lag
 from connector.snapshot.lease import Lease
 from connector.snapshot.manifest import (
@@ -141,7 +147,10 @@ class SnapshotRun:
         api: ApiRoute | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         metrics: Metrics | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
+        """``stop``: set when the process is stopping; the run then leaves between two entities
+        (``RunStoppedError``) and releases its lease on the way out."""
         if config.format not in FORMATS:
             raise SnapshotArgumentError(f"unknown file format {config.format!r}")
         self._compiled = False
@@ -156,8 +165,14 @@ class SnapshotRun:
             self._compiled = missing is None
         self._config, self._kafka, self._storage = config, kafka, storage
         self._take_cut, self._api, self._clock = take_cut, api, clock
-        self._metrics = metrics
+        self._metrics, self._stop = metrics, stop
         self._api_refused: str | None = None
+
+    def _check_stop(self, day: dt.date) -> None:
+        """A safe point: nothing of an entity is half sent here (a file is complete or not
+        started, a Portal session resumes at its first unacknowledged batch)."""
+        if self._stop is not None and self._stop.is_set():
+            raise RunStoppedError(f"snapshot {day}: stopped for shutdown; it resumes from its pinned cut")
 
     def run(self, day: dt.date, *, overrides: Iterable[str] = ()) -> RunResult:
         """Publish ``day`` (steps 1-9 of the module docstring); ``overrides`` lift count blocks."""
@@ -212,10 +227,12 @@ class SnapshotRun:
             with _timed(phases, "deliver"):
                 results = []
                 for entity_plan in plan.entities:
+                    self._check_stop(day)
                     lease.check()
                     results.append(self._deliver(day, record, entity_plan, state))
         with _timed(phases, "publish"):
             self._verify(results)
+            self._check_stop(day)
             lease.check()
             manifest = Manifest(
                 record.snapshot_id,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connector.errors import ConnectorError, TerminalError, TransientError
-from connector.snapshot.exceptions import LeaseBusyError
+from connector.snapshot.exceptions import LeaseBusyError, RunStoppedError
 from connector.snapshot.run import Outcome, RunResult
 from connector.snapshot.schedule import Action, Schedule, decide_on_startup, next_run, run_window
 
@@ -90,6 +90,9 @@ class Scheduler:
             self._events.starting(day, (deadline - expected_finish).total_seconds())
             try:
                 result = self._run(day)
+            except RunStoppedError:
+                log.info("snapshot %s stopped for shutdown; its lease is released", day)
+                return True
             except LeaseBusyError:
                 log.info(
                     "snapshot %s is being run by another owner; looking again",

@@ -126,8 +126,10 @@ def build_run(
     api: ApiRoute | None = None,
     clock: Callable[[], dt.datetime] = _now,
     metrics: Metrics | None = None,
+    stop: threading.Event | None = None,
 ) -> SnapshotRun:
-    """A run that measures lag and cuts per the settings, publishing to ``storage``.
+    """A run that measures lag and cuts per the settings, publishing to ``storage``; it
+    leaves at a safe point once ``stop`` is set.
 
     The Portal route is on when ``CARECLOUD_SNAPSHOT_API_ENABLED`` is; ``api`` replaces the
     configured client (tests).
@@ -174,6 +176,7 @@ def build_run(
         api=api if s.api_enabled else None,
         clock=clock,
         metrics=metrics,
+        stop=stop,
     )
 
 
@@ -192,7 +195,7 @@ def build_scheduler(
     deliveries are reported at once, so a restart does not look like a day without delivery.
     """
     storage = storage if storage is not None else build_storage(settings)
-    run = build_run(settings, storage=storage, api=api, clock=clock, metrics=metrics)
+    run = build_run(settings, storage=storage, api=api, clock=clock, metrics=metrics, stop=stop)
     schedule = schedule_of(settings)
     prefix = settings.snapshot.prefix
 
