@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,11 @@ def test_local_store_deleted_is_rebuilt_from_the_state_topic(kafka: KafkaTestClu
     shutil.rmtree(settings.ingest.state_dir)
     again = IngestService(settings, service.mapper.spec)
     again.start()
-    for _ in range(20):  # the assignment (and with it the restore) happens inside consume
+    # The assignment (and with it the restore) happens inside consume: batches until it has,
+    # against a deadline rather than a count of 200 ms batches (issue 22 sweep).
+    deadline = time.monotonic() + 60
+    while not again.ready.is_set() and time.monotonic() < deadline:
         again.run_batch()
-        if again.ready.is_set():
-            break
     assert again.ready.is_set()
     assert dict(again.stores[0].items()) == store_rows
     # Every committed state record is read again (a row changed twice in a batch is two records).
