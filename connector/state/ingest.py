@@ -259,6 +259,8 @@ class IngestService:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._record_limit = 1_000_000  # librdkafka's default; start() reads the topics' own
+        self._rebalances = 0
+        """Assignments and revocations so far: a batch taken across one is cut there."""
         self._batch_budget_s = self.ingest.transaction_timeout_ms / 2000
         """A batch stops taking messages after this long and commits what it has handled, well
         before the coordinator would abort its transaction (a run of slow messages)."""
@@ -393,6 +395,10 @@ class IngestService:
                 # A fenced or otherwise failed producer has nothing left to send; raising here
                 # would replace the error that ended the loop with this one.
                 log.warning("producer not flushed on close", extra={"kafka_error": exc.args[0].name()})
+            except SystemError as exc:
+                # Seen under load after _FENCED: confluent-kafka's flush of a producer in a fatal
+                # state raises SystemError; the process is leaving with the fencing error already.
+                log.warning("producer not flushed on close", extra={"error": type(exc).__name__})
             self._producer = None
         if self._store_failure is not None and not quiet:
             raise self._store_failure
@@ -504,8 +510,15 @@ class IngestService:
         # The first chunk is sized for the largest messages allowed; later ones by the average.
         largest = ingest.max_message_bytes + ingest.max_key_bytes
         size, chunk = 0, max(1, min(_CHUNK_MAX, ingest.batch_max_events, ingest.batch_max_bytes // largest))
+        seen = self._rebalances
         while True:
             got = consumer.consume(chunk, max(0.0, deadline - time.monotonic()))
+            if self._rebalances != seen:
+                # The partitions changed inside this call (librdkafka runs the callbacks before
+                # it returns messages): what earlier chunks took may be of a partition no longer
+                # ours, or consumed again from its committed offset. Only this call's messages
+                # are of the new assignment.
+                return list(got)
             msgs.extend(got)
             size += sum(len(m) + len(m.key() or b"") for m in got)
             wanted = ingest.batch_max_events - len(msgs)
@@ -716,6 +729,7 @@ class IngestService:
         return store
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._rebalances += 1
         # An exception escaping a librdkafka callback surfaces as an opaque SystemError from
         # consume(); keep it and re-raise it from run_batch with its real type and message.
         try:
@@ -754,6 +768,7 @@ class IngestService:
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._rebalances += 1
         self.report.revoked(partitions)
         for p in {tp.partition for tp in partitions}:
             self.purge.forget(p)
