@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import logging
 import random
 import statistics
 import tempfile
@@ -144,17 +143,6 @@ def build(seed: Seed, chain: Chain, corpus: Corpus, iteration: int = 0) -> Messa
     return draft.message()
 
 
-class _Errors(logging.Handler):
-    """Keeps the class name the barrier logs with an ``internal_error`` (never the message)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.last: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.last = getattr(record, "error", None)
-
-
 class Fuzzer:
     """The two ingests, the registry their Avro topics need and the seeds; a context manager."""
 
@@ -173,9 +161,7 @@ class Fuzzer:
         self.max_message_bytes, self.state_row_limit = max_message_bytes, state_row_limit
         self.registry = SchemaRegistryServer().start()
         self.corpus = build_corpus(mapping, self.registry, scale=scale, seed=corpus_seed)
-        self._errors = _Errors()
         self._turn = 0
-        logging.getLogger("connector.state.ingest").addHandler(self._errors)
         self.ingests = self._open()
         # The seeds, schemas and plans live as long as the run: out of the collector's reach,
         # a full collection no longer lands its tens of milliseconds on one message's CPU.
@@ -202,7 +188,6 @@ class Fuzzer:
 
     def close(self) -> None:
         gc.unfreeze()
-        logging.getLogger("connector.state.ingest").removeHandler(self._errors)
         for ingest in self.ingests.values():
             ingest.close()
         self.registry.stop()
@@ -220,7 +205,6 @@ class Fuzzer:
 
     def handle(self, path: str, m: Message) -> Outcome:
         """One path's outcome; an escaping exception is caught here and becomes the outcome."""
-        self._errors.last = None
         ingest = self.ingests[path]
         started = time.thread_time()
         try:
@@ -231,7 +215,7 @@ class Fuzzer:
             raise
         except BaseException as exc:  # the finding this fuzzer exists for; PanicException included
             return Outcome(None, {}, time.thread_time() - started, type(exc).__name__, frames(exc))
-        error = self._errors.last if result.reason == INTERNAL_REASON else None
+        error = result.error if result.reason == INTERNAL_REASON else None
         return Outcome(result.reason, result.rows, result.cpu_s, error)
 
     def check(self, m: Message) -> tuple[dict[str, Outcome], Broken | None]:

@@ -35,6 +35,8 @@ class MessageResult:
     """The state records it produced, by state key (empty for a dead letter)."""
     cpu_s: float
     """Thread CPU time spent handling it."""
+    error: str | None = None
+    """The exception class of a dead letter (``internal_error``'s tells which bug)."""
 
 
 @dataclass
@@ -96,7 +98,7 @@ class OfflineIngest:
         cause = self.service.handle_message(key, value, headers, position, view)
         cpu = time.thread_time() - started
         if cause is not None:
-            return MessageResult(cause.reason, {}, cpu)
+            return MessageResult(cause.reason, {}, cpu, cause.error)
         if view.encoded:
             self.store.write(view.encoded, self._offset)
         return MessageResult(None, collect.rows, cpu)
