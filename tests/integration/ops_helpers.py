@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from connector.devtools.s3_server import S3Endpoint
 from connector.devtools.synthetic import SyntheticEvent, SyntheticStream
 from connector.replay import RawMessage
 from connector.source import Position
@@ -40,6 +41,7 @@ __all__ = [
     "local_today",
     "open_transactions",
     "produce",
+    "s3_env",
     "source_messages",
     "wait_caught_up",
     "window_around_now",
@@ -310,3 +312,14 @@ def window_around_now(minutes_before: int = 5, minutes_after: int = 60) -> dict[
 
 def local_today(zone: str) -> dt.date:
     return dt.datetime.now(ZoneInfo(zone)).date()
+
+
+def s3_env(s3_server: S3Endpoint, bucket: str) -> dict[str, str]:
+    """The ``CARECLOUD_S3_*`` settings of a bucket on the test's S3 server (moto over HTTP)."""
+    return {
+        "CARECLOUD_S3_BUCKET": bucket,
+        "CARECLOUD_S3_ENDPOINT_URL": s3_server.url,
+        "CARECLOUD_S3_REGION": "us-east-1",
+        "CARECLOUD_S3_ACCESS_KEY_ID": s3_server.access_key_id,
+        "CARECLOUD_S3_SECRET_ACCESS_KEY": s3_server.secret_access_key,
+    }

@@ -22,7 +22,7 @@ from connector.devtools.s3_server import S3Endpoint
 from connector.devtools.synthetic import generate
 from connector.model import ENTITY_NAMES
 from connector.snapshot.manifest import Manifest
-from tests.integration.ops_helpers import ConnectorProcess, local_today, produce, wait_caught_up
+from tests.integration.ops_helpers import ConnectorProcess, local_today, produce, s3_env, wait_caught_up
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 pytestmark = pytest.mark.integration
@@ -104,11 +104,7 @@ def test_a_poison_set_mid_stream_is_dead_lettered_and_the_ingest_never_stops(
         "CARECLOUD_SNAPSHOT_SINK": "s3",
         "CARECLOUD_SNAPSHOT_WORK_DIR": str(tmp_path / "work"),
         "CARECLOUD_SNAPSHOT_LAG_POLICY": "go",
-        "CARECLOUD_S3_BUCKET": bucket,
-        "CARECLOUD_S3_ENDPOINT_URL": s3_server.url,
-        "CARECLOUD_S3_REGION": "us-east-1",
-        "CARECLOUD_S3_ACCESS_KEY_ID": s3_server.access_key_id,
-        "CARECLOUD_S3_SECRET_ACCESS_KEY": s3_server.secret_access_key,
+        **s3_env(s3_server, bucket),
     }
     ingest = ConnectorProcess(["ingest"], env, tmp_path, "ingest")
     try:

@@ -49,6 +49,7 @@ from tests.integration.ops_helpers import (
     local_today,
     open_transactions,
     produce,
+    s3_env,
     source_messages,
     wait_caught_up,
     window_around_now,
@@ -126,13 +127,15 @@ def test_sigterm_mid_stream_exits_cleanly_and_leaves_state_and_offsets_exact(
     )
     group, state_topic, dlq = (env[f"CARECLOUD_INGEST_{k}"] for k in ("GROUP_ID", "STATE_TOPIC", "DLQ_TOPIC"))
     head, trickle = len(events) * 2 // 5, len(events) * 3 // 5
-    head_sent, trickling, terminated, published = (threading.Event() for _ in range(4))
+    head_sent, committing, trickling, terminated, published = (threading.Event() for _ in range(5))
 
     def publish() -> None:
         """A continuous stream: the head at once, then a trickle that is still flowing when the
-        SIGTERM lands (however slow the machine), then the rest."""
+        SIGTERM lands (however slow the machine: it starts once the ingest has committed, and
+        the SIGTERM follows at once), then the rest."""
         produce(kafka.config(), events[:head])
         head_sent.set()
+        committing.wait(60)
         trickling.set()
         for start in range(head, trickle, 50):
             produce(kafka.config(), events[start : start + 50])
@@ -154,7 +157,9 @@ def test_sigterm_mid_stream_exits_cleanly_and_leaves_state_and_offsets_exact(
         while sum(committed_offsets(kafka.config(), group, stream.topics, PARTITIONS).values()) == 0:
             assert time.monotonic() < deadline, first.output()
             time.sleep(0.05)
-        assert trickling.is_set(), "the stream stopped before the SIGTERM; trickle more slowly"
+        committing.set()
+        assert trickling.wait(30), "the trickle did not start"
+        assert not published.is_set(), "the stream stopped before the SIGTERM; trickle more slowly"
         code, took = first.terminate(GRACE_S)
         terminated.set()
     finally:
@@ -230,13 +235,7 @@ def full_run(
     bucket = unique("canary")
     s3.create_bucket(Bucket=bucket)
     window = window_around_now()
-    s3_env = {
-        "CARECLOUD_S3_BUCKET": bucket,
-        "CARECLOUD_S3_ENDPOINT_URL": s3_server.url,
-        "CARECLOUD_S3_REGION": "us-east-1",
-        "CARECLOUD_S3_ACCESS_KEY_ID": s3_server.access_key_id,
-        "CARECLOUD_S3_SECRET_ACCESS_KEY": s3_server.secret_access_key,
-    }
+    s3_settings = s3_env(s3_server, bucket)
     env = _ingest_env(
         kafka,
         work,
@@ -248,7 +247,7 @@ def full_run(
         CARECLOUD_SNAPSHOT_SINK="s3",
         CARECLOUD_SNAPSHOT_WORK_DIR=str(work),
         **window,
-        **s3_env,
+        **s3_settings,
     )
     day = local_today(window["CARECLOUD_SNAPSHOT_ZONE"])
     run = FullRun(stream, env, bucket, day, ConnectorProcess(["ingest"], env, work, "ingest"))

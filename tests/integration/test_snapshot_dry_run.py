@@ -20,7 +20,7 @@ import pytest
 
 from connector.devtools.s3_server import S3Endpoint
 from connector.model import ENTITY_NAMES
-from tests.integration.ops_helpers import create_topics
+from tests.integration.ops_helpers import create_topics, s3_env
 from tests.integration.portal_sim import KEY, Simulator, next_day
 from tests.integration.snapshot_helpers import delete_rows, record, seed_state
 from tests.kafka_helpers import KafkaTestCluster, unique
@@ -63,11 +63,7 @@ def test_a_dry_run_with_every_route_on_touches_nothing_and_uses_the_real_baselin
         "CARECLOUD_SNAPSHOT_WORK_DIR": str(tmp_path / "work"),
         "CARECLOUD_PORTAL_BASE_URL": sim.url,
         "CARECLOUD_PORTAL_API_KEY": KEY,
-        "CARECLOUD_S3_BUCKET": bucket,
-        "CARECLOUD_S3_ENDPOINT_URL": s3_server.url,
-        "CARECLOUD_S3_REGION": "us-east-1",
-        "CARECLOUD_S3_ACCESS_KEY_ID": s3_server.access_key_id,
-        "CARECLOUD_S3_SECRET_ACCESS_KEY": s3_server.secret_access_key,
+        **s3_env(s3_server, bucket),
     }
     yesterday = next_day()
     today = yesterday + dt.timedelta(days=1)

@@ -26,6 +26,7 @@ from tests.integration.ops_helpers import (
     create_topics,
     local_today,
     produce,
+    s3_env,
     wait_caught_up,
     window_around_now,
 )
@@ -69,11 +70,7 @@ def test_sigterm_mid_run_stops_at_a_safe_point_and_frees_the_lease(
         "CARECLOUD_SNAPSHOT_WORK_DIR": str(tmp_path / "work"),
         "CARECLOUD_PORTAL_BASE_URL": sim.url,
         "CARECLOUD_PORTAL_API_KEY": KEY,
-        "CARECLOUD_S3_BUCKET": bucket,
-        "CARECLOUD_S3_ENDPOINT_URL": s3_server.url,
-        "CARECLOUD_S3_REGION": "us-east-1",
-        "CARECLOUD_S3_ACCESS_KEY_ID": s3_server.access_key_id,
-        "CARECLOUD_S3_SECRET_ACCESS_KEY": s3_server.secret_access_key,
+        **s3_env(s3_server, bucket),
         **window,
     }
     day = local_today(window["CARECLOUD_SNAPSHOT_ZONE"])
