@@ -274,10 +274,11 @@ class SnapshotSettings(BaseSettings):
     """Compression level of the files (docs/decisions/0007)."""
     file_threshold: int = Field(default=5000, ge=0)
     """Entities with more records than this go as files; others by API (CareCloud: 5000)."""
-    api_return_below: int = Field(default=4500, ge=0)
+    api_return_below: int | None = Field(default=None, ge=0)
     """An entity last delivered as a file stays a file until its count falls below this, so
     one hovering around the file threshold does not move between S3 and the Portal from one
-    day to the next; at most the file threshold (the API route is never used above it)."""
+    day to the next; at most the file threshold (the API route is never used above it).
+    Unset: nine tenths of the file threshold (4500 at CareCloud's 5000)."""
     api_batch_size: int = Field(default=1000, ge=1, le=1000)
     """Records per Portal API batch (CareCloud: at most 1000)."""
     api_enabled: bool = False
@@ -467,7 +468,7 @@ def sink_problems(
                 problems.append(
                     f"CARECLOUD_PORTAL_{name.upper()}: required when CARECLOUD_SNAPSHOT_API_ENABLED=true"
                 )
-    if snapshot.api_return_below > snapshot.file_threshold:
+    if snapshot.api_return_below is not None and snapshot.api_return_below > snapshot.file_threshold:
         problems.append(
             "CARECLOUD_SNAPSHOT_API_RETURN_BELOW: must be at most CARECLOUD_SNAPSHOT_FILE_THRESHOLD"
         )

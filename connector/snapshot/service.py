@@ -160,7 +160,7 @@ def build_run(
         format=s.format,
         gzip_level=s.gzip_level,
         file_threshold=s.file_threshold,
-        api_return_below=s.api_return_below,
+        api_return_below=s.api_return_below if s.api_return_below is not None else s.file_threshold * 9 // 10,
         orphan_policy=OrphanPolicy(s.orphan_policy),
         max_drop_ratio=s.max_drop_ratio,
         lease_ttl=dt.timedelta(seconds=s.lease_ttl_s),

@@ -38,3 +38,14 @@ def test_forever_minutes_or_beyond_30_days_are_refused_naming_the_variable(
     monkeypatch.setenv("CARECLOUD_INGEST_DLQ_RETENTION_MS", value)
     with pytest.raises(SettingsError, match="CARECLOUD_INGEST_DLQ_RETENTION_MS"):
         load_settings()
+
+
+def test_a_lower_file_threshold_alone_is_valid_and_a_return_bound_above_it_is_named() -> None:
+    """Routing hysteresis follows the threshold unless set: the demo's threshold of 300 alone
+    must start (it did not when the bound defaulted to a fixed 4500)."""
+    from connector.config.settings import SnapshotSettings, sink_problems
+
+    alone = SnapshotSettings(file_threshold=300)
+    assert not [p for p in sink_problems(alone, None, None) if "API_RETURN_BELOW" in p]
+    above = SnapshotSettings(file_threshold=300, api_return_below=301)
+    assert any(p.startswith("CARECLOUD_SNAPSHOT_API_RETURN_BELOW") for p in sink_problems(above, None, None))
