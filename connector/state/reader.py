@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
 from connector.errors import TransientError
 from connector.state.codec import decode_row, is_complete, restore_values, split_key
+from connector.state.topics import end_offsets
 
 __all__ = ["Cut", "StateReader", "consume_to_cut", "take_cut"]
 
@@ -73,15 +74,7 @@ def take_cut(base: dict[str, Any], topic: str) -> Cut:
     meta = admin.list_topics(topic=topic, timeout=_TIMEOUT_S).topics.get(topic)
     if meta is None or meta.error is not None:
         raise TransientError(f"state topic {topic} is not available")
-    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in meta.partitions}  # type: ignore[no-untyped-call]
-    futures = admin.list_offsets(
-        request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=_TIMEOUT_S
-    )
-    try:
-        ends = {tp.partition: future.result(_TIMEOUT_S).offset for tp, future in futures.items()}
-    except KafkaException as exc:
-        raise TransientError(f"cannot read the end offsets of {topic}") from exc
-    return Cut(topic, ends)
+    return Cut(topic, end_offsets(admin, topic, meta.partitions, IsolationLevel.READ_COMMITTED))
 
 
 def consume_to_cut(

@@ -13,14 +13,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from connector.config.settings import IngestSettings
 from connector.errors import TransientError
 from connector.state.exceptions import TopicConfigError
 
-__all__ = ["ensure_topics", "high_watermarks", "record_limit", "source_partitions"]
+__all__ = ["end_offsets", "ensure_topics", "high_watermarks", "record_limit", "source_partitions"]
 
 _TIMEOUT_S = 30.0
 log = logging.getLogger(__name__)
@@ -154,11 +154,41 @@ def high_watermarks(base: dict[str, Any], topic: str, partitions: Iterable[int])
     to commit or abort.
     """
     admin = AdminClient({k: v for k, v in base.items() if k != "error_cb"})
-    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}  # type: ignore[no-untyped-call]
-    futures = admin.list_offsets(
-        request, isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=_TIMEOUT_S
-    )
-    try:
-        return {tp.partition: future.result(_TIMEOUT_S).offset for tp, future in futures.items()}
-    except KafkaException as exc:
-        raise TransientError(f"cannot read the end offsets of {topic}") from exc
+    return end_offsets(admin, topic, partitions, IsolationLevel.READ_UNCOMMITTED)
+
+
+_METADATA_RACES = frozenset(
+    {
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+    }
+)
+"""Answers of a broker whose leadership view and ours differ for a moment (a topic just
+created, a leader just moved): asking again shortly gets the offsets."""
+_OFFSET_ATTEMPTS = 6
+
+
+def end_offsets(
+    admin: AdminClient, topic: str, partitions: Iterable[int], isolation: IsolationLevel
+) -> dict[int, int]:
+    """Each partition's end offset (``isolation``: including open transactions or not).
+
+    A metadata race (``_METADATA_RACES``, or an error librdkafka calls retriable) is asked
+    again a few times, 0.1 s to 1.6 s apart, before it becomes a ``TransientError``: under load
+    a topic created a moment ago answered ``UNKNOWN_LEADER_EPOCH`` and failed a snapshot run
+    that a second later would have gone through.
+    """
+    wanted = list(partitions)
+    for attempt in range(1, _OFFSET_ATTEMPTS + 1):
+        request = {TopicPartition(topic, p): OffsetSpec.latest() for p in wanted}  # type: ignore[no-untyped-call]
+        futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=_TIMEOUT_S)
+        try:
+            return {tp.partition: future.result(_TIMEOUT_S).offset for tp, future in futures.items()}
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if attempt == _OFFSET_ATTEMPTS or not (err.code() in _METADATA_RACES or err.retriable()):
+                raise TransientError(f"cannot read the end offsets of {topic}") from exc
+        time.sleep(0.1 * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")  # pragma: no cover
