@@ -1,6 +1,7 @@
 """Snapshot throughput and memory: state topic → cut → checks → gzip CSV files on an S3 server.
 
     .venv/bin/python bench/snapshot.py [--sizes 250000,1000000] [--level 6] [--levels 1,6]
+        [--api-records 100000] [--api-rate 20] [--pin | --no-pin]
 
 Starts the project's Kafka broker and an S3-compatible server (moto, over HTTP), and for each
 size seeds a 3-partition state topic with that many live entities in a realistic mix (10 %
@@ -12,6 +13,17 @@ gzip-writing the very same CSV bytes at the same level on one core (``zlib.compr
 4 MiB chunks): ``ratio = records_per_s / gzip_records_per_s``. ``--levels`` repeats the largest
 size at other compression levels, for choosing the default. The last line printed is one JSON
 object; targets are in ``docs/benchmarks.md``.
+
+The API route (``--api-records N --api-rate R``): N Family records through ``SnapshotRun``'s
+Portal route to the Portal simulator (a subprocess limited to R requests/s, so at most R * 1000
+records/s in 1000-record batches). With ``--pin`` (the default where at least two CPUs are
+available) the simulator is pinned to one CPU and the client (the child process running the
+``SnapshotRun``) to another, with ``sched_setaffinity``, so neither takes the other's core; the
+Kafka broker and this script stay unpinned. It reports records/s, the share of the limit, the
+duplicate batches the simulator applied (``duplicate_applications`` on ``/_sim/stats``; target
+0), and the CPU (user + sys) per record of each side: the client's over its Portal deliveries
+(``getrusage`` of its own process, first delivery's start to last delivery's end), the
+simulator's from ``/proc/<pid>/stat`` over the run.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -207,17 +220,33 @@ def _child(args: argparse.Namespace) -> None:
     )
 
 
+def _cpu_s() -> float:
+    """This process's CPU seconds so far, user + sys, every thread."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class _PortalRoute:
-    """The Portal route as the service builds it (``PortalRoute``), pointed at the simulator."""
+    """The Portal route as the service builds it (``PortalRoute``), pointed at the simulator.
+
+    Keeps this process's CPU seconds at the first delivery's start and the last one's end, so
+    the client's CPU over its deliveries is ``cpu_end - cpu_start`` (never counted twice)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.cpu_start: float | None = None
+        self.cpu_end = 0.0
 
     def deliver(self, entity: str, day: dt.date, records: Any, count: int, *, snapshot_id: str) -> Any:
         from connector.sinks.portal import PortalClient
 
-        with PortalClient(self.url, API_KEY, max_attempts=50) as client:
-            return client.deliver(entity, day, records, count, snapshot_id=snapshot_id)
+        if self.cpu_start is None:
+            self.cpu_start = _cpu_s()
+        try:
+            with PortalClient(self.url, API_KEY, max_attempts=50) as client:
+                return client.deliver(entity, day, records, count, snapshot_id=snapshot_id)
+        finally:
+            self.cpu_end = _cpu_s()
 
 
 def _api_child(args: argparse.Namespace) -> None:
@@ -225,54 +254,110 @@ def _api_child(args: argparse.Namespace) -> None:
     from connector.sinks.local import LocalStorage
 
     base = {"bootstrap.servers": args.bootstrap}
+    route = _PortalRoute(args.endpoint)
     run = SnapshotRun(
         RunConfig(state_topic=args.topic, file_threshold=10**9, work_dir=Path(args.work)),
         base,
         LocalStorage(Path(args.work) / "api-run"),
         take_cut=lambda day: (take_cut(base, args.topic), Lag()),
-        api=_PortalRoute(args.endpoint),
+        api=route,
     )
+    started = _cpu_s()
     result = run.run(DAY)
+    run_cpu_s = _cpu_s() - started
     assert result.manifest is not None
     records = sum(r.records for r in result.manifest.entities if r.status == "delivered")
-    print(json.dumps({"deliver_s": result.phases["deliver"], "records": records}))
+    print(
+        json.dumps(
+            {
+                "deliver_s": result.phases["deliver"],
+                "records": records,
+                "deliver_cpu_s": route.cpu_end - (route.cpu_start or route.cpu_end),
+                "run_cpu_s": run_cpu_s,
+                "cpus": sorted(os.sched_getaffinity(0)),
+            }
+        )
+    )
 
 
-def _measure_api(broker: KafkaBroker, work: Path, records: int, rate: float) -> dict[str, Any]:
-    """API records/s at the simulator's rate limit, and the share of what the limit allows."""
+def _pin_plan(pin: bool | None) -> tuple[int | None, int | None, str]:
+    """The simulator's CPU, the client's CPU (``None``: unpinned) and a line that says so."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin is False:
+        return None, None, f"unpinned (--no-pin): simulator and client share CPUs {cpus}"
+    if len(cpus) < 2:
+        return None, None, f"unpinned: only CPU {cpus} is available, simulator and client share it"
+    return cpus[-2], cpus[-1], f"simulator pinned to CPU {cpus[-2]}, client to CPU {cpus[-1]}"
+
+
+def _on_cpu(cpu: int | None) -> Any:
+    """A ``preexec_fn`` pinning the child to ``cpu`` (inherited by its threads), or ``None``."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """Another process's CPU seconds so far, user + sys of every thread (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _measure_api(
+    broker: KafkaBroker, work: Path, records: int, rate: float, pin: bool | None
+) -> dict[str, Any]:
+    """API records/s at the simulator's rate limit, the share of what the limit allows, the
+    duplicate batches the simulator applied and each side's CPU per record."""
     import httpx
 
     base = broker.client_config()
     topic = f"bench.snapshot.api-{os.getpid()}"
     _seed(base, topic, records, families_only=True)
+    sim_cpu, client_cpu, pinning = _pin_plan(pin)
+    print(f"  API route: {pinning}", flush=True)
     sim = subprocess.Popen(
         [sys.executable, "-m", "connector.cli", "simulate-portal", "--port", "0", "--api-key", API_KEY,
          "--rate-limit", str(rate)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, text=True, preexec_fn=_on_cpu(sim_cpu),
     )  # fmt: skip
     try:
         assert sim.stdout is not None
         url = re.search(r"http://[^\s,]+", sim.stdout.readline()).group(0)  # type: ignore[union-attr]
+        sim_cpus = sorted(os.sched_getaffinity(sim.pid))
+        sim_started_s = _proc_cpu_s(sim.pid)  # after its start-up: only serving the run is counted
         child = subprocess.run(
             [sys.executable, __file__, "_api_child", "--bootstrap", broker.bootstrap, "--endpoint", url,
              "--bucket", "-", "--topic", topic, "--prefix", "-", "--level", "6", "--work", str(work)],
-            capture_output=True, text=True, check=False,
+            capture_output=True, text=True, check=False, preexec_fn=_on_cpu(client_cpu),
         )  # fmt: skip
         if child.returncode != 0:
             raise SystemExit(f"API child failed:\n{child.stderr[-4000:]}")
         run = json.loads(child.stdout.strip().splitlines()[-1])
         stats = httpx.get(f"{url}/_sim/stats", headers={"X-API-Key": API_KEY}, timeout=10).json()
+        sim_cpu_s = _proc_cpu_s(sim.pid) - sim_started_s
     finally:
         sim.terminate()
         sim.wait(10)
     per_s = run["records"] / run["deliver_s"]
+    per_record_us = 1e6 / max(run["records"], 1)
     return {
         "api_records": run["records"],
         "api_rate_limit_per_s": rate,
+        "api_limit_records_per_s": round(rate * 1000),
         "api_records_per_s": round(per_s),
         "api_limit_ratio": round(per_s / (rate * 1000), 3),
         "api_duplicate_batches": stats.get("duplicate_applications"),
+        "api_applied_batches": stats.get("applied_batches"),
+        "api_replays": stats.get("replays"),
         "api_throttled": stats.get("throttled"),
+        "api_deliver_s": round(run["deliver_s"], 2),
+        "api_pinned": client_cpu is not None,
+        "api_simulator_cpus": sim_cpus,
+        "api_client_cpus": run["cpus"],
+        "api_client_cpu_us_per_record": round(run["deliver_cpu_s"] * per_record_us, 1),
+        "api_client_run_cpu_us_per_record": round(run["run_cpu_s"] * per_record_us, 1),
+        "api_simulator_cpu_us_per_record": round(sim_cpu_s * per_record_us, 1),
     }
 
 
@@ -361,6 +446,12 @@ def main() -> None:
     parser.add_argument("--levels", default="", help="other levels to run at the largest size, e.g. 1,9")
     parser.add_argument("--api-records", type=int, default=100_000, help="records sent by the API route")
     parser.add_argument("--api-rate", type=float, default=20.0, help="the simulator's requests/s limit")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="API route: simulator and client on separate CPUs (default: on with at least 2 CPUs)",
+    )
     args = parser.parse_args()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.default_int_handler)
@@ -378,7 +469,11 @@ def main() -> None:
             for level in extra:
                 runs.append(_measure(broker, s3, work, sizes[-1], level))
                 print(f"  {runs[-1]}", flush=True)
-            api = _measure_api(broker, work, args.api_records, args.api_rate) if args.api_records else {}
+            api = (
+                _measure_api(broker, work, args.api_records, args.api_rate, args.pin)
+                if args.api_records
+                else {}
+            )
             print(f"  {api}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -394,12 +489,26 @@ def main() -> None:
         )
     print(f"  10M entities extrapolated from the largest run: {ten_million_s / 60:.1f} min")
     if api:
-        print(
-            f"  API route: {api['api_records']:,} records at {api['api_records_per_s']:,}/s, "
-            f"the simulator limited to {api['api_rate_limit_per_s']:g} requests/s: "
-            f"{api['api_limit_ratio']} of the limit, "
-            f"{api['api_duplicate_batches']} duplicate batches"
+        pinning = (
+            f"simulator on CPU {api['api_simulator_cpus']}, client on CPU {api['api_client_cpus']}"
+            if api["api_pinned"]
+            else f"unpinned (simulator CPUs {api['api_simulator_cpus']}, client {api['api_client_cpus']})"
         )
+        limit = f"{api['api_rate_limit_per_s']:g} requests/s * 1000 = {api['api_limit_records_per_s']:,}/s"
+        batches = (
+            f"{api['api_applied_batches']} applied, {api['api_replays']} replays answered, "
+            f"{api['api_throttled']} answered 429"
+        )
+        client = f"user+sys over its deliveries; {api['api_client_run_cpu_us_per_record']} us whole run"
+        print(f"\nAPI route, {api['api_records']:,} Family records, {pinning}")
+        for name, value, note in (
+            ("records/s", f"{api['api_records_per_s']:,}", f"limit {limit}"),
+            ("ratio to the limit", api["api_limit_ratio"], "target >= 0.9"),
+            ("duplicate batches", api["api_duplicate_batches"], f"target 0; {batches}"),
+            ("client CPU/record", f"{api['api_client_cpu_us_per_record']} us", client),
+            ("simulator CPU/record", f"{api['api_simulator_cpu_us_per_record']} us", "user+sys over the run"),
+        ):
+            print(f"  {name:<21}{value!s:>12}   ({note})")
     summary = {
         **{
             k: main_run[k] for k in ("records", "records_per_s", "gzip_records_per_s", "ratio", "peak_rss_mb")
