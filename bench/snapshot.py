@@ -191,6 +191,11 @@ def _child(args: argparse.Namespace) -> None:
         while not sampling.wait(0.02):
             samples.append((time.monotonic(), _status_mb("VmRSS:")))
 
+    earlier = []
+    for back in range(args.days - 1, 0, -1):  # earlier dates first: the measured run compares
+        started = time.monotonic()  # its delivered sets with their digests, as every daily run does
+        run.run(DAY - dt.timedelta(days=back))
+        earlier.append(round(time.monotonic() - started, 2))
     threading.Thread(target=sample_rss, daemon=True).start()
     started = time.monotonic()
     result = run.run(DAY)
@@ -215,6 +220,8 @@ def _child(args: argparse.Namespace) -> None:
                 "files": files,
                 "peak_rss_mb": peak,
                 "rss_by_phase": by_phase,
+                "earlier_runs_s": earlier,
+                "changes": {r.entity: r.changes for r in result.manifest.entities},
             }
         )
     )
@@ -379,7 +386,9 @@ def _gzip_baseline(storage: S3Storage, files: dict[str, Any], level: int) -> tup
     return seconds, raw_bytes
 
 
-def _measure(broker: KafkaBroker, s3: S3Server, work: Path, size: int, level: int) -> dict[str, Any]:
+def _measure(
+    broker: KafkaBroker, s3: S3Server, work: Path, size: int, level: int, days: int
+) -> dict[str, Any]:
     base = broker.client_config()
     tag = f"{size}-l{level}-{os.getpid()}"
     topic, bucket = f"bench.snapshot.{tag}", f"bench-{tag}".lower()
@@ -404,6 +413,8 @@ def _measure(broker: KafkaBroker, s3: S3Server, work: Path, size: int, level: in
             str(level),
             "--work",
             str(work),
+            "--days",
+            str(days),
         ],
         capture_output=True,
         text=True,
@@ -436,6 +447,8 @@ def _measure(broker: KafkaBroker, s3: S3Server, work: Path, size: int, level: in
         "csv_bytes": raw_bytes,
         "gzip_bytes": stored,
         "seed_s": round(seed_s, 1),
+        "earlier_runs_s": run["earlier_runs_s"],
+        "compared": sum(1 for c in run["changes"].values() if c is not None),
     }
 
 
@@ -444,6 +457,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="250000,1000000", help="entity counts, comma-separated")
     parser.add_argument("--level", type=int, default=6, help="gzip level of the main runs")
     parser.add_argument("--levels", default="", help="other levels to run at the largest size, e.g. 1,9")
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=2,
+        help="dates published per size; the last is measured (from 2 on, it digests and compares "
+        "each set with the previous delivery's digest, as every daily run after the first does)",
+    )
     parser.add_argument("--api-records", type=int, default=100_000, help="records sent by the API route")
     parser.add_argument("--api-rate", type=float, default=20.0, help="the simulator's requests/s limit")
     parser.add_argument(
@@ -464,10 +484,10 @@ def main() -> None:
     try:
         with KafkaBroker(work / "kafka") as broker, S3Server() as s3:
             for size in sizes:
-                runs.append(_measure(broker, s3, work, size, args.level))
+                runs.append(_measure(broker, s3, work, size, args.level, args.days))
                 print(f"  {runs[-1]}", flush=True)
             for level in extra:
-                runs.append(_measure(broker, s3, work, sizes[-1], level))
+                runs.append(_measure(broker, s3, work, sizes[-1], level, args.days))
                 print(f"  {runs[-1]}", flush=True)
             api = (
                 _measure_api(broker, work, args.api_records, args.api_rate, args.pin)
@@ -485,7 +505,8 @@ def main() -> None:
             f"  {r['records']:>10,} records, level {r['level']}: {r['records_per_s']:>8,}/s "
             f"(gzip alone {r['gzip_records_per_s']:,}/s, ratio {r['ratio']}), "
             f"peak RSS {r['peak_rss_mb']} MB, "
-            f"{r['gzip_bytes'] / 1e6:.1f} MB stored, phases {r['phases_s']}"
+            f"{r['gzip_bytes'] / 1e6:.1f} MB stored, phases {r['phases_s']}, "
+            f"{r['compared']} entities compared with the day before (earlier runs {r['earlier_runs_s']} s)"
         )
     print(f"  10M entities extrapolated from the largest run: {ten_million_s / 60:.1f} min")
     if api:
@@ -529,6 +550,7 @@ if __name__ == "__main__":
         for name in ("bootstrap", "endpoint", "bucket", "topic", "prefix", "work"):
             child.add_argument(f"--{name}", required=True)
         child.add_argument("--level", type=int, required=True)
+        child.add_argument("--days", type=int, default=1)
         (_child if sys.argv[1] == "_child" else _api_child)(child.parse_args(sys.argv[2:]))
     else:
         main()

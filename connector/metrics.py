@@ -28,6 +28,7 @@ carecloud_restore_remaining_records                             gauge      parti
 carecloud_snapshot_runs_total                                   counter    outcome
 carecloud_snapshot_missed_runs_total                            counter    -
 carecloud_snapshot_phase_duration_seconds                       histogram  phase
+carecloud_snapshot_changed_records                              gauge      entity, change
 carecloud_delivered_records_total                               counter    route, entity
 carecloud_delivered_bytes_total                                 counter    route, entity
 carecloud_api_responses_total                                   counter    status_class
@@ -54,6 +55,7 @@ from connector.model.schemas import ENTITY_NAMES
 
 __all__ = [
     "ALLOWED_LABELS",
+    "CHANGES",
     "DLQ_REASONS",
     "METRICS",
     "OPERATIONS",
@@ -67,7 +69,18 @@ __all__ = [
 ]
 
 ALLOWED_LABELS = frozenset(
-    {"topic", "partition", "entity", "operation", "reason", "route", "outcome", "phase", "status_class"}
+    {
+        "topic",
+        "partition",
+        "entity",
+        "operation",
+        "reason",
+        "route",
+        "outcome",
+        "phase",
+        "status_class",
+        "change",
+    }
 )
 """The only label names any metric may have (a test checks every metric against it)."""
 OPERATIONS = ("upsert", "delete")
@@ -80,6 +93,8 @@ delivered; manifest written with some entity blocked by a check or refused by it
 date already had a manifest; gave up (terminal error, or still failing near the deadline)."""
 PHASES = ("cut", "read", "plan", "deliver", "publish")
 """The timed phases of a snapshot run, in order (``connector.snapshot.run.RunResult.phases``)."""
+CHANGES = ("added", "removed", "changed")
+"""What a delivered set changed against the entity's last delivery (``snapshot.digest``)."""
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "error", "other")
 """Portal API outcomes: HTTP status classes, ``error`` for no response (timeout, connection)."""
 
@@ -198,6 +213,13 @@ class Metrics:
             "Wall time of each phase of a snapshot run.",
             ["phase"],
             buckets=_PHASE_BUCKETS,
+            registry=r,
+        )
+        self.changed_records = Gauge(
+            "carecloud_snapshot_changed_records",
+            "Records of the latest run's set against the entity's last delivery: added, removed, "
+            "changed content (same EntityId).",
+            ["entity", "change"],
             registry=r,
         )
         self.delivered_records = Counter(
@@ -333,6 +355,12 @@ class Metrics:
     def set_deadline_slack(self, seconds: float | None) -> None:
         """Deadline minus expected finish (negative: will be late); ``None`` when no run is on."""
         self.deadline_slack.set(math.nan if seconds is None else seconds)
+
+    def set_changes(self, entity: str, added: int, removed: int, changed: int) -> None:
+        """What the latest run's set of ``entity`` changed since its last delivery."""
+        label = _check(entity, ENTITY_NAMES, "entity")
+        for change, n in zip(CHANGES, (added, removed, changed), strict=True):
+            self.changed_records.labels(entity=label, change=change).set(n)
 
     def delivered(self, route: str, entity: str, records: int, nbytes: int) -> None:
         """Records and bytes of ``entity`` that reached CareCloud by ``route`` (s3|sftp|api)."""

@@ -65,10 +65,14 @@ class Delivery:
     records: int | None = None
     created_at: dt.datetime | None = None
     """When the manifest that delivered it was published."""
+    changes: dict[str, Any] | None = None
+    """The latest run's set against the delivery before it (``EntityResult.changes``): what
+    it delivered, or for a blocked entity the change that blocked it."""
 
     def as_json(self) -> dict[str, Any]:
         return {
             "latest_status": self.latest_status,
+            "changes": self.changes,
             "day": self.day.isoformat() if self.day else None,
             "route": self.route,
             "records": self.records,
@@ -180,11 +184,12 @@ def find_deliveries(storage: Storage, prefix: str, today: dt.date) -> tuple[Mani
     for entity in ENTITY_NAMES:
         current = latest.entity(entity)
         status = current.status if current is not None else None
+        changes = current.changes if current is not None else None
         if entity in found:
             m, r = found[entity]
-            deliveries.append(Delivery(entity, status, m.day, _route(r), r.records, m.created_at))
+            deliveries.append(Delivery(entity, status, m.day, _route(r), r.records, m.created_at, changes))
         else:
-            deliveries.append(Delivery(entity, status))
+            deliveries.append(Delivery(entity, status, changes=changes))
     return latest, deliveries
 
 
@@ -210,6 +215,12 @@ def gather_lag(status: Status, measure: Callable[[], dict[str, int]]) -> None:
         status.lag = measure()
     except ConnectorError as exc:
         status.lag_error = f"{type(exc).__name__}: {exc}"
+
+
+def _changes(changes: dict[str, Any] | None) -> list[Any]:
+    if changes is None:
+        return [None, None, None, None]
+    return [changes["added"], changes["removed"], changes["changed"], changes["since"]]
 
 
 def format_status(status: Status) -> str:
@@ -247,10 +258,12 @@ def format_status(status: Status) -> str:
                 d.route,
                 d.records,
                 d.created_at.isoformat(timespec="seconds") if d.created_at else None,
+                *_changes(d.changes),
             ]
             for d in status.deliveries
         ]
         headers = ["entity", "state", "latest run", "last delivered", "route", "records", "created_at"]
+        headers += ["added", "removed", "changed", "since"]
         out.append(table(headers, rows))
     out.append("")
     out.append(status.schedule.describe())

@@ -287,6 +287,10 @@ class SnapshotSettings(BaseSettings):
     """Orphans (a reference to a missing parent): leave them out and list them, or block the entity."""
     max_drop_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     """An entity that shrank by more than this since the last delivery is blocked unless overridden."""
+    max_change_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    """An entity of which more than this share of its last delivery changed content or went
+    away is blocked unless overridden: the count can stay level while every value or every
+    EntityId moved (1.0 turns the check off)."""
     lag_policy: Literal["wait", "go"] = "wait"
     """Before the cut: wait for ingest to catch up (bounded by the deadline) or cut at once."""
     max_lag_events: int = Field(default=0, ge=0)

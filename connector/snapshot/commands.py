@@ -58,7 +58,8 @@ def add_snapshot_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
         action="append",
         default=[],
         metavar="ENTITY",
-        help="deliver ENTITY even if its count dropped beyond the allowed ratio (repeatable)",
+        help="deliver ENTITY even if its count dropped, or its records changed, beyond the allowed "
+        "ratio (repeatable)",
     )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(handler=_cmd_snapshot)
@@ -96,10 +97,21 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     if manifest is None:
         return status
     rows = [
-        [r.entity, r.status, r.route, r.records, r.held_out, r.bytes, r.key or "", r.reason or ""]
+        [
+            r.entity,
+            r.status,
+            r.route,
+            r.records,
+            r.held_out,
+            *_changes(r.changes),
+            r.bytes,
+            r.key or "",
+            r.reason or "",
+        ]
         for r in manifest.entities
     ]
-    print(table(["entity", "status", "route", "records", "held out", "bytes", "key", "reason"], rows))
+    headers = ["entity", "status", "route", "records", "held out", "added", "removed", "changed", "since"]
+    print(table([*headers, "bytes", "key", "reason"], rows))
     lag = manifest.lag
     print(f"ingest lag at the cut: {lag.get('total', 0)} event(s); cut {manifest.cut.get('end_offsets')}")
     if args.dry_run:
@@ -107,6 +119,13 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
             f"dry run: nothing was sent; files, API sets, report and manifest are under {args.out.resolve()}"
         )
     return status
+
+
+def _changes(changes: dict[str, object] | None) -> list[object]:
+    """Added, removed, changed and the date compared with; blank for a first delivery."""
+    if changes is None:
+        return ["", "", "", "first"]
+    return [changes["added"], changes["removed"], changes["changed"], changes["since"]]
 
 
 def exit_status(manifest: Manifest | None) -> int:

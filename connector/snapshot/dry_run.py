@@ -5,9 +5,11 @@ committed Portal sessions with real records (PHI sent by a command that promises
 nothing), and it could not see earlier manifests, so its count check compared against nothing.
 Here both routes are replaced:
 
-- ``DryRunStorage`` writes everything (files, lease, pinned cut, report, manifest) under the
-  ``--out`` directory and reads the real storage only for published manifests: the count gate
-  then has its real baseline, and a date already published is reported as such. Control
+- ``DryRunStorage`` writes everything (files, lease, pinned cut, report, digests, manifest)
+  under the ``--out`` directory and reads the real storage only for published manifests and
+  the digests they name: the count and change gates then have their real baselines, the plan
+  says what would change since the last delivery, and a date already published is reported
+  as such. Control
   objects (a real run's lease or pinned cut) are never read through, so a dry run is neither
   blocked by nor confused with a real run of the same date.
 - ``DryRunApi`` writes each entity set the Portal would have received, as JSON Lines under
@@ -32,6 +34,7 @@ from connector.sinks.exceptions import PortalMismatchError, PreconditionFailedEr
 from connector.sinks.keys import MANIFEST_NAME
 from connector.sinks.local import LocalStorage
 from connector.sinks.storage import Storage, StoredObject
+from connector.snapshot.digest import DIGEST_PREFIX
 
 __all__ = ["DryRunApi", "DryRunStorage", "WouldDeliver"]
 
@@ -81,7 +84,7 @@ class DryRunStorage:
 
     def get(self, key: str) -> tuple[bytes, StoredObject] | None:
         found = self._local.get(key)
-        if found is None and self._real is not None and _is_manifest(key):
+        if found is None and self._real is not None and _reads_through(key):
             return self._real.get(key)
         return found
 
@@ -92,7 +95,7 @@ class DryRunStorage:
     def list_keys(self, prefix: str) -> list[str]:
         keys = set(self._local.list_keys(prefix))
         if self._real is not None:
-            keys.update(k for k in self._real.list_keys(prefix) if _is_manifest(k))
+            keys.update(k for k in self._real.list_keys(prefix) if _reads_through(k))
         return sorted(keys)
 
     def delete(self, key: str) -> None:
@@ -109,6 +112,12 @@ class DryRunStorage:
 
 def _is_manifest(key: str) -> bool:
     return key.rsplit("/", 1)[-1] == MANIFEST_NAME
+
+
+def _reads_through(key: str) -> bool:
+    """Published records a dry run may read: manifests and delivered sets' digests."""
+    name = key.rsplit("/", 1)[-1]
+    return name == MANIFEST_NAME or name.startswith(DIGEST_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,12 @@ class EntityResult:
     sha256: str | None = None
     api: dict[str, Any] | None = None
     """API route: session id, batches, records and checksum the Portal acknowledged."""
+    changes: dict[str, Any] | None = None
+    """Against the entity's last delivery: ``since`` (its date), added, removed, changed,
+    unchanged (``digest.Changes``); None when there was no digest to compare with."""
+    digest: dict[str, Any] | None = None
+    """The delivered set's digest (delivered entities only): ``key``, ``day``, ``version``,
+    ``records``; what the next delivery compares with."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,21 @@ a blocked entity blocks its children.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from connector.model import ENTITY_NAMES, REFERENCES
-from connector.snapshot.checks import CountCheck, OrphanPolicy, OrphanReport, count_change, orphans
+from connector.snapshot.checks import (
+    ChangeCheck,
+    CountCheck,
+    OrphanPolicy,
+    OrphanReport,
+    change_check,
+    count_change,
+    orphans,
+)
+from connector.snapshot.digest import Changes
 from connector.snapshot.routing import Route, route_for
 
 __all__ = ["EntityPlan", "Plan", "StateView", "make_plan"]
@@ -52,6 +61,8 @@ class EntityPlan:
     """EntityIds left out (orphans under ``hold_out``, and incomplete rows)."""
     route: Route
     blocked_because: str | None
+    changes: Changes | None = None
+    """Against the entity's last delivery; None when there is no digest to compare with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +72,7 @@ class Plan:
     orphans: OrphanReport
     counts: tuple[CountCheck, ...]
     incomplete: dict[str, tuple[str, ...]]
+    changes: tuple[ChangeCheck, ...] = ()
 
     def checks_json(self) -> dict[str, Any]:
         """For the manifest, logs and metrics: counts and verdicts, never an EntityId."""
@@ -69,6 +81,7 @@ class Plan:
             "orphans": self.orphans.counts(),
             "incomplete": {entity: len(ids) for entity, ids in self.incomplete.items()},
             "count_change": [asdict(check) for check in self.counts],
+            "changes": [asdict(check) for check in self.changes],
         }
 
     def report_json(self) -> dict[str, Any]:
@@ -77,7 +90,12 @@ class Plan:
             "orphans": asdict(self.orphans),
             "incomplete": {entity: list(ids) for entity, ids in self.incomplete.items()},
             "count_change": [asdict(check) for check in self.counts],
+            "changes": [asdict(check) for check in self.changes],
         }
+
+
+Differ = Callable[[str, frozenset[str]], Changes | None]
+"""``(entity, held out) -> changes`` against its last delivery (``SnapshotRun`` digests the set)."""
 
 
 def make_plan(
@@ -91,8 +109,13 @@ def make_plan(
     api_enabled: bool = False,
     previous_routes: Mapping[str, Route] | None = None,
     api_return_below: int | None = None,
+    changes: Differ | None = None,
+    max_change_ratio: float = 0.5,
 ) -> Plan:
-    """Run the checks over the cut's state and route every entity."""
+    """Run the checks over the cut's state and route every entity.
+
+    ``changes`` is asked once per entity, with what the entity would hold out, for what its
+    delivery changes against the last one; ``overrides`` lift the change check too."""
     incomplete = {entity: tuple(state.incomplete(entity)) for entity in ENTITY_NAMES}
     present = {entity: state.present(entity) for entity in ENTITY_NAMES}
     report = _checked(state, orphans(_association_rows(state), present, policy=policy))
@@ -103,7 +126,16 @@ def make_plan(
         )
         for entity in ENTITY_NAMES
     )
+    found = {
+        entity: changes(entity, report.held_out(entity) | frozenset(incomplete[entity])) if changes else None
+        for entity in ENTITY_NAMES
+    }
+    churn = tuple(
+        change_check(entity, found[entity], max_change_ratio, entity in overrides) for entity in ENTITY_NAMES
+    )
+    jumped = {check.entity for check in churn if check.blocked}
     blocked = [check.entity for check in checks if check.blocked]
+    blocked += [entity for entity in ENTITY_NAMES if entity in jumped and entity not in blocked]
     if blocked:  # rare: scan again so the block cascades to the children, as the check defines
         report = _checked(state, orphans(_association_rows(state), present, policy=policy, blocked=blocked))
         counts = {entity: _count(state, entity, report) for entity in ENTITY_NAMES}
@@ -111,7 +143,9 @@ def make_plan(
     for result in report.entities:
         entity = result.entity
         because = result.blocked_because
-        if entity in blocked:
+        if entity in jumped:
+            because = "changed records beyond the allowed ratio"
+        elif entity in blocked:
             because = "count dropped beyond the allowed ratio"
         plans.append(
             EntityPlan(
@@ -126,9 +160,10 @@ def make_plan(
                     api_return_below=api_return_below,
                 ),
                 because,
+                found[entity],
             )
         )
-    return Plan(tuple(plans), report, checks, incomplete)
+    return Plan(tuple(plans), report, checks, incomplete, churn)
 
 
 def _association_rows(state: StateView) -> dict[str, Iterator[tuple[str, ...]]]:

@@ -11,12 +11,15 @@
    resumed after a crash, reads that record and uses the same cut, so it writes the same bytes.
 5. Read the state as of the cut into an on-disk copy (``CompiledStateReader``, an external
    merge sort in the extension; ``StateReader`` over RocksDB without it: docs/decisions/0013).
-6. Plan: orphans, incomplete rows, count change against the last published date, routing.
+6. Plan: orphans, incomplete rows, count change against each entity's last delivery, routing,
+   and what each entity's set changed since its last delivery (its digest compared with the
+   stored one: ``digest.py``); a jump in changes blocks like a drop in count.
 7. Write the operator's report (with EntityIds) beside the snapshot.
 8. Deliver entities parents first. File route: stream format → gzip → storage, visible only
    when complete; a file already stored by this cut (same snapshot id, sha256 known) is kept,
    so a resumed run does not upload it again. API route: the Portal client, which resumes its
    own session. A route that refuses an entity fails that entity, not the run.
+   A delivered entity's digest is stored beside its file, for the next delivery to compare.
 9. Verify every file (size and sha256 as stored), check the lease is still ours, and create
    the manifest with a create-if-absent write: it is the last object, and it is never replaced
    by a stale writer.
@@ -28,10 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
 import logging
+import shutil
+import tempfile
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -51,6 +58,15 @@ from connector.sinks.keys import control_key, day_prefix, manifest_key, object_k
 from connector.sinks.storage import Storage
 from connector.snapshot._pipeline import in_background
 from connector.snapshot.checks import OrphanPolicy
+from connector.snapshot.digest import (
+    DIGEST_VERSION,
+    Changes,
+    diff_files,
+    digest_entity,
+    digest_key,
+    fetch_digest,
+    store_digest,
+)
 from connector.snapshot.exceptions import (
     LeaseBusyError,
     RunStoppedError,
@@ -116,6 +132,8 @@ class RunConfig:
     """An entity last delivered as a file stays a file down to this count (None: no hysteresis)."""
     orphan_policy: OrphanPolicy = OrphanPolicy.HOLD_OUT
     max_drop_ratio: float = 0.5
+    max_change_ratio: float = 0.5
+    """Block an entity when more of its last delivery changed or went (``checks.change_check``)."""
     lease_ttl: dt.timedelta = dt.timedelta(minutes=10)
     owner: str = "carecloud-connector"
     work_dir: Path | None = None
@@ -207,7 +225,7 @@ class SnapshotRun:
         with _timed(phases, "cut"):
             record = self._pin_cut(day)
             last = last_deliveries(self._storage, cfg.prefix, day)
-        with self._reader(Cut.from_json(record.cut)) as state:
+        with self._reader(Cut.from_json(record.cut)) as state, self._digests() as digests:
             with _timed(phases, "read"):
                 read = state.load()
             log.info("snapshot %s: read %d state records up to the cut", day, read)
@@ -222,6 +240,8 @@ class SnapshotRun:
                     overrides=overrides,
                     file_threshold=cfg.file_threshold,
                     api_enabled=self._api is not None,
+                    changes=self._differ(state, last, digests),
+                    max_change_ratio=cfg.max_change_ratio,
                 )
                 report = self._write_report(day, record, plan)
             with _timed(phases, "deliver"):
@@ -229,7 +249,8 @@ class SnapshotRun:
                 for entity_plan in plan.entities:
                     self._check_stop(day)
                     lease.check()
-                    results.append(self._deliver(day, record, entity_plan, state))
+                    result = self._deliver(day, record, entity_plan, state)
+                    results.append(self._with_digest(day, result, digests))
         with _timed(phases, "publish"):
             self._verify(results)
             self._check_stop(day)
@@ -258,6 +279,56 @@ class SnapshotRun:
         log.info("snapshot %s published (%s): %s", day, outcome.value, {r.entity: r.records for r in results})
         return RunResult(outcome, day, key, manifest, phases)
 
+    @contextlib.contextmanager
+    def _digests(self) -> Iterator[Path]:
+        """A scratch directory for this run's digests (and the previous ones, while compared)."""
+        if self._config.work_dir is not None:
+            self._config.work_dir.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix="carecloud-digest-", dir=self._config.work_dir))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _differ(
+        self, state: StateReader | CompiledStateReader, last: Mapping[str, EntityResult], digests: Path
+    ) -> Callable[[str, frozenset[str]], Changes | None]:
+        """Digest what an entity delivers, then compare it with the digest of its last delivery."""
+
+        def changes(entity: str, held_out: frozenset[str]) -> Changes | None:
+            current = digests / f"{entity}.bin"
+            digest_entity(state, entity, held_out, current)
+            before = last.get(entity)
+            found = before.digest if before is not None else None
+            if found is None or found.get("version") != DIGEST_VERSION:
+                return None  # first delivery, or one made before digests (or by another hash)
+            previous = digests / f"{entity}.previous.bin"
+            try:
+                if not fetch_digest(self._storage, found["key"], previous):
+                    log.warning("snapshot: the digest of %s's last delivery is gone; not compared", entity)
+                    return None
+                return diff_files(previous, current, found["day"])
+            except (ValueError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                log.warning(
+                    "snapshot: the digest of %s's last delivery is damaged; not compared",
+                    entity,
+                    extra={"error": type(exc).__name__},
+                )
+                return None
+            finally:
+                previous.unlink(missing_ok=True)
+
+        return changes
+
+    def _with_digest(self, day: dt.date, result: EntityResult, digests: Path) -> EntityResult:
+        """Store a delivered set's digest beside its files: the next delivery compares with it."""
+        if result.status != "delivered":
+            return result
+        key = digest_key(self._config.prefix, day, result.entity)
+        store_digest(self._storage, key, digests / f"{result.entity}.bin")
+        info = {"key": key, "day": day.isoformat(), "version": DIGEST_VERSION, "records": result.records}
+        return replace(result, digest=info)
+
     def _reader(self, cut: Cut) -> StateReader | CompiledStateReader:
         if self._config.work_dir is not None:  # a fresh volume (or a first run) has none yet
             self._config.work_dir.mkdir(parents=True, exist_ok=True)
@@ -272,6 +343,8 @@ class SnapshotRun:
         self._metrics.observe_phases(phases)
         for entity_plan in plan.entities:
             self._metrics.set_state_entities(entity_plan.entity, entity_plan.records)
+            if (changes := entity_plan.changes) is not None:
+                self._metrics.set_changes(entity_plan.entity, changes.added, changes.removed, changes.changed)
         for result in manifest.entities:
             if result.status != "delivered":
                 continue
@@ -322,6 +395,7 @@ class SnapshotRun:
             plan.records,
             fingerprint(plan.entity),
             held_out=len(plan.held_out),
+            changes=plan.changes.as_json() if plan.changes is not None else None,
         )
         if plan.blocked_because is not None:
             log.warning("snapshot %s: %s blocked (%s)", day, plan.entity, plan.blocked_because)

@@ -163,6 +163,7 @@ def build_run(
         api_return_below=s.api_return_below if s.api_return_below is not None else s.file_threshold * 9 // 10,
         orphan_policy=OrphanPolicy(s.orphan_policy),
         max_drop_ratio=s.max_drop_ratio,
+        max_change_ratio=s.max_change_ratio,
         lease_ttl=dt.timedelta(seconds=s.lease_ttl_s),
         owner=s.owner,
         work_dir=s.work_dir,

@@ -18,6 +18,7 @@
 mod connect;
 mod csv;
 mod cut;
+mod digest;
 mod json;
 mod snapshot;
 
@@ -886,5 +887,6 @@ fn carecloud_fastpath(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<snapshot::CutSpill>()?;
     m.add_class::<snapshot::Rows>()?;
     m.add_class::<snapshot::CsvRows>()?;
+    m.add_function(wrap_pyfunction!(snapshot::digest_diff, m)?)?;
     Ok(())
 }

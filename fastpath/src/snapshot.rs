@@ -15,6 +15,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::csv::{self, Column};
 use crate::cut::{self, Links, Scan, Sorter, Survey};
+use crate::digest;
+use crate::json;
 
 fn os_error(e: io::Error) -> PyErr {
     PyOSError::new_err(format!("snapshot spill: {e}"))
@@ -199,6 +201,39 @@ impl CutSpill {
         })
     }
 
+    /// Write the digest of the records ``entity`` delivers (complete rows minus ``held_out``) to
+    /// ``path``: ``(EntityId, content hash)`` in EntityId order (``src/digest.rs``); returns the
+    /// records written. A row whose values cannot be read as scalars is a ``ValueError`` naming
+    /// the entity only (the CSV writer would hand it to Python, which refuses it too).
+    fn digest(
+        &self,
+        py: Python<'_>,
+        entity: &str,
+        fields: Vec<String>,
+        held_out: HashSet<String>,
+        path: &str,
+    ) -> PyResult<u64> {
+        let Rows { scan, .. } = self.rows(entity, None)?;
+        let held_out: HashSet<Vec<u8>> = held_out.into_iter().map(String::into_bytes).collect();
+        let path = PathBuf::from(path);
+        py.allow_threads(|| -> PyResult<u64> {
+            let mut out = digest::Writer::create(&path).map_err(os_error)?;
+            if let Some(mut scan) = scan {
+                while let Some((id, row)) = scan.next().map_err(os_error)? {
+                    if !held_out.is_empty() && held_out.contains(id) {
+                        continue;
+                    }
+                    let pairs = json::row_values(row).ok_or_else(|| {
+                        PyValueError::new_err(format!("{entity}: a stored row whose values are not scalars"))
+                    })?;
+                    out.push(id, &digest::content_hash(&fields, &pairs))
+                        .map_err(os_error)?;
+                }
+            }
+            out.finish().map_err(os_error)
+        })
+    }
+
     /// The entity's CSV lines, without a header, skipping ``held_out``: ``bytes`` of about
     /// ``chunk`` bytes, or ``(record number, row)`` for a row the Python writer must format.
     fn csv(&self, entity: &str, columns: &str, held_out: HashSet<String>, chunk: usize) -> PyResult<CsvRows> {
@@ -319,4 +354,18 @@ impl CsvRows {
             Step::End => Ok(None),
         }
     }
+}
+
+/// What changed between two digest files: ``(added, removed, changed, unchanged)``.
+#[pyfunction]
+pub fn digest_diff(py: Python<'_>, previous: &str, current: &str) -> PyResult<(u64, u64, u64, u64)> {
+    let (previous, current) = (PathBuf::from(previous), PathBuf::from(current));
+    let [a, r, c, u] = py
+        .allow_threads(|| digest::diff(&previous, &current))
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => PyValueError::new_err(format!("digest: {e}")),
+            io::ErrorKind::UnexpectedEof => PyValueError::new_err("digest: a truncated digest record"),
+            _ => os_error(e),
+        })?;
+    Ok((a, r, c, u))
 }

@@ -8,6 +8,7 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
+from connector.metrics import Metrics
 from connector.model import ENTITY_NAMES, REFERENCES, samples
 from connector.sinks.storage import Storage
 from connector.snapshot.lag import Lag
@@ -85,7 +86,13 @@ def delete_rows(
 
 
 def snapshot_run(
-    kafka: KafkaTestCluster, topic: str, storage: Storage, *, api: ApiRoute | None = None, **config: Any
+    kafka: KafkaTestCluster,
+    topic: str,
+    storage: Storage,
+    *,
+    api: ApiRoute | None = None,
+    metrics: Metrics | None = None,
+    **config: Any,
 ) -> SnapshotRun:
     """A run that cuts the state topic at once (lag policy ``go``; lag itself is tested elsewhere)."""
     return SnapshotRun(
@@ -94,6 +101,7 @@ def snapshot_run(
         storage,
         take_cut=lambda day: (take_cut(kafka.config(), topic), Lag()),
         api=api,
+        metrics=metrics,
     )
 
 

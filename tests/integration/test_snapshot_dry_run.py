@@ -84,10 +84,19 @@ def test_a_dry_run_with_every_route_on_touches_nothing_and_uses_the_real_baselin
     manifest = json.loads(dry.stdout)
     family = next(e for e in manifest["entities"] if e["entity"] == "Family")
     assert family["status"] == "blocked"
+    # What changed since the real delivery, compared with the digest it stored in the bucket.
+    assert family["changes"] == {
+        "since": yesterday.isoformat(),
+        "added": 0,
+        "removed": 8,
+        "changed": 0,
+        "unchanged": 2,
+    }
     assert sim.stats()["requests"] == before_requests + 1  # our own stats call only: no API request
     assert bucket_keys() == before_keys  # no lease, cut, report, file or manifest in the bucket
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and ".meta" not in p.name)
     assert any(p.endswith("_manifest.json") for p in written), written
+    assert any(p.endswith("_digest.Provider.bin.gz") for p in written), written  # delivered: digested
 
     again = _snapshot(env, "--date", yesterday.isoformat(), "--dry-run", "--out", str(tmp_path / "out2"))
     assert again.returncode == 0, again.stdout + again.stderr

@@ -17,6 +17,9 @@ from connector.status import Delivery, Status, find_deliveries, format_status, g
 PREFIX = "carecloud"
 
 
+CLAIM_CHANGES = {"since": "2026-03-07", "added": 2, "removed": 1, "changed": 3, "unchanged": 9}
+
+
 def _publish(storage: LocalStorage, day: dt.date, blocked: frozenset[str] = frozenset()) -> None:
     entities = tuple(
         EntityResult(
@@ -27,6 +30,7 @@ def _publish(storage: LocalStorage, day: dt.date, blocked: frozenset[str] = froz
             "fp",
             held_out=1 if name == "Claim" else 0,
             storage=None if name == "Provider" else "s3",
+            changes=CLAIM_CHANGES if name == "Claim" else None,
         )
         for i, name in enumerate(ENTITY_NAMES)
     )
@@ -90,14 +94,20 @@ def test_output_tables_and_json(tmp_path: Path) -> None:
         "(s3)",
         "14",
         "2026-03-08T09:15:00+00:00",
+        "2",
+        "1",
+        "3",
+        "2026-03-07",
     ] in lines
     assert "today 2026-03-08: published" in text
     assert not status.failed
     doc = orjson.loads(orjson.dumps(status.as_json()))
     assert doc["lag"]["total"] == 3
     assert doc["state_counts"]["entities"]["Claim"] == 15  # delivered + held out
+    assert doc["deliveries"]["Claim"]["changes"] == CLAIM_CHANGES
     assert doc["deliveries"]["Provider"] == {
         "latest_status": "delivered",
+        "changes": None,
         "day": "2026-03-08",
         "route": "api",
         "records": 11,
