@@ -87,10 +87,12 @@ OPERATIONS = ("upsert", "delete")
 """What a change event did to its entity."""
 ROUTES = ("s3", "sftp", "api")
 """How a snapshot's records reach CareCloud."""
-OUTCOMES = ("published", "partial", "already_published", "failed")
+OUTCOMES = ("published", "partial", "already_published", "held", "failed")
 """How a snapshot run ended (``connector.snapshot.run.Outcome`` plus ``failed``): every entity
 delivered; manifest written with some entity blocked by a check or refused by its route; the
-date already had a manifest; gave up (terminal error, or still failing near the deadline)."""
+date already had a manifest; no manifest yet, an entity blocked or refused waits for an
+override or a fix until the decision time; gave up (terminal error, or still failing near the
+deadline)."""
 PHASES = ("cut", "read", "plan", "deliver", "publish")
 """The timed phases of a snapshot run, in order (``connector.snapshot.run.RunResult.phases``)."""
 CHANGES = ("added", "removed", "changed")

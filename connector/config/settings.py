@@ -261,6 +261,13 @@ class SnapshotSettings(BaseSettings):
     """Local time the daily run starts (and cuts)."""
     deadline: dt.time = dt.time(3, 0)
     """Local time by which every file and the manifest must be published (CCN ingests 3-5 AM)."""
+    decision_time: dt.time | None = None
+    """Local time until which a date with an entity blocked by a check or refused by its route
+    waits for an override or a fix (the run alerts at once and looks again every recheck_s);
+    then its manifest is written without that entity. At the start time: no waiting. Unset:
+    30 minutes before the deadline (02:30 at 03:00), or the start in a shorter window."""
+    recheck_s: int = Field(default=300, ge=10, le=3600)
+    """How often a waiting date is run again (a fixed API key, a retry that now succeeds)."""
     expected_duration_s: int = Field(default=1800, ge=1)
     """How long a run is expected to take: a missed day still runs on start-up only if it can
     finish before the deadline, and waiting for lag stops this long before the deadline."""
@@ -478,6 +485,14 @@ def sink_problems(
         )
     if not snapshot.start < snapshot.deadline:
         problems.append("CARECLOUD_SNAPSHOT_START: must be before CARECLOUD_SNAPSHOT_DEADLINE")
+    elif (
+        snapshot.decision_time is not None
+        and not snapshot.start <= snapshot.decision_time <= snapshot.deadline
+    ):
+        problems.append(
+            "CARECLOUD_SNAPSHOT_DECISION_TIME: must lie between CARECLOUD_SNAPSHOT_START and "
+            "CARECLOUD_SNAPSHOT_DEADLINE"
+        )
     try:
         ZoneInfo(snapshot.zone)
     except (ZoneInfoNotFoundError, ValueError):

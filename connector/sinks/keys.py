@@ -9,6 +9,8 @@ new ones; earlier dates live under their own date and are kept::
     <prefix>/<YYYY-MM-DD>/_report.json           the checks' report (orphans by EntityId), before it
     <prefix>/<YYYY-MM-DD>/_run.json              the date's pinned cut: every run of the date uses it
     <prefix>/<YYYY-MM-DD>/_lease.json            who runs the date now, until when
+    <prefix>/<YYYY-MM-DD>/_pending.json          a date waiting for a fix: what is delivered so far
+    <prefix>/<YYYY-MM-DD>/_digest.<Entity>.bin.gz  a delivered set's digest (snapshot.digest)
 
 The leading underscore sorts the manifest apart from the entity files, which are named after
 entities and so never start with one. The same keys are paths below the SFTP root.
@@ -26,7 +28,7 @@ from connector.sinks.formats import Format
 __all__ = ["MANIFEST_NAME", "control_key", "day_prefix", "manifest_key", "object_key"]
 
 MANIFEST_NAME = "_manifest.json"
-_CONTROL_NAMES = frozenset({MANIFEST_NAME, "_report.json", "_run.json", "_lease.json"})
+_CONTROL_NAMES = frozenset({MANIFEST_NAME, "_report.json", "_run.json", "_lease.json", "_pending.json"})
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]*")
 
 

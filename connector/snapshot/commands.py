@@ -6,7 +6,9 @@ same cut, checks and files, written to a local directory with no side effect any
 ``connector.snapshot.dry_run``). A date already published is reported and left alone.
 
 The exit status says how the date stands, so a CronJob or a script notices trouble: 0 only
-when the date is published with every entity delivered.
+when the date is published with every entity delivered. Before the decision time, a date with
+an entity blocked or refused is held open (exit 5): ``--override`` or a fix can still make it
+complete tonight, and ``--final`` publishes it without the entity at once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,19 +27,26 @@ from connector._table import table
 
 if TYPE_CHECKING:
     from connector.sinks.storage import Storage
-    from connector.snapshot.manifest import Manifest
+    from connector.snapshot.manifest import EntityResult, Manifest
+    from connector.snapshot.run import RunResult
 
-__all__ = ["EXIT_PARTIAL", "add_snapshot_command", "exit_status"]
+__all__ = ["EXIT_HELD", "EXIT_PARTIAL", "add_snapshot_command", "exit_status"]
 
 EXIT_PARTIAL = 4
 """The manifest is written (or, in a dry run, would be) but an entity was blocked by a check or
 refused by its route: CareCloud lacks it for the date."""
+EXIT_HELD = 5
+"""No manifest yet: an entity is blocked or refused and the date waits, until its decision time,
+for ``--override`` or a fix; what could be delivered is delivered."""
 _EPILOG = """exit status:
   0  the date is published and every entity was delivered (or would be, with --dry-run)
   1  the run failed: nothing was published (the error is printed; run again once fixed)
   2  bad arguments
   3  an unexpected error (a bug; --debug shows the traceback)
-  4  published, but an entity was blocked or refused (see the table and the report)"""
+  4  published, but an entity was blocked or refused (see the table and the report)
+  5  not published yet: an entity is blocked or refused and the date waits for --override or
+     a fix until CARECLOUD_SNAPSHOT_DECISION_TIME (then the service publishes it without the
+     entity); --final publishes it now without it"""
 
 
 def add_snapshot_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,6 +72,12 @@ def add_snapshot_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
         help="deliver ENTITY even if its count dropped, or its records changed, beyond the allowed "
         "ratio (repeatable)",
     )
+    p.add_argument(
+        "--final",
+        action="store_true",
+        help="write the manifest now, without a blocked or refused entity, instead of waiting for "
+        "an override or a fix until the decision time",
+    )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(handler=_cmd_snapshot)
 
@@ -72,6 +89,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     from connector.sinks.local import LocalStorage
     from connector.snapshot.dry_run import DryRunApi, DryRunStorage
     from connector.snapshot.exceptions import SnapshotArgumentError
+    from connector.snapshot.run import Outcome
     from connector.snapshot.service import build_run, build_storage, schedule_of
 
     unknown = [name for name in args.override if name not in ENTITY_NAMES]
@@ -87,8 +105,11 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
         run = build_run(settings, storage=storage, api=api)
     else:
         run = build_run(settings)
-    result = run.run(day, overrides=args.override)
+    # A dry run shows the manifest a run would write now: it never waits for a decision.
+    result = run.run(day, overrides=args.override, final=args.final or args.dry_run)
     manifest = result.manifest
+    if result.outcome is Outcome.HELD:
+        return _held(result, args.json)
     status = exit_status(result.manifest)
     if args.json:
         sys.stdout.buffer.write((manifest.to_bytes() if manifest else orjson.dumps(None)) + b"\n")
@@ -96,6 +117,40 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     print(f"snapshot {day}: {result.outcome.value}  (manifest {result.manifest_key})")
     if manifest is None:
         return status
+    _entities(manifest.entities)
+    lag = manifest.lag
+    print(f"ingest lag at the cut: {lag.get('total', 0)} event(s); cut {manifest.cut.get('end_offsets')}")
+    if args.dry_run:
+        print(
+            f"dry run: nothing was sent; files, API sets, report and manifest are under {args.out.resolve()}"
+        )
+    return status
+
+
+def _held(result: RunResult, as_json: bool) -> int:
+    """A held date: what is delivered, what waits, and until when."""
+    decide_by = result.decide_by.isoformat(timespec="minutes") if result.decide_by else None
+    if as_json:
+        body = {
+            "outcome": result.outcome.value,
+            "day": result.day.isoformat(),
+            "decide_by": decide_by,
+            "entities": [asdict(r) for r in result.pending],
+        }
+        sys.stdout.buffer.write(orjson.dumps(body) + b"\n")
+        return EXIT_HELD
+    waiting = ", ".join(r.entity for r in result.pending if r.status != "delivered")
+    print(f"snapshot {result.day}: held, no manifest yet: {waiting} blocked or refused")
+    _entities(result.pending)
+    print(
+        f"the date waits until {decide_by} (CARECLOUD_SNAPSHOT_DECISION_TIME) for a fix or "
+        "`snapshot --date ... --override ENTITY`; then it is published without the entity "
+        "(`--final` publishes it so now)"
+    )
+    return EXIT_HELD
+
+
+def _entities(results: Iterable[EntityResult]) -> None:
     rows = [
         [
             r.entity,
@@ -108,17 +163,10 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
             r.key or "",
             r.reason or "",
         ]
-        for r in manifest.entities
+        for r in results
     ]
     headers = ["entity", "status", "route", "records", "held out", "added", "removed", "changed", "since"]
     print(table([*headers, "bytes", "key", "reason"], rows))
-    lag = manifest.lag
-    print(f"ingest lag at the cut: {lag.get('total', 0)} event(s); cut {manifest.cut.get('end_offsets')}")
-    if args.dry_run:
-        print(
-            f"dry run: nothing was sent; files, API sets, report and manifest are under {args.out.resolve()}"
-        )
-    return status
 
 
 def _changes(changes: dict[str, object] | None) -> list[object]:

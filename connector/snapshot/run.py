@@ -40,7 +40,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -83,6 +83,7 @@ from connector.snapshot.manifest import (
 )
 from connector.snapshot.plan import EntityPlan, Plan, make_plan
 from connector.snapshot.routing import Route
+from connector.snapshot.schedule import Schedule, decision_instant
 from connector.state.compiled_reader import CompiledStateReader
 from connector.state.reader import Cut, StateReader
 
@@ -117,6 +118,9 @@ class Outcome(StrEnum):
     """Manifest written; some entity blocked by a check or refused by its route."""
     ALREADY_PUBLISHED = "already_published"
     """The date had a manifest: nothing done."""
+    HELD = "held"
+    """No manifest yet: an entity is blocked or refused, and the date waits until its decision
+    time for an override or a fix (``RunResult.decide_by``); what is delivered stays delivered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,9 @@ class RunConfig:
     lease_ttl: dt.timedelta = dt.timedelta(minutes=10)
     owner: str = "carecloud-connector"
     work_dir: Path | None = None
+    schedule: Schedule | None = None
+    """The daily window: with a decision time, a date with an entity blocked or refused waits
+    for an override or a fix until then (``Outcome.HELD``); None publishes at once."""
     fast_path: Literal["auto", "on", "off"] = "auto"
     """Read the cut with the compiled spill and write CSV with the compiled writer
     (``CompiledStateReader``, docs/decisions/0013): auto when the extension is installed."""
@@ -150,6 +157,10 @@ class RunResult:
     manifest: Manifest | None
     phases: dict[str, float] = field(default_factory=dict)
     """Seconds spent per phase (cut, read, plan, deliver, publish) by this run."""
+    decide_by: dt.datetime | None = None
+    """``HELD``: until when the date waits before its manifest is written without the entity."""
+    pending: tuple[EntityResult, ...] = ()
+    """``HELD``: every entity's result so far, as the manifest would list them."""
 
 
 class SnapshotRun:
@@ -192,8 +203,9 @@ class SnapshotRun:
         if self._stop is not None and self._stop.is_set():
             raise RunStoppedError(f"snapshot {day}: stopped for shutdown; it resumes from its pinned cut")
 
-    def run(self, day: dt.date, *, overrides: Iterable[str] = ()) -> RunResult:
-        """Publish ``day`` (steps 1-9 of the module docstring); ``overrides`` lift count blocks."""
+    def run(self, day: dt.date, *, overrides: Iterable[str] = (), final: bool = False) -> RunResult:
+        """Publish ``day`` (steps 1-9 of the module docstring); ``overrides`` lift the count and
+        change gates; ``final`` writes the manifest now even before the decision time."""
         cfg = self._config
         published = self._published(day)
         if published is not None:  # checked before the lease too, so a re-run writes nothing at all
@@ -207,11 +219,11 @@ class SnapshotRun:
             )
         lease.keep_renewed()
         try:
-            return self._publish(day, lease, frozenset(overrides))
+            return self._publish(day, lease, frozenset(overrides), final)
         finally:
             lease.release()
 
-    def _publish(self, day: dt.date, lease: Lease, overrides: frozenset[str]) -> RunResult:
+    def _publish(self, day: dt.date, lease: Lease, overrides: frozenset[str], final: bool) -> RunResult:
         cfg = self._config
         self._api_refused = None
         key = manifest_key(cfg.prefix, day)
@@ -225,6 +237,7 @@ class SnapshotRun:
         with _timed(phases, "cut"):
             record = self._pin_cut(day)
             last = last_deliveries(self._storage, cfg.prefix, day)
+            earlier = self._delivered_earlier(day, record)
         with self._reader(Cut.from_json(record.cut)) as state, self._digests() as digests:
             with _timed(phases, "read"):
                 read = state.load()
@@ -249,8 +262,18 @@ class SnapshotRun:
                 for entity_plan in plan.entities:
                     self._check_stop(day)
                     lease.check()
+                    if entity_plan.entity in earlier:  # delivered by an earlier run of this cut
+                        results.append(earlier[entity_plan.entity])
+                        continue
                     result = self._deliver(day, record, entity_plan, state)
                     results.append(self._with_digest(day, result, digests))
+        decide_by = None if final or cfg.schedule is None else decision_instant(cfg.schedule, day)
+        if (
+            decide_by is not None
+            and self._clock() < decide_by
+            and any(r.status != "delivered" for r in results)
+        ):
+            return self._hold(day, record, plan, results, decide_by, phases)
         with _timed(phases, "publish"):
             self._verify(results)
             self._check_stop(day)
@@ -336,15 +359,65 @@ class SnapshotRun:
             return CompiledStateReader(self._kafka, cut, self._config.work_dir)
         return StateReader(self._kafka, cut, self._config.work_dir)
 
+    def _delivered_earlier(self, day: dt.date, record: RunRecord) -> dict[str, EntityResult]:
+        """Entities an earlier run of this date and cut delivered before the date was held:
+        they are not sent again (a committed Portal session, a verified file)."""
+        found = self._storage.get(control_key(self._config.prefix, day, "_pending.json"))
+        if found is None:
+            return {}
+        pending = orjson.loads(found[0])
+        if pending.get("snapshot_id") != record.snapshot_id:
+            return {}
+        results = (EntityResult(**entity) for entity in pending["entities"])
+        return {result.entity: result for result in results if result.status == "delivered"}
+
+    def _hold(
+        self,
+        day: dt.date,
+        record: RunRecord,
+        plan: Plan,
+        results: list[EntityResult],
+        decide_by: dt.datetime,
+        phases: dict[str, float],
+    ) -> RunResult:
+        """Keep the date open: record what is delivered (``_pending.json``, replaced by each run
+        of the date) and write no manifest, so an override or a fix before ``decide_by`` can
+        still make tonight's delivery complete; CareCloud sees no date until then."""
+        waiting = [r.entity for r in results if r.status != "delivered"]
+        body = {
+            "snapshot_id": record.snapshot_id,
+            "day": day.isoformat(),
+            "decide_by": decide_by.isoformat(),
+            "updated_at": self._clock().isoformat(),
+            "entities": [asdict(result) for result in results],
+        }
+        key = control_key(self._config.prefix, day, "_pending.json")
+        self._storage.put_bytes(key, orjson.dumps(body, option=orjson.OPT_INDENT_2), content_type=_JSON)
+        log.warning(
+            "snapshot %s held: %s blocked or refused; the manifest waits for an override or a fix until %s",
+            day,
+            ", ".join(waiting),
+            decide_by.isoformat(timespec="minutes"),
+        )
+        self._report_plan(plan)
+        key = manifest_key(self._config.prefix, day)
+        return RunResult(Outcome.HELD, day, key, None, phases, decide_by=decide_by, pending=tuple(results))
+
+    def _report_plan(self, plan: Plan) -> None:
+        """The plan's metrics: entity counts and what changed, blocked entities included."""
+        if self._metrics is None:
+            return
+        for entity_plan in plan.entities:
+            self._metrics.set_state_entities(entity_plan.entity, entity_plan.records)
+            if (changes := entity_plan.changes) is not None:
+                self._metrics.set_changes(entity_plan.entity, changes.added, changes.removed, changes.changed)
+
     def _report(self, manifest: Manifest, plan: Plan, phases: dict[str, float]) -> None:
         """Metrics of a published run: counts and sizes only (label values are fixed names)."""
         if self._metrics is None:
             return
         self._metrics.observe_phases(phases)
-        for entity_plan in plan.entities:
-            self._metrics.set_state_entities(entity_plan.entity, entity_plan.records)
-            if (changes := entity_plan.changes) is not None:
-                self._metrics.set_changes(entity_plan.entity, changes.added, changes.removed, changes.changed)
+        self._report_plan(plan)
         for result in manifest.entities:
             if result.status != "delivered":
                 continue

@@ -31,7 +31,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connector.snapshot.exceptions import NaiveDatetimeError, SnapshotArgumentError, SnapshotConfigError
 
-__all__ = ["Action", "Decision", "Schedule", "decide_on_startup", "next_run", "run_window"]
+__all__ = [
+    "Action",
+    "Decision",
+    "Schedule",
+    "decide_on_startup",
+    "decision_instant",
+    "next_run",
+    "run_window",
+]
 
 _ONE_DAY = dt.timedelta(days=1)
 
@@ -49,6 +57,10 @@ class Schedule:
     """Local wall time at which the run may start (and the cut is taken)."""
     deadline: dt.time = dt.time(3, 0)
     """Local wall time by which every file and the manifest must be published."""
+    decision: dt.time | None = None
+    """Local wall time until which a date with an entity blocked or refused waits for an
+    override or a fix before its manifest is written without it (``decision_instant``); None:
+    the manifest is written at once, as every run before issue 17 did."""
 
     def __post_init__(self) -> None:
         try:
@@ -60,6 +72,11 @@ class Schedule:
                 raise SnapshotConfigError(f"schedule {name} must be a wall time without a zone")
         if not self.start < self.deadline:
             raise SnapshotConfigError("schedule start must be before the deadline on the same day")
+        if self.decision is not None:
+            if not isinstance(self.decision, dt.time) or self.decision.tzinfo is not None:
+                raise SnapshotConfigError("schedule decision must be a wall time without a zone")
+            if not self.start <= self.decision <= self.deadline:
+                raise SnapshotConfigError("schedule decision time must lie between start and deadline")
 
     @property
     def tz(self) -> ZoneInfo:
@@ -107,6 +124,18 @@ def run_window(schedule: Schedule, day: dt.date) -> tuple[dt.datetime, dt.dateti
             dt.datetime.combine(day, schedule.deadline) - dt.datetime.combine(day, schedule.start)
         )
     return start, deadline
+
+
+def decision_instant(schedule: Schedule, day: dt.date) -> dt.datetime | None:
+    """Until when ``day`` waits for a blocked or refused entity to be overridden or fixed, as an
+    aware UTC instant within the day's window; None when the schedule has no decision time.
+
+    A wall time in a spring-forward gap or a fall-back fold is read as ``run_window`` reads the
+    deadline, and the result never lies after the deadline nor before the start."""
+    if schedule.decision is None:
+        return None
+    start, deadline = run_window(schedule, day)
+    return min(max(_instant(day, schedule.decision, schedule.tz), start), deadline)
 
 
 def next_run(schedule: Schedule, now_utc: dt.datetime) -> tuple[dt.date, dt.datetime, dt.datetime]:

@@ -7,6 +7,11 @@ so several pods agree without talking to each other: the one that wins the lease
 others see ``LeaseBusyError`` and look again after a short wait, by which time the date is
 published (``WAIT``) or the holder died and its lease expired (``RUN``).
 
+A held date (``Outcome.HELD``: an entity blocked or refused before the decision time) is run
+again every ``recheck_s`` until the decision time: a fix (a corrected API key) or an operator's
+``snapshot --override`` lets it publish complete; at the decision time the run publishes it
+without the entity.
+
 Retries: a transient failure (S3 down, broker unavailable) is retried with capped exponential
 backoff for as long as a retry could still finish before the deadline; after that the day is
 reported missed. A terminal failure (bad config, a lost lease) is reported at once and the day
@@ -57,11 +62,12 @@ class Scheduler:
         events: SchedulerEvents | None = None,
         busy_wait_s: float = 30.0,
         max_backoff_s: float = 300.0,
+        recheck_s: float = 300.0,
     ) -> None:
         self._schedule, self._run, self._last_published = schedule, run, last_published
         self._expected, self._clock, self._sleep = expected_duration, clock, sleep
         self._events = events or SchedulerEvents()
-        self._busy_wait_s, self._max_backoff_s = busy_wait_s, max_backoff_s
+        self._busy_wait_s, self._max_backoff_s, self._recheck_s = busy_wait_s, max_backoff_s, recheck_s
         self._given_up: set[dt.date] = set()
 
     def run_forever(self) -> None:
@@ -123,6 +129,20 @@ class Scheduler:
                 return False
             slack = (deadline - self._clock()).total_seconds()
             self._events.finished(day, result.outcome.value, slack)
+            if result.outcome is Outcome.HELD and result.decide_by is not None:
+                # Counted (and alerted on) at every look, until an override or a fix lets the
+                # date publish complete, or the decision time publishes it without the entity.
+                wait = min(
+                    self._recheck_s, max((result.decide_by - self._clock()).total_seconds(), 0.0) + 1.0
+                )
+                log.warning(
+                    "snapshot %s waits for an override or a fix; looking again",
+                    day,
+                    extra={"retry_in_s": round(wait)},
+                )
+                if self._sleep(wait):
+                    return True
+                continue
             if result.outcome is not Outcome.ALREADY_PUBLISHED:
                 log.info("snapshot %s %s with %.0f s to spare", day, result.outcome.value, slack)
             return False

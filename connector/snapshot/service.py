@@ -33,9 +33,18 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+DECIDE_BEFORE_DEADLINE = dt.timedelta(minutes=30)
+"""The default decision time's margin: enough to write a manifest, short of a whole run."""
+
+
 def schedule_of(settings: Settings) -> Schedule:
     s = settings.snapshot
-    return Schedule(s.zone, s.start, s.deadline)
+    decision = s.decision_time
+    if decision is None:
+        day = dt.date(2000, 1, 2)
+        margin = dt.datetime.combine(day, s.deadline) - DECIDE_BEFORE_DEADLINE
+        decision = max(s.start, margin.time()) if margin.date() == day else s.start
+    return Schedule(s.zone, s.start, s.deadline, decision)
 
 
 def build_storage(settings: Settings) -> Storage:
@@ -164,6 +173,7 @@ def build_run(
         orphan_policy=OrphanPolicy(s.orphan_policy),
         max_drop_ratio=s.max_drop_ratio,
         max_change_ratio=s.max_change_ratio,
+        schedule=schedule,
         lease_ttl=dt.timedelta(seconds=s.lease_ttl_s),
         owner=s.owner,
         work_dir=s.work_dir,
@@ -220,6 +230,7 @@ def build_scheduler(
         clock=clock,
         sleep=stop.wait,
         events=events,
+        recheck_s=settings.snapshot.recheck_s,
     )
 
 

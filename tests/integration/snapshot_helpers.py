@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import gzip
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from connector.metrics import Metrics
@@ -92,6 +93,7 @@ def snapshot_run(
     *,
     api: ApiRoute | None = None,
     metrics: Metrics | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
     **config: Any,
 ) -> SnapshotRun:
     """A run that cuts the state topic at once (lag policy ``go``; lag itself is tested elsewhere)."""
@@ -102,6 +104,7 @@ def snapshot_run(
         take_cut=lambda day: (take_cut(kafka.config(), topic), Lag()),
         api=api,
         metrics=metrics,
+        **({"clock": clock} if clock is not None else {}),
     )
 
 

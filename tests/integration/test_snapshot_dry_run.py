@@ -103,3 +103,14 @@ def test_a_dry_run_with_every_route_on_touches_nothing_and_uses_the_real_baselin
     assert "already_published" in again.stdout  # it read the real manifest of that date
     assert bucket_keys() == before_keys
     assert sim.stats()["requests"] == before_requests + 2
+
+    # For real, before the date's decision time, the blocked Family holds the date open (exit 5):
+    # Provider goes to the Portal now, and no manifest tells CareCloud the date exists yet.
+    held = _snapshot(env, "--date", today.isoformat())
+    assert held.returncode == 5, held.stdout + held.stderr
+    assert "held, no manifest yet: Family, FamilyMember, Care, Claim, EOP blocked or refused" in held.stdout
+    assert not any(k.endswith(f"{today.isoformat()}/_manifest.json") for k in bucket_keys())
+    # On-call decides not to wait: --final publishes the date without Family (exit 4, partial).
+    final = _snapshot(env, "--date", today.isoformat(), "--final")
+    assert final.returncode == 4, final.stdout + final.stderr
+    assert any(k.endswith(f"{today.isoformat()}/_manifest.json") for k in bucket_keys())

@@ -121,6 +121,7 @@ def test_every_alert_has_a_firing_and_a_quiet_promtool_case() -> None:
         "CareCloudDeadLettersGrowing",
         "CareCloudInternalErrorDeadLetters",
         "CareCloudSnapshotFailed",
+        "CareCloudSnapshotHeld",
         "CareCloudSnapshotMissed",
         "CareCloudDeliveryDeadlineAtRisk",
         "CareCloudNoDeliveryFor26Hours",

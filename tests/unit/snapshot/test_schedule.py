@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from connector.errors import ConfigError, TerminalError
 from connector.snapshot.exceptions import NaiveDatetimeError, SnapshotArgumentError, SnapshotConfigError
-from connector.snapshot.schedule import Action, Schedule, decide_on_startup, next_run, run_window
+from connector.snapshot.schedule import (
+    Action,
+    Schedule,
+    decide_on_startup,
+    decision_instant,
+    next_run,
+    run_window,
+)
 
 UTC = dt.UTC
 LA = ZoneInfo("America/Los_Angeles")
@@ -386,3 +393,25 @@ def test_the_decision_is_consistent(
         assert start > now
         assert delivered is not None
         assert delivered >= decision.day - dt.timedelta(days=1)
+
+
+def test_the_decision_time_is_an_instant_of_the_day_within_its_window() -> None:
+    schedule = Schedule(decision=dt.time(2, 30))
+    assert decision_instant(Schedule(), dt.date(2026, 11, 25)) is None  # no decision time: no wait
+    winter = decision_instant(schedule, dt.date(2026, 11, 25))
+    assert winter == dt.datetime(2026, 11, 25, 10, 30, tzinfo=dt.UTC)  # 02:30 PST
+    summer = decision_instant(schedule, dt.date(2026, 7, 1))
+    assert summer == dt.datetime(2026, 7, 1, 9, 30, tzinfo=dt.UTC)  # 02:30 PDT
+    # 02:30 does not exist on the spring-forward day: it is read as run_window reads wall times,
+    # and never lands after the deadline.
+    spring = decision_instant(schedule, dt.date(2026, 3, 8))
+    assert spring is not None
+    assert (
+        run_window(schedule, dt.date(2026, 3, 8))[0] <= spring <= run_window(schedule, dt.date(2026, 3, 8))[1]
+    )
+
+
+@pytest.mark.parametrize("decision", [dt.time(0, 0), dt.time(3, 1)])
+def test_a_decision_time_outside_the_window_is_a_config_error(decision: dt.time) -> None:
+    with pytest.raises(SnapshotConfigError, match="decision time"):
+        Schedule(decision=decision)

@@ -150,3 +150,45 @@ def test_runs_once_a_day_at_the_start_across_the_fall_back_change() -> None:
         ("2026-11-02", "00:30 PST"),
     ]
     assert all(day in world.published for day, _ in world.runs)
+
+
+class HeldWorld(World):
+    """A date held (an entity blocked) until ``fixed_at``; each run takes one minute."""
+
+    def __init__(self, start: dt.datetime, stop_after: dt.datetime, fixed_at: dt.datetime | None) -> None:
+        super().__init__(start, stop_after)
+        self.fixed_at = fixed_at
+        self.decide_by = dt.datetime(2026, 11, 25, 2, 30, tzinfo=LA).astimezone(dt.UTC)
+
+    def run(self, day: dt.date) -> RunResult:
+        self.runs.append((day, self.now.astimezone(LA)))
+        self.now += dt.timedelta(minutes=1)
+        fixed = self.fixed_at is not None and self.now >= self.fixed_at
+        if not fixed and self.now < self.decide_by:
+            return RunResult(Outcome.HELD, day, "m", None, decide_by=self.decide_by)
+        self.published.add(day)
+        return RunResult(Outcome.PUBLISHED if fixed else Outcome.PARTIAL, day, "m", None)
+
+
+def test_a_held_date_is_run_again_until_a_fix_lets_it_publish() -> None:
+    world = HeldWorld(
+        dt.datetime(2026, 11, 25, 0, 30, tzinfo=LA),
+        dt.datetime(2026, 11, 25, 12, 0, tzinfo=LA),
+        fixed_at=dt.datetime(2026, 11, 25, 1, 3, tzinfo=LA).astimezone(dt.UTC),
+    )
+    world.scheduler(recheck_s=600).run_forever()
+    times = [at.strftime("%H:%M") for day, at in world.runs if day == dt.date(2026, 11, 25)]
+    assert times == ["00:30", "00:41", "00:52", "01:03"]  # every recheck (10 min after each look)
+    outcomes = [outcome for day, outcome in world.finished if day == dt.date(2026, 11, 25)]
+    assert outcomes == ["held", "held", "held", "published"]  # each look counted: the alert holds
+
+
+def test_a_held_date_is_published_without_the_entity_at_the_decision_time() -> None:
+    world = HeldWorld(
+        dt.datetime(2026, 11, 25, 2, 0, tzinfo=LA), dt.datetime(2026, 11, 25, 12, 0, tzinfo=LA), fixed_at=None
+    )
+    world.scheduler(recheck_s=900).run_forever()
+    times = [at.strftime("%H:%M") for day, at in world.runs if day == dt.date(2026, 11, 25)]
+    assert times == ["02:00", "02:16", "02:30"]  # the last look is at the decision time, not after it
+    assert [o for d, o in world.finished if d == dt.date(2026, 11, 25)][-1] == "partial"
+    assert world.missed == []
