@@ -27,7 +27,7 @@ import orjson
 from connector.config import Settings, SettingsError
 from connector.errors import ConnectorError
 from connector.model import ENTITY_NAMES
-from connector.sinks.keys import manifest_key
+from connector.sinks.keys import control_key, manifest_key
 from connector.sinks.storage import Storage
 from connector.snapshot.manifest import EntityResult, Manifest, latest_manifest_before
 from connector.snapshot.schedule import Schedule, next_run
@@ -96,6 +96,8 @@ class Status:
     """Live entities at the latest manifest's cut (delivered + held out)."""
     deliveries: list[Delivery] = field(default_factory=list)
     today_published: bool | None = None
+    today_held: dict[str, Any] | None = None
+    """Today's date held open (``_pending.json``, no manifest): ``waiting`` entities, ``decide_by``."""
 
     @property
     def failed(self) -> bool:
@@ -116,7 +118,11 @@ class Status:
             },
             "deliveries": {d.entity: d.as_json() for d in self.deliveries},
             "next_run": self.schedule.as_json(),
-            "today": {"day": self.schedule.today.isoformat(), "published": self.today_published},
+            "today": {
+                "day": self.schedule.today.isoformat(),
+                "published": self.today_published,
+                "held": self.today_held,
+            },
             "storage": {"name": self.storage, "error": self.storage_error},
         }
 
@@ -199,6 +205,8 @@ def gather_storage(status: Status, storage: Storage, prefix: str, today: dt.date
     try:
         latest, status.deliveries = find_deliveries(storage, prefix, today)
         status.today_published = storage.stat(manifest_key(prefix, today)) is not None
+        if not status.today_published:
+            status.today_held = _held(storage, prefix, today)
     except ConnectorError as exc:
         status.storage_error = f"{type(exc).__name__}: {exc}"
         return
@@ -208,6 +216,16 @@ def gather_storage(status: Status, storage: Storage, prefix: str, today: dt.date
     if latest is not None:
         status.manifest_day = latest.day
         status.counts = {r.entity: r.records + r.held_out for r in latest.entities}
+
+
+def _held(storage: Storage, prefix: str, day: dt.date) -> dict[str, Any] | None:
+    """What a held date waits for: the entities not delivered and until when."""
+    found = storage.get(control_key(prefix, day, "_pending.json"))
+    if found is None:
+        return None
+    pending = orjson.loads(found[0])
+    waiting = [e["entity"] for e in pending["entities"] if e["status"] != "delivered"]
+    return {"waiting": waiting, "decide_by": pending["decide_by"]}
 
 
 def gather_lag(status: Status, measure: Callable[[], dict[str, int]]) -> None:
@@ -268,6 +286,12 @@ def format_status(status: Status) -> str:
     out.append("")
     out.append(status.schedule.describe())
     published = {None: "unknown", True: "published", False: "not published"}[status.today_published]
+    if status.today_held is not None:
+        held = status.today_held
+        published += (
+            f"; held: {', '.join(held['waiting'])} blocked or refused, waiting for an override or a "
+            f"fix until {held['decide_by']}"
+        )
     out.append(f"today {status.schedule.today}: {published}")
     return "\n".join(out)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 
 from connector.model import ENTITY_NAMES
-from connector.sinks.keys import manifest_key
+from connector.sinks.keys import control_key, manifest_key
 from connector.sinks.local import LocalStorage
 from connector.snapshot.manifest import EntityResult, Manifest
 from connector.snapshot.schedule import Schedule
@@ -113,7 +113,7 @@ def test_output_tables_and_json(tmp_path: Path) -> None:
         "records": 11,
         "created_at": "2026-03-08T09:15:00+00:00",
     }
-    assert doc["today"] == {"day": "2026-03-08", "published": True}
+    assert doc["today"] == {"day": "2026-03-08", "published": True, "held": None}
 
 
 def test_unreadable_parts_are_reported_and_fail_the_exit_code() -> None:
@@ -124,3 +124,26 @@ def test_unreadable_parts_are_reported_and_fail_the_exit_code() -> None:
     assert "unavailable (TransientError" in text
     assert "storage not configured (CARECLOUD_S3_BUCKET" in text
     assert status.failed
+
+
+def test_a_held_date_says_what_it_waits_for_and_until_when(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    _publish(storage, dt.date(2026, 3, 7))
+    pending = {
+        "snapshot_id": "id",
+        "day": "2026-03-08",
+        "decide_by": "2026-03-08T10:30:00+00:00",
+        "entities": [
+            {"entity": "Family", "status": "blocked"},
+            {"entity": "Provider", "status": "delivered"},
+        ],
+    }
+    key = control_key(PREFIX, dt.date(2026, 3, 8), "_pending.json")
+    storage.put_bytes(key, orjson.dumps(pending), content_type="application/json")
+    status = Status("g", schedule_status(Schedule(), dt.datetime(2026, 3, 8, 20, tzinfo=dt.UTC)))
+    gather_storage(status, storage, PREFIX, dt.date(2026, 3, 8))
+    assert status.today_held == {"waiting": ["Family"], "decide_by": "2026-03-08T10:30:00+00:00"}
+    assert "held: Family blocked or refused, waiting for an override or a fix until 2026-03-08T10:30" in (
+        format_status(status)
+    )
+    assert status.as_json()["today"]["held"]["waiting"] == ["Family"]
