@@ -11,7 +11,7 @@ VPY := $(VENV)/bin/python
 APT_PACKAGES := openjdk-17-jre-headless maven kubectl prometheus openssh-server
 APT_COMMANDS := java mvn kubectl promtool /usr/sbin/sshd ssh-keygen
 
-.PHONY: demo replay-example test lint typecheck unit integration system-deps venv kafka-jars clean
+.PHONY: demo replay-example test lint typecheck unit integration system-deps venv kafka-jars clean lock bench-deps
 
 test: system-deps venv kafka-jars lint typecheck
 	$(VPY) -m pytest
@@ -48,10 +48,33 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 $(VPY):
 	$(PY) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(VPY)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[dev]'
+# Every third-party package comes from the lock, hash-checked and as a wheel (docs/decisions/0017):
+# runtime + dev + test + the build tools, pip itself among them. The connector is then installed
+# editable on its own, built by the lock's hatchling (no build isolation: nothing unlocked is fetched).
+PIP_LOCKED = $(VPY) -m pip install -q --require-hashes --only-binary :all:
+$(VENV)/.installed: pyproject.toml requirements/dev.lock | $(VPY)
+	$(PIP_LOCKED) -r requirements/dev.lock
+	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# The lock files, compiled by uv (a dev dependency) from pyproject.toml and requirements/build.in.
+# `make lock` keeps every pin it can and adds what a changed pyproject.toml needs;
+# `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed versions, and
+# `make lock LOCK_ARGS="--upgrade-package httpx"` one package. dev.lock is compiled first and
+# holds runtime.lock and build.lock to its versions, so the image runs what the tests ran;
+# bench.lock is dev.lock plus faust-streaming (which holds click below 8.4).
+LOCK_COMPILE = $(VENV)/bin/uv pip compile -q --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
+lock: $(VENV)/.installed
+	$(LOCK_COMPILE) pyproject.toml --extra dev requirements/build.in -o requirements/dev.lock
+	$(LOCK_COMPILE) pyproject.toml -c requirements/dev.lock -o requirements/runtime.lock
+	$(LOCK_COMPILE) requirements/build.in -c requirements/dev.lock -o requirements/build.lock
+	$(LOCK_COMPILE) pyproject.toml --extra dev --extra bench requirements/build.in -o requirements/bench.lock
+
+# The faust-streaming baseline of bench/ingest.py (pyproject's bench extra), from its lock; the
+# benchmark never installs anything itself.
+bench-deps: venv
+	$(PIP_LOCKED) -r requirements/bench.lock
 
 # The compiled fast path (docs/decisions/0012, 0013): Rust, built by maturin. Optional: without
 # cargo the connector runs on the Python path, which is the reference the extension is held to,
@@ -66,7 +89,7 @@ NO_CARGO = $(REQUIRE_CARGO); \
 	echo "      (docs/benchmarks.md). To build it: install Rust from https://rustup.rs, then run make venv again."
 $(VENV)/.fastpath: $(wildcard fastpath/src/*.rs) fastpath/Cargo.toml fastpath/Cargo.lock fastpath/pyproject.toml | $(VENV)/.installed
 	@if command -v cargo >/dev/null; then \
-	  $(VPY) -m pip install -q ./fastpath && touch $@; \
+	  $(VPY) -m pip install -q --no-deps --no-build-isolation ./fastpath && touch $@; \
 	else $(NO_CARGO); fi
 
 venv: $(VENV)/.installed $(VENV)/.fastpath
