@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 import yaml
-from _faust_baseline import faust_rate  # bench/ is on sys.path: this runs as a script
+from _faust_baseline import faust_rate, require_faust  # bench/ is on sys.path: this runs as a script
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -47,8 +47,8 @@ from connector.config import IngestSettings, KafkaSettings, Settings
 from connector.devtools.debezium_schema import column_schemas, wrap
 from connector.devtools.generator import family_events_full
 from connector.devtools.kafka import KafkaBroker, fetch_jars
+from connector.ingest.service import IngestService
 from connector.mapping import Mapper, parse_mapping
-from connector.state.ingest import IngestService
 from connector.state.restore import restore_partitions
 from connector.state.store import PartitionStore
 
@@ -64,7 +64,7 @@ CONSUMER = {  # what IngestService.start() sets, minus static membership
 # A sample goes to the first rule matching its innermost connector frame (file, function or "").
 RULES = [
     ("mapping/fastpath.py", "", "fast path: compiled decode + map"),
-    ("state/ingest.py", "apply_fast", "fast path: apply (store get, peek, produce)"),
+    ("ingest/batch.py", "apply_fast", "fast path: apply (store get, peek, produce)"),
     ("model/codec.py", "", "validate"),
     ("state/codec.py", "decode_row", "decode_row (stored rows)"),
     ("state/codec.py", "", "encode_row, state_key"),
@@ -72,14 +72,14 @@ RULES = [
     ("state/store.py", "write", "store write (rocksdict)"),
     ("state/resolve.py", "", "merge"),
     ("state/apply.py", "", "apply_change, batch view"),
-    ("state/ingest.py", "BatchView", "apply_change, batch view"),
+    ("ingest/batch.py", "BatchView", "apply_change, batch view"),
     ("mapping/convert.py", "", "map: field converters"),
     ("mapping/", "", "map: fields loop, ids, EntityChange"),
     ("source/version.py", "", "decode: version (source.sequence)"),
     ("source/", "", "decode: orjson, envelope, ChangeEvent"),
-    ("state/ingest.py", "_commit", "commit (send offsets, commit)"),
-    ("state/ingest.py", "_on_delivery", "delivery callbacks"),
-    ("state/ingest.py", "", "loop: Message calls, produce, Position"),
+    ("ingest/transaction.py", "_commit", "commit (send offsets, commit)"),
+    ("ingest/transaction.py", "_on_delivery", "delivery callbacks"),
+    ("ingest/transaction.py", "", "loop: Message calls, produce, Position"),
 ]
 
 
@@ -362,6 +362,8 @@ def main() -> None:
         "--fast-path", choices=["auto", "on", "off"], default="auto", help="ingest.fast_path of the ingest"
     )
     args = parser.parse_args()
+    if not args.no_faust:
+        require_faust()  # before minutes of measuring: `make bench-deps` installs it
     for sig in (signal.SIGINT, signal.SIGTERM):  # unwind (stop the broker) on either; a background
         signal.signal(sig, signal.default_int_handler)  # job ignores SIGINT unless told otherwise
 

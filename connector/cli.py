@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 from connector import __version__
 from connector.config.commands import add_validate_command
 from connector.errors import ConnectorError
+from connector.ingest.commands import add_dlq_command
 from connector.logs import configure_logging
 from connector.snapshot.commands import add_snapshot_command
-from connector.state.commands import add_dlq_command, add_rebuild_store_command
+from connector.state.commands import add_rebuild_store_command
 from connector.status import add_status_command
 
 __all__ = ["UNEXPECTED_EXIT", "build_parser", "main"]
@@ -77,7 +78,13 @@ def _add_simulate_portal(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--rate-limit", type=float, default=None, help="API requests per second before 429s")
 
     def run(args: argparse.Namespace) -> int:
-        from connector.devtools.portal_simulator import serve
+        try:
+            from connector.devtools.portal_simulator import serve
+        except ModuleNotFoundError as exc:  # the production wheel and image leave connector/devtools out
+            if not (exc.name or "").startswith("connector.devtools"):
+                raise
+            print("simulate-portal is a dev tool: run it from a source checkout (make venv)", file=sys.stderr)
+            return 2
 
         return serve(args.host, args.port, args.api_key, args.rate_limit)
 
@@ -99,10 +106,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     from connector.config import load_settings
     from connector.health import HealthServer, Heartbeat
+    from connector.ingest.service import IngestService
     from connector.logs import configure_logging_from
     from connector.mapping import load_mapping
     from connector.metrics import METRICS
-    from connector.state.ingest import IngestService
 
     faulthandler.register(signal.SIGUSR1)  # on-call: `kill -USR1` prints every thread's stack
     settings = load_settings()

@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 
 from connector.errors import ConfigError
+from connector.ingest.barrier import dead_letter_cause
 from connector.mapping import Mapper, MappingSpec
 from connector.source import Decoder, Position, make_decoder
 from connector.state import MemoryStore, StateRow, apply_change
-from connector.state.barrier import dead_letter_cause
 
 __all__ = ["DeadLetter", "ReplayResult", "encode_json", "read_events", "replay"]
 
@@ -159,7 +159,7 @@ def replay(
         store = stores.get(partition)
         if store is None:
             store = stores[partition] = MemoryStore()
-        try:  # the ingest's per-message barrier (connector.state.barrier): a dead letter, not a stop
+        try:  # the ingest's per-message barrier (connector.ingest.barrier): a dead letter, not a stop
             event = decoder.decode(msg.key, msg.value, msg.headers, msg.position)
             if event is None:
                 result.tombstones += 1

@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from connector.devtools._fuzz_corpus import Message
-from connector.state.barrier import INTERNAL_REASON
+from connector.ingest.barrier import INTERNAL_REASON
 
 __all__ = [
     "PATHS",

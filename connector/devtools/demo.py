@@ -44,13 +44,13 @@ from connector.devtools.portal_simulator import PortalSimulator
 from connector.devtools.s3_server import S3Endpoint, S3Server
 from connector.devtools.synthetic import DEMO_SCALE, generate
 from connector.health import HealthServer, Heartbeat
+from connector.ingest.service import IngestService
 from connector.mapping import load_mapping
 from connector.mapping.fastpath import fastpath_available
 from connector.metrics import METRICS
 from connector.model import ENTITY_NAMES
 from connector.snapshot.lag import measure_lag
 from connector.snapshot.service import build_run, build_storage, schedule_of
-from connector.state.ingest import IngestService
 
 __all__ = ["main"]
 

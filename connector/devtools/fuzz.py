@@ -58,8 +58,8 @@ from connector.devtools._fuzz_wire import WIRE_MUTATIONS
 from connector.devtools.offline_ingest import OfflineIngest
 from connector.devtools.schema_registry import SchemaRegistryServer
 from connector.errors import SchemaValidationError
+from connector.ingest.barrier import INTERNAL_REASON
 from connector.model import validate
-from connector.state.barrier import INTERNAL_REASON
 from connector.state.codec import decode_row, split_key
 
 __all__ = [

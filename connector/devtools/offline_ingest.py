@@ -17,10 +17,11 @@ from types import TracebackType
 from typing import Literal
 
 from connector.config import load_settings
+from connector.ingest.batch import BatchView
+from connector.ingest.service import IngestService
 from connector.mapping import load_mapping
 from connector.metrics import Metrics
 from connector.source import Position
-from connector.state.ingest import BatchView, IngestService
 from connector.state.store import PartitionStore
 
 __all__ = ["MessageResult", "OfflineIngest"]

@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
 from connector.errors import TransientError
 from connector.state.codec import decode_row, is_complete, restore_values, split_key
-from connector.state.topics import end_offsets
+from connector.state.topics import last_stable_offsets
 
 __all__ = ["Cut", "StateReader", "consume_to_cut", "take_cut"]
 
@@ -70,11 +69,7 @@ class Cut:
 
 def take_cut(base: dict[str, Any], topic: str) -> Cut:
     """The last stable offset of every partition of the state topic, now."""
-    admin = AdminClient({k: v for k, v in base.items() if k != "error_cb"})
-    meta = admin.list_topics(topic=topic, timeout=_TIMEOUT_S).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise TransientError(f"state topic {topic} is not available")
-    return Cut(topic, end_offsets(admin, topic, meta.partitions, IsolationLevel.READ_COMMITTED))
+    return Cut(topic, last_stable_offsets(base, topic))
 
 
 def consume_to_cut(

@@ -20,7 +20,14 @@ from connector.config.settings import IngestSettings
 from connector.errors import TransientError
 from connector.state.exceptions import TopicConfigError
 
-__all__ = ["end_offsets", "ensure_topics", "high_watermarks", "record_limit", "source_partitions"]
+__all__ = [
+    "end_offsets",
+    "ensure_topics",
+    "high_watermarks",
+    "last_stable_offsets",
+    "record_limit",
+    "source_partitions",
+]
 
 _TIMEOUT_S = 30.0
 log = logging.getLogger(__name__)
@@ -155,6 +162,16 @@ def high_watermarks(base: dict[str, Any], topic: str, partitions: Iterable[int])
     """
     admin = AdminClient({k: v for k, v in base.items() if k != "error_cb"})
     return end_offsets(admin, topic, partitions, IsolationLevel.READ_UNCOMMITTED)
+
+
+def last_stable_offsets(base: dict[str, Any], topic: str) -> dict[int, int]:
+    """The last stable offset of every partition of ``topic``, now (read committed: only
+    decided transactions); the snapshot's cut and the dead-letter listing both stop there."""
+    admin = AdminClient({k: v for k, v in base.items() if k != "error_cb"})
+    meta = admin.list_topics(topic=topic, timeout=_TIMEOUT_S).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise TransientError(f"state topic {topic} is not available")
+    return end_offsets(admin, topic, meta.partitions, IsolationLevel.READ_COMMITTED)
 
 
 _METADATA_RACES = frozenset(

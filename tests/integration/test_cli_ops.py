@@ -24,13 +24,13 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from connector.devtools.s3_server import S3Endpoint
+from connector.ingest.dlq import dead_letter_headers
 from connector.model import ENTITY_NAMES
 from connector.sinks.keys import manifest_key
 from connector.sinks.s3 import S3Storage
 from connector.snapshot.manifest import EntityResult, Manifest
 from connector.source import Position
 from connector.state.codec import decode_row, split_key
-from connector.state.ingest import dead_letter_headers
 from connector.state.store import PartitionStore
 from connector.state.topics import high_watermarks
 from tests.integration.family_ingest import MAPPING

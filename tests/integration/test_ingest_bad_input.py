@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from connector.config import load_settings
+from connector.ingest.service import IngestService
 from connector.mapping import parse_mapping
-from connector.state.ingest import IngestService
 from tests.integration.family_ingest import MAPPING
 from tests.kafka_helpers import KafkaTestCluster, unique
 

@@ -27,11 +27,11 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from connector.devtools.generator import family_events
 from connector.devtools.kafka import KafkaBroker
 from connector.errors import TransientError
+from connector.ingest.watchdog import WATCHDOG_EXIT_CODE
 from connector.state.reader import take_cut
 from connector.state.restore import restore_partition
 from connector.state.store import PartitionStore
 from connector.state.topics import high_watermarks
-from connector.state.watchdog import WATCHDOG_EXIT_CODE
 from tests.integration.family_ingest import (
     PARTITIONS,
     assert_state_equals_replay,

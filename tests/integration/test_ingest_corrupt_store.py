@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from connector.devtools.generator import family_events
-from connector.state.ingest import IngestService
+from connector.ingest.service import IngestService
 from tests.integration.family_ingest import (
     PARTITIONS,
     assert_state_equals_replay,

@@ -13,8 +13,8 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from connector.config import load_settings
 from connector.devtools.schema_registry import SchemaRegistryServer
+from connector.ingest.service import IngestService
 from connector.mapping import parse_mapping
-from connector.state.ingest import IngestService
 from tests.integration.state_helpers import committed
 from tests.integration.test_schema_registry_http import KEY_SCHEMA, VALUE_SCHEMA, envelope, frame, row
 from tests.kafka_helpers import KafkaTestCluster, unique

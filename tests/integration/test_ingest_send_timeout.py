@@ -23,8 +23,8 @@ from confluent_kafka import Producer
 from connector.devtools.generator import family_events
 from connector.devtools.kafka import KafkaBroker
 from connector.errors import TerminalError
+from connector.ingest.service import IngestService
 from connector.metrics import Metrics
-from connector.state.ingest import IngestService
 from connector.state.reader import take_cut
 from connector.state.topics import high_watermarks
 from tests.integration.family_ingest import (

@@ -14,7 +14,7 @@ from connector.metrics import ALLOWED_LABELS, DLQ_REASONS, METRICS, Metrics, dlq
 from connector.model import ENTITY_NAMES
 
 CONNECTOR = Path(__file__).resolve().parents[3] / "connector"
-DEAD_LETTER_STAGES = ("source", "mapping", "model", "state")
+DEAD_LETTER_STAGES = ("source", "mapping", "model", "state", "ingest")
 """The stages whose errors become dead letters (decode, map, validate, the ingest loop)."""
 
 

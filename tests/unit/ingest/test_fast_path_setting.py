@@ -9,9 +9,9 @@ import pytest
 
 from connector.config import load_settings
 from connector.errors import ConfigError
+from connector.ingest import service as ingest
+from connector.ingest.service import IngestService
 from connector.mapping import load_mapping
-from connector.state import ingest
-from connector.state.ingest import IngestService
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "mapping.yaml"
 

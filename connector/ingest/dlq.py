@@ -1,7 +1,7 @@
-"""The dead-letter topic, read back: list dead letters and replay them after a fix.
+"""The dead-letter topic: the headers ingest writes, and dead letters listed and replayed after a fix.
 
 Ingest writes a dead letter as the original key and value with ``carecloud.*`` headers naming
-the original position, the error class and the reason (``ingest.dead_letter_headers``); an
+the original position, the error class and the reason (``dead_letter_headers``, here); an
 oversized message is dead-lettered *by reference*, position only, no bytes. Replaying sends a
 dead letter's original key and value, with its headers minus the ``carecloud.*`` ones, back to
 its original topic AND partition (the ``carecloud.topic``/``carecloud.partition`` headers):
@@ -43,13 +43,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from connector.errors import TransientError
 from connector.source import Position
-from connector.state.reader import take_cut
+from connector.state.topics import last_stable_offsets
 
 __all__ = [
     "DeadLetter",
     "DlqFilter",
     "ReplayResult",
     "Verdict",
+    "dead_letter_headers",
     "from_message",
     "read_dead_letters",
     "replay",
@@ -142,6 +143,17 @@ def from_message(
     )
 
 
+def dead_letter_headers(position: Position, error: str, reason: str) -> list[tuple[str, str | bytes | None]]:
+    """Where the event was and why it was refused: never its content."""
+    return [
+        ("carecloud.topic", position.topic.encode()),
+        ("carecloud.partition", str(position.partition).encode()),
+        ("carecloud.offset", str(position.offset).encode()),
+        ("carecloud.error", error.encode()),
+        ("carecloud.reason", reason.encode()),
+    ]
+
+
 def replay_headers(headers: Headers) -> list[tuple[str, str | bytes | None]]:
     """The original headers: every one except the connector's own ``carecloud.*``."""
     return [(name, value) for name, value in headers if not name.startswith(_OWN)]
@@ -175,7 +187,7 @@ class DlqFilter:
 def read_dead_letters(base: dict[str, Any], topic: str, flt: DlqFilter) -> Iterator[DeadLetter]:
     """Committed dead letters matching ``flt``, up to the topic's end when the read started."""
     conf = {k: v for k, v in base.items() if k != "error_cb"}
-    ends = take_cut(conf, topic).end_offsets  # last stable offsets: only decided transactions
+    ends = last_stable_offsets(conf, topic)  # only decided transactions
     consumer = Consumer(
         {
             **conf,

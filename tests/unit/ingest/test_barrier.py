@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from connector.errors import ConfigError, DecodeError, MappingError, TransientError
-from connector.state.barrier import INTERNAL_REASON, Cause, dead_letter_cause
+from connector.ingest.barrier import INTERNAL_REASON, Cause, dead_letter_cause
 from connector.state.exceptions import StateRowTooLargeError, StoreError
 
 

@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import KafkaError
 
 from connector.config import load_settings
+from connector.ingest.service import IngestService
 from connector.mapping import load_mapping
-from connector.state.ingest import IngestService
 
 ROOT = Path(__file__).parents[3]
 

@@ -7,19 +7,19 @@ import datetime as dt
 
 import pytest
 
-from connector.source import Position
-from connector.state.commands import format_replay, parse_timestamp
-from connector.state.dlq import (
+from connector.ingest.commands import format_replay, parse_timestamp
+from connector.ingest.dlq import (
     DeadLetter,
     DlqFilter,
     ReplayResult,
     Verdict,
+    dead_letter_headers,
     from_message,
     replay,
     replay_headers,
     verdict,
 )
-from connector.state.ingest import dead_letter_headers
+from connector.source import Position
 
 CANARY = b'{"family_name": "Quillfeather-Zanzibar"}'
 T0 = dt.datetime(2026, 3, 8, 12, 0, tzinfo=dt.UTC)

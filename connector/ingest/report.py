@@ -1,4 +1,4 @@
-"""What the ingest loop tells Prometheus (private to ``ingest``).
+"""What the ingest loop tells Prometheus (``IngestService.report``).
 
 Counts are reported per committed batch, never per event and never for an aborted batch, so
 a batch consumed twice is counted once. Every series the alerts and the dashboard query exists

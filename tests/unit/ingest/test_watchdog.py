@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from connector.state.watchdog import Watchdog
+from connector.ingest.watchdog import Watchdog
 
 
 class _Expiries:

@@ -18,13 +18,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector.ingest.batch import BatchView
 from connector.mapping.change import EntityChange
 from connector.mapping.fastpath import FastChange, Peek
 from connector.source import Position
 from connector.source.version import Version
 from connector.state.apply import Outcome, apply_change
 from connector.state.codec import decode_row, encode_row, state_key
-from connector.state.ingest import BatchView
 from connector.state.resolve import StateRow, merge
 
 pytestmark = pytest.mark.fastpath

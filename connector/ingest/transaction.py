@@ -1,0 +1,393 @@
+"""The ingest's transaction: one batch of source messages, committed whole or not at all.
+
+A part of ``IngestService`` (``connector.ingest.service``). One Kafka transaction per batch
+carries the batch's state rows (to the compacted state topic, partition p for source partition
+p), its dead letters and its consumed offsets, so a crash at any point leaves either all of a
+batch or none of it. The local store is written only after the commit; it is a cache that
+catches up from the state topic. Each message passes the per-message barrier
+(``connector.ingest.barrier``): it ends applied or dead-lettered, whatever it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import AbstractContextManager
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from connector.errors import TerminalError, TransientError
+from connector.ingest.barrier import INTERNAL_REASON, Cause, dead_letter_cause
+from connector.ingest.batch import BatchView, Emitter
+from connector.ingest.dlq import BY_REFERENCE_REASONS, dead_letter_headers
+from connector.ingest.partitions import Partitions
+from connector.ingest.watchdog import Watchdog
+from connector.mapping import Mapper
+from connector.mapping.fastpath import FastPath
+from connector.source import Decoder, Position
+from connector.state.apply import Outcome, apply_change
+from connector.state.exceptions import StoreCorruptedError
+
+__all__ = ["CALL_TIMEOUT_S", "RECORD_OVERHEAD", "Transactions"]
+
+log = logging.getLogger(__name__)
+
+_COMMIT_ATTEMPTS = 3
+CALL_TIMEOUT_S = 30.0
+"""librdkafka's own timeout for each transactional call."""
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)  # noqa: SLF001 (librdkafka's local codes)
+"""Delivery errors of records our own abort purged: the abort's cause is logged, not these."""
+_WATCHDOG_GRACE_S = 15.0
+"""How far past its own timeout a call may run before the watchdog ends the process."""
+RECORD_OVERHEAD = 1024
+"""Room left under a topic's ``max.message.bytes`` for the record batch's framing and headers:
+a state row or dead letter this close to the limit is refused before ``produce`` is called."""
+_CHUNK_MAX = 1000
+"""Messages per ``consume`` call at most (1000 measured best for the loop's per-record cost)."""
+_BEAT_EVERY = 128
+"""Messages between heartbeats inside a batch: a long batch of large events is progress."""
+
+
+class Transactions(Partitions):
+    """The transaction loop over the clients ``IngestService.start`` made."""
+
+    mapper: Mapper
+    decoders: dict[str, Decoder]
+    fast: dict[str, FastPath]
+    watchdog: Watchdog
+    _delivered: dict[int, int]
+    _fatal: KafkaError | None
+    _consumer: Consumer | None
+    _producer: Producer | None
+    _record_limit: int
+    _batch_budget_s: float
+
+    def run_batch(self) -> int:
+        """Consume one batch and commit it in one transaction; returns the events consumed.
+
+        1. consume up to ``batch_max_events`` within ``batch_max_ms`` (rebalance callbacks run
+           here, between transactions, never inside one);
+        2. begin the transaction; decode -> map -> merge each event against the batch's view
+           of its partition, producing each changed row to state partition p at once (delete
+           markers stamped with the batch's time); dead-letter bad input;
+        3. produce a tombstone for each expired marker of p (``connector.state.purge``);
+        4. send the consumed offsets with the group metadata (KIP-447 fencing);
+        5. commit (a retriable failure is retried; an abortable one aborts, rewinds the
+           consumer to the batch's first offsets and drops the batch's rows; anything else is
+           fatal: the process exits and the orchestrator restarts it);
+        6. after the commit, write the rows (deleting purged keys) and the state offset
+           reached to the local store.
+        """
+        consumer, producer = self._clients()
+        msgs = self._consume(consumer)
+        if self._callback_error is not None:
+            raise self._callback_error
+        self._check_fatal()
+        msgs = [m for m in msgs if not self._skip_error(m)]
+        if not msgs:
+            self.report.lag(consumer)
+            return 0
+        self.report.batch.clear()
+        producer.begin_transaction()
+        self._delivered.clear()
+        now_ms = self.purge.now_ms()
+        views: dict[int, BatchView] = {}
+        first: dict[tuple[str, int], int] = {}
+        last: dict[tuple[str, int], int] = {}
+        purged: dict[int, int] = {}
+        row_limit = self._record_limit - RECORD_OVERHEAD
+        over_budget = time.monotonic() + self._batch_budget_s
+        try:
+            for index, msg in enumerate(msgs):
+                if index % _BEAT_EVERY == 0 and index:
+                    self.heartbeat.beat()  # a long batch is progress, not a stall (/healthz)
+                    if time.monotonic() > over_budget:
+                        msgs = self._put_back(consumer, msgs, index)
+                        break
+                topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+                first.setdefault((topic, partition), offset)
+                last[(topic, partition)] = offset
+                view = views.get(partition)
+                if view is None:
+                    view = views[partition] = BatchView(
+                        self._store(partition), self._emitter(producer, partition), now_ms, row_limit
+                    )
+                self._handle(msg, Position(topic, partition, offset), view, producer)
+            for partition, view in views.items():
+                for key in self.purge.due(partition, view.store):
+                    if key not in view.encoded:  # a row this batch writes wins over the purge
+                        view.encoded[key] = None
+                        view.emit(key, None)
+                        purged[partition] = purged.get(partition, 0) + 1
+                view.emit.finish()
+            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+            committed = self._commit(producer, consumer, offsets)
+        except (TransientError, StoreCorruptedError) as exc:
+            # Nothing of this batch may become visible: abort, rewind, and let the caller back
+            # off (registry or broker away) or rebuild the corrupt store and go again.
+            self._abort(producer, 2 * CALL_TIMEOUT_S)
+            self._rewind(consumer, first)
+            if isinstance(exc, StoreCorruptedError):
+                self._rebuild({p for _, p in first})
+                return 0
+            raise
+        if not committed:
+            self._rewind(consumer, first)
+            return 0
+        for partition, view in views.items():
+            if view.encoded:
+                view.store.write(view.encoded, self._delivered[partition] + 1)
+        for partition, count in purged.items():
+            self.counts["purged_markers"] += count
+            log.info("delete markers purged", extra={"partition": partition, "count": count})
+        self.counts["events"] += len(msgs)
+        self.report.committed(consumer, {p: view.live_changes() for p, view in views.items()})
+        return len(msgs)
+
+    def _consume(self, consumer: Consumer) -> list[Message]:
+        """Step 1: up to ``batch_max_events`` messages and about ``batch_max_bytes`` within
+        ``batch_max_ms``. Taken in chunks sized by the bytes still allowed, so a run of large
+        messages cannot make a batch of gigabytes (5000 of 1 MB each) against the pod's limit."""
+        ingest = self.ingest
+        deadline = time.monotonic() + ingest.batch_max_ms / 1000
+        msgs: list[Message] = []
+        # The first chunk is sized for the largest messages allowed; later ones by the average.
+        largest = ingest.max_message_bytes + ingest.max_key_bytes
+        size, chunk = 0, max(1, min(_CHUNK_MAX, ingest.batch_max_events, ingest.batch_max_bytes // largest))
+        seen = self._rebalances
+        while True:
+            got = consumer.consume(chunk, max(0.0, deadline - time.monotonic()))
+            if self._rebalances != seen:
+                # The partitions changed inside this call (librdkafka runs the callbacks before
+                # it returns messages): what earlier chunks took may be of a partition no longer
+                # ours, or consumed again from its committed offset. Only this call's messages
+                # are of the new assignment.
+                return list(got)
+            msgs.extend(got)
+            size += sum(len(m) + len(m.key() or b"") for m in got)
+            wanted = ingest.batch_max_events - len(msgs)
+            if len(got) < chunk or wanted <= 0 or size >= ingest.batch_max_bytes:
+                return msgs
+            if time.monotonic() >= deadline:
+                return msgs
+            average = size // len(msgs) + 1
+            chunk = max(1, min(_CHUNK_MAX, wanted, (ingest.batch_max_bytes - size) // average))
+
+    def _put_back(self, consumer: Consumer, msgs: list[Message], index: int) -> list[Message]:
+        """End the batch at ``msgs[index]``: seek each partition back to its first message not
+        handled, so the next batch starts there; the handled part commits as usual."""
+        rest: dict[tuple[str, int], int] = {}
+        for msg in msgs[index:]:
+            rest.setdefault((msg.topic() or "", msg.partition() or 0), msg.offset() or 0)
+        for (topic, partition), offset in rest.items():
+            consumer.seek(TopicPartition(topic, partition, offset))
+        log.warning(
+            "batch cut short: its messages took longer than the budget",
+            extra={"events": index, "count": len(msgs) - index, "duration_s": self._batch_budget_s},
+        )
+        return msgs[:index]
+
+    def _emitter(self, producer: Producer, partition: int) -> Emitter:
+        return Emitter(producer, self.ingest.state_topic, partition, self._on_delivery)
+
+    def _rewind(self, consumer: Consumer, first: dict[tuple[str, int], int]) -> None:
+        """Seek back to the batch's first offsets: the aborted batch is consumed again."""
+        for (topic, partition), offset in first.items():
+            consumer.seek(TopicPartition(topic, partition, offset))
+        self.counts["aborted_batches"] += 1
+        self.metrics.aborted_transactions.inc()
+
+    def _handle(self, msg: Message, position: Position, view: BatchView, producer: Producer) -> None:
+        cause = self.handle_message(msg.key(), msg.value(), msg.headers(), position, view)
+        if cause is not None:
+            by_reference = cause.reason in BY_REFERENCE_REASONS
+            self._dead_letter(producer, msg, position, cause.error, cause.reason, by_reference=by_reference)
+
+    def handle_message(
+        self, key: bytes | None, value: bytes | None, raw_headers: Any, position: Position, view: BatchView
+    ) -> Cause | None:
+        """One message into ``view``: None when applied (or stale, or a tombstone), else the
+        cause of its dead letter. Sizes are checked first, before any parsing; then the
+        per-message barrier surrounds decode -> map -> merge (``connector.ingest.barrier``):
+        Kafka and I/O errors pass through to the loop, anything else is this message's.
+        Offline tools (the fuzzer, ``bench/poison.py``) call this with a view of their own."""
+        refused = self._refused_size(key, value, raw_headers)
+        if refused is not None:
+            return refused
+        try:
+            self._apply(key, value, _headers(raw_headers), position, view)
+        except BaseException as exc:  # the barrier: PanicException derives from BaseException
+            cause = dead_letter_cause(exc)
+            if cause is None:
+                raise
+            if cause.reason == INTERNAL_REASON:
+                log.error(
+                    "a message met a bug; dead-lettered", extra={**_where(position), "error": cause.error}
+                )
+            return cause
+        return None
+
+    def _refused_size(self, key: bytes | None, value: bytes | None, raw: Any) -> Cause | None:
+        """Why the message is refused by its size alone, or None."""
+        ingest = self.ingest
+        if value is not None and len(value) > ingest.max_message_bytes:
+            return Cause("OversizedRecord", "oversized_record")
+        if key is not None and len(key) > ingest.max_key_bytes:
+            return Cause("OversizedKey", "oversized_key")
+        if raw and sum(len(k) + len(v or b"") for k, v in raw) > ingest.max_key_bytes:
+            return Cause("OversizedHeaders", "oversized_headers")
+        return None
+
+    def _apply(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]] | None,
+        position: Position,
+        view: BatchView,
+    ) -> None:
+        fast = self.fast.get(position.topic)
+        quick = None
+        if fast is not None and value is not None:
+            quick = fast.map(key, value, headers, position)
+        if fast is not None and quick is not None:
+            self.counts["fast_path"] += 1
+            self.report.fast_path()
+            outcome = view.apply_fast(quick, fast.peek)
+            entity, deleted = quick.entity, quick.deleted
+        else:  # no fast path, or it declined: the Python path decides
+            event = self.decoders[position.topic].decode(key, value, headers, position)
+            if event is None:
+                self.counts["tombstones"] += 1
+                return
+            change = self.mapper.map(event)
+            outcome = apply_change(view, change)
+            entity, deleted = change.entity, change.deleted
+        self.counts["stale" if outcome is Outcome.STALE else "applied"] += 1
+        self.report.event(entity, deleted, outcome is Outcome.STALE)
+
+    def _dead_letter(
+        self,
+        producer: Producer,
+        msg: Message,
+        position: Position,
+        error: str,
+        reason: str,
+        *,
+        by_reference: bool = False,
+    ) -> None:
+        self.counts[f"dlq.{reason}"] += 1
+        self.report.dead_letter(reason)
+        log.warning("dead letter", extra={**_where(position), "reason": reason})
+        key, value = msg.key(), msg.value()
+        if len(key or b"") + len(value or b"") > self._record_limit - RECORD_OVERHEAD:
+            by_reference = True  # the bytes would not fit the dead-letter topic: their position does
+        producer.produce(
+            self.ingest.dlq_topic,
+            None if by_reference else value,
+            None if by_reference else key,
+            headers=dead_letter_headers(position, error, reason),
+        )
+
+    def _commit(self, producer: Producer, consumer: Consumer, offsets: list[TopicPartition]) -> bool:
+        """Steps 4-5 with every outcome handled; False means the batch was aborted.
+
+        Retriable failures are retried a bounded number of times: a broker that stays away
+        longer than that ends the process (non-zero exit), and the restarted process fences
+        this transaction at ``init_transactions`` instead of waiting on it forever. Each call
+        also runs under the watchdog, because librdkafka does not always honour its own
+        timeout here (``connector.ingest.watchdog``): a call that overruns it ends the process
+        the same way, only harder.
+        """
+        sent = False
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                if not sent:
+                    metadata = consumer.consumer_group_metadata()
+                    with self._guard("send_offsets_to_transaction", CALL_TIMEOUT_S):
+                        producer.send_offsets_to_transaction(offsets, metadata, CALL_TIMEOUT_S)
+                    sent = True
+                with self._guard("commit_transaction", CALL_TIMEOUT_S):
+                    producer.commit_transaction(CALL_TIMEOUT_S)
+                return True
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                # librdkafka's description names the cause (e.g. "102 message(s) timed out on
+                # <state topic> [2]"): topics, partitions and counts, never record contents.
+                why = {"kafka_error": err.name(), "kafka_reason": err.str()}
+                if err.retriable() and attempt < _COMMIT_ATTEMPTS:
+                    log.warning("transaction commit retried", extra={**why, "attempt": attempt})
+                    continue
+                if err.txn_requires_abort():
+                    log.warning("transaction aborted", extra=why)
+                    self._abort(producer, CALL_TIMEOUT_S)
+                    return False
+                raise TerminalError(f"Kafka transaction failed: {err.name()}: {err.str()}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _abort(self, producer: Producer, timeout_s: float) -> None:
+        """Abort the open transaction. A producer that cannot is fatal here: typically it was
+        fenced because the coordinator already aborted the transaction at its timeout (the
+        broker away longer than that) and bumped the epoch. The process ends with that reason
+        and its restart resumes from the committed offsets; nothing of the batch is visible."""
+        try:
+            with self._guard("abort_transaction", timeout_s):
+                producer.abort_transaction(timeout_s)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            raise TerminalError(f"Kafka transaction failed: {err.name()} on abort: {err.str()}") from None
+
+    def _guard(self, call: str, timeout_s: float) -> AbstractContextManager[None]:
+        """The watchdog's deadline for a call given ``timeout_s`` of its own."""
+        return self.watchdog.guard(call, timeout_s + _WATCHDOG_GRACE_S)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            p, o = msg.partition() or 0, msg.offset() or 0
+            if o > self._delivered.get(p, -1):
+                self._delivered[p] = o
+            return
+        if err.code() in _PURGED:
+            return  # purged by our own abort: its cause is logged with the abort
+        # The transaction cannot commit without the record: librdkafka makes it abortable, and
+        # ``_commit`` aborts and rewinds (nothing is sent again inside this transaction).
+        log.warning(
+            "state record not delivered; the batch will be aborted",
+            extra={"kafka_error": err.name(), "partition": msg.partition()},
+        )
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION or err.fatal():
+            self._fatal = err
+
+    def _check_fatal(self) -> None:
+        if self._fatal is not None:
+            err, self._fatal = self._fatal, None
+            raise TerminalError(f"Kafka: {err.name()}: {err.str()}")
+
+    def _skip_error(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return False
+        if err.code() == KafkaError._PARTITION_EOF:
+            return True
+        raise KafkaException(err)
+
+    def _clients(self) -> tuple[Consumer, Producer]:
+        if self._consumer is None or self._producer is None:
+            raise TerminalError("ingest service not started")
+        return self._consumer, self._producer
+
+
+def _where(position: Position) -> dict[str, Any]:
+    """A message's position as log fields: never its content."""
+    return {"topic": position.topic, "partition": position.partition, "offset": position.offset}
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes | None]] | None:
+    """librdkafka hands headers as (str, bytes) pairs; normalise the type for the decoders."""
+    if not raw:
+        return None
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
