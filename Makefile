@@ -89,7 +89,8 @@ NO_CARGO = $(REQUIRE_CARGO); \
 	echo "      (docs/benchmarks.md). To build it: install Rust from https://rustup.rs, then run make venv again."
 $(VENV)/.fastpath: $(wildcard fastpath/src/*.rs) fastpath/Cargo.toml fastpath/Cargo.lock fastpath/pyproject.toml | $(VENV)/.installed
 	@if command -v cargo >/dev/null; then \
-	  $(VPY) -m pip install -q --no-deps --no-build-isolation ./fastpath && touch $@; \
+	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VPY) -m pip install -q --no-deps --no-build-isolation ./fastpath \
+	    && touch $@; \
 	else $(NO_CARGO); fi
 
 venv: $(VENV)/.installed $(VENV)/.fastpath
