@@ -17,6 +17,7 @@ from connector.devtools.kafka import KAFKA_VERSION, BrokerError, KafkaBroker, fe
 from connector.model import decode, encode
 from connector.model.samples import sample
 from connector.state.codec import split_key, state_key
+from tests.integration.state_helpers import state_records
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 REPO = Path(__file__).resolve().parents[2]
@@ -207,3 +208,20 @@ def test_cli_run_prints_bootstrap_and_stops_on_sigterm(tmp_path: Path) -> None:
     state = (tmp_path / "broker" / "harness.json").read_text()
     assert '"sasl_ssl": false' in state
     assert "Kafka Server started" in (tmp_path / "broker" / "logs" / "server.log").read_text()
+
+
+def test_reading_the_state_ends_at_empty_and_aborted_only_partitions(kafka: KafkaTestCluster) -> None:
+    """The tests' state reader (``state_records``) must not wait for a position that never moves:
+    a partition that is empty or holds only an aborted transaction delivers no message. A SIGTERM
+    test once timed out there under load (issue 22)."""
+    topic = kafka.new_topic(3, {"cleanup.policy": "compact"}, prefix="state")
+    producer = Producer(kafka.config({"transactional.id": unique("tx")}))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"kept", b"k0", partition=0)
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"aborted", b"k1", partition=1)
+    producer.flush(30)
+    producer.abort_transaction(30)
+    assert [(m.key(), m.value()) for m in state_records(kafka, topic, 3)] == [(b"k0", b"kept")]
