@@ -57,11 +57,11 @@ from connector.devtools.kafka import KafkaBroker, fetch_jars
 from connector.devtools.s3_server import S3Server
 from connector.model import REFERENCES, raw_schema, samples
 from connector.sinks.s3 import S3Storage
+from connector.snapshot.cut import take_cut
 from connector.snapshot.lag import Lag
 from connector.snapshot.run import RunConfig, SnapshotRun
 from connector.source.version import Version
 from connector.state.codec import encode_row, state_key
-from connector.state.reader import take_cut
 from connector.state.resolve import StateRow
 
 PARTITIONS = 3

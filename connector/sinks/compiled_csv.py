@@ -1,27 +1,25 @@
-"""CSV files written by the compiled writer over the cut's stored rows (``CutSpill.csv``).
+"""The columns the compiled CSV writer (``CutSpill.csv``) writes an entity's file with.
 
 Formatting in Python costs about 8 µs per record (per-field encoders and ``csv.writer``),
 twice what gzip costs for the same bytes (docs/benchmarks.md). The extension writes the lines
-from the stored JSON directly, and *declines* any row it is not sure to write as the Python
-writer does; such a row comes back as ``(record number, stored row)`` and is encoded here by
-the Python writer, with its rules and its error. ``tests/unit/state/test_compiled_reader.py``
-holds the two paths to the same bytes.
+from the stored JSON directly, by this description of the entity's columns, and *declines*
+any row it is not sure to write as the Python writer does; the snapshot hands such a row to
+the Python writer (``CSV.writer(entity, stored=True).write_prepared``), with its rules and its
+error (``connector.snapshot.files``). ``tests/unit/snapshot/test_compiled_cut.py`` holds the
+two paths to the same bytes.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterator
 from typing import Any
 
 import orjson
 
 from connector.model import field_names, raw_schema
 from connector.sinks.exceptions import SinkConfigError
-from connector.sinks.formats import CHUNK_BYTES, CSV
-from connector.state.compiled_reader import Spill
 
-__all__ = ["compiled_csv", "csv_columns"]
+__all__ = ["csv_columns"]
 
 
 @functools.cache
@@ -52,13 +50,3 @@ def _kind(entity: str, name: str, branch: Any) -> dict[str, Any]:
     if kind == "decimal":
         return {"kind": "decimal", "scale": int(branch.get("scale", 0))}
     raise SinkConfigError(f"{entity}.{name}: type {kind!r} has no file encoding")
-
-
-def compiled_csv(spill: Spill, entity: str, held_out: Collection[str]) -> Iterator[bytes]:
-    """The entity's whole CSV file (header first) in chunks, as ``CSV.writer(entity,
-    stored=True).write_rows`` writes it from the same rows without ``held_out``."""
-    loads = orjson.loads
-    parts = spill.csv(entity, csv_columns(entity), set(held_out), CHUNK_BYTES)
-    return CSV.writer(entity, stored=True).write_prepared(
-        part if isinstance(part, bytes) else (part[0], loads(part[1])["r"]) for part in parts
-    )

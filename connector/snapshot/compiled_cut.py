@@ -1,6 +1,6 @@
 """The cut's state read by the compiled spill (``carecloud_fastpath.CutSpill``): a sort, not a store.
 
-``StateReader`` (``reader.py``) is the reference and the fallback without the extension. It
+``StateReader`` (``cut.py``) is the reference and the fallback without the extension. It
 costs about 19 µs per record at 1M entities, in three sequential Python phases: loading into
 RocksDB, one point lookup per association for the parent checks, and per-field formatting
 (docs/benchmarks.md). This reader answers the same questions from an external merge sort
@@ -9,7 +9,8 @@ them into run files on a second thread while the next batch is consumed; one mer
 file of complete rows per entity in EntityId order; the parent checks are a merge join over
 (parent id, child id) pairs sorted the same way, which yields a superset of the orphans
 (``candidates``) for ``connector.snapshot.checks.orphans`` to decide exactly; and the CSV lines
-are written by the extension from the stored bytes (``connector.sinks.compiled_csv``).
+are written by the extension from the stored bytes (``csv_parts``: prepared parts, which
+``connector.snapshot.files`` hands to the sink's CSV writer).
 
 Memory stays flat: two sort buffers of ``budget`` bytes, the merge's read buffers, and every
 64th EntityId per entity (the index behind ``present``). The work directory holds about the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import importlib
 import shutil
 import tempfile
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Collection, Container, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,8 +30,8 @@ import orjson
 from confluent_kafka import Message
 
 from connector.model import ENTITY_NAMES, REFERENCES
+from connector.snapshot.cut import Cut, consume_to_cut
 from connector.state.codec import restore_values
-from connector.state.reader import Cut, consume_to_cut
 
 __all__ = ["SORT_BUDGET", "CompiledStateReader", "Spill"]
 
@@ -122,6 +123,18 @@ class CompiledStateReader:
 
     def incomplete(self, entity: str) -> list[str]:
         return self.spill.incomplete(entity)
+
+    def csv_parts(
+        self, entity: str, columns: str, held_out: Collection[str], chunk: int
+    ) -> Iterator[bytes | tuple[int, dict[str, Any]]]:
+        """The entity's CSV lines without ``held_out``, as prepared parts for
+        ``RowWriter.write_prepared``: chunks of lines the extension wrote from the stored bytes
+        (``columns``: ``connector.sinks.compiled_csv.csv_columns``), and ``(record number,
+        stored values)`` for a row it declined, which the Python writer encodes with its rules
+        and its error."""
+        loads = orjson.loads
+        parts = self.spill.csv(entity, columns, set(held_out), chunk)
+        return (part if isinstance(part, bytes) else (part[0], loads(part[1])["r"]) for part in parts)
 
     def candidates(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]:
         """``(EntityId, value of each field...)`` of the rows that may be orphans only: an

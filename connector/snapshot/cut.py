@@ -1,7 +1,7 @@
 """Reading the whole state as of a cut: what the daily snapshot delivers.
 
 ``StateReader`` is the reference, in Python over RocksDB, and what runs without the compiled
-extension; ``compiled_reader.CompiledStateReader`` gives the same answers about three times
+extension; ``compiled_cut.CompiledStateReader`` gives the same answers about three times
 faster (docs/decisions/0013) and shares ``take_cut`` and ``consume_to_cut`` from here.
 
 A cut is one end offset per state partition, taken as the last stable offset (read

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from connector.errors import TransientError
-from connector.state.reader import Cut, take_cut
+from connector.snapshot.cut import Cut, take_cut
 
 log = logging.getLogger(__name__)
 

@@ -51,13 +51,14 @@ from connector.errors import ConnectorError, TransientError
 from connector.mapping.fastpath import fastpath_available
 from connector.metrics import Metrics
 from connector.model import fingerprint
-from connector.sinks.compiled_csv import compiled_csv
 from connector.sinks.exceptions import PortalAuthError, PreconditionFailedError
-from connector.sinks.formats import CSV, FORMATS, GZIP_CONTENT_TYPE, gzip_chunks
+from connector.sinks.formats import FORMATS, GZIP_CONTENT_TYPE, gzip_chunks
 from connector.sinks.keys import control_key, day_prefix, manifest_key, object_key
 from connector.sinks.storage import Storage
 from connector.snapshot._pipeline import in_background
 from connector.snapshot.checks import OrphanPolicy
+from connector.snapshot.compiled_cut import CompiledStateReader
+from connector.snapshot.cut import Cut, StateReader
 from connector.snapshot.digest import (
     DIGEST_VERSION,
     Changes,
@@ -73,6 +74,7 @@ from connector.snapshot.exceptions import (
     SnapshotArgumentError,
     SnapshotConfigError,
 )
+from connector.snapshot.files import entity_file
 from connector.snapshot.lag import Lag
 from connector.snapshot.lease import Lease
 from connector.snapshot.manifest import (
@@ -84,8 +86,6 @@ from connector.snapshot.manifest import (
 from connector.snapshot.plan import EntityPlan, Plan, make_plan
 from connector.snapshot.routing import Route
 from connector.snapshot.schedule import Schedule, decision_instant
-from connector.state.compiled_reader import CompiledStateReader
-from connector.state.reader import Cut, StateReader
 
 __all__ = ["ApiRoute", "Outcome", "RunConfig", "RunResult", "SnapshotRun"]
 
@@ -507,11 +507,7 @@ class SnapshotRun:
         self, entity: str, held_out: frozenset[str], state: StateReader | CompiledStateReader
     ) -> Iterator[bytes]:
         """The entity's file, uncompressed, in chunks."""
-        fmt = FORMATS[self._config.format]
-        if fmt is CSV and isinstance(state, CompiledStateReader):
-            return compiled_csv(state.spill, entity, held_out)
-        stored = (values for entity_id, values in state.documents(entity) if entity_id not in held_out)
-        return fmt.writer(entity, stored=True).write_rows(stored)
+        return entity_file(FORMATS[self._config.format], entity, held_out, state)
 
     def _write_file(
         self,

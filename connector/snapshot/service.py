@@ -19,12 +19,12 @@ from connector.metrics import Metrics
 from connector.sinks.portal import ApiDelivery
 from connector.sinks.storage import Storage
 from connector.snapshot.checks import OrphanPolicy
+from connector.snapshot.cut import Cut
 from connector.snapshot.lag import Lag, cut_when_caught_up
 from connector.snapshot.manifest import latest_manifest_before
 from connector.snapshot.run import ApiRoute, RunConfig, SnapshotRun
 from connector.snapshot.schedule import Schedule, run_window
 from connector.snapshot.scheduler import Scheduler, SchedulerEvents
-from connector.state.reader import Cut
 
 __all__ = ["PortalRoute", "build_run", "build_scheduler", "build_storage", "schedule_of"]
 

@@ -7,7 +7,7 @@
 //! date and a timestamp already in the file's shape, a decimal already at its scale, and null
 //! in a nullable field. Anything else — a value of the wrong type, a timestamp with another
 //! offset, a decimal that needs rounding, a row it cannot parse — declines the whole row, and
-//! the Python writer formats it or names its problem. tests/unit/state/test_compiled_reader.py
+//! the Python writer formats it or names its problem. tests/unit/snapshot/test_compiled_cut.py
 //! holds the two to the same bytes.
 
 use std::collections::HashSet;

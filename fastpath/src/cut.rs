@@ -1,7 +1,7 @@
 //! The snapshot's copy of the state as of a cut: an external merge sort instead of RocksDB
 //! (docs/decisions/0013).
 //!
-//! The Python reader (`connector.state.reader.StateReader`) is the reference: it spills every
+//! The Python reader (`connector.snapshot.cut.StateReader`) is the reference: it spills every
 //! record into RocksDB, surveys it, answers the parent checks with one point lookup per
 //! association and formats every row in Python, about 19 µs per record at 1M entities. Here
 //! the same work is a sort: records are appended to a buffer that is sorted and written as a
@@ -12,7 +12,7 @@
 //! EntityId files. Each entity's rows are then read by merging just its range of every run:
 //! the rows are written to disk once, in the runs, and nothing is looked up at random.
 //!
-//! What it answers, and the reference answers the same (tests/unit/state/test_compiled_reader.py
+//! What it answers, and the reference answers the same (tests/unit/snapshot/test_compiled_cut.py
 //! and tests/integration/test_snapshot_compiled.py hold the two to it): the rows of each entity in EntityId
 //! order, the winner of a key seen more than once by the higher version (a later record wins
 //! a tie), the complete-row counts, the incomplete rows' EntityIds, and a superset of the

@@ -1,5 +1,5 @@
 //! Python bindings of the snapshot's compiled reader (`cut`) and CSV writer (`csv`), used by
-//! `connector.state.cut_spill` (docs/decisions/0013). The heavy work runs without the GIL, so
+//! `connector.snapshot.compiled_cut` (docs/decisions/0013). The heavy work runs without the GIL, so
 //! the compressing threads keep the second core busy meanwhile.
 
 use std::collections::HashSet;

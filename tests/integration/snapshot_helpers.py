@@ -12,12 +12,12 @@ from typing import Any
 from connector.metrics import Metrics
 from connector.model import ENTITY_NAMES, REFERENCES, samples
 from connector.sinks.storage import Storage
+from connector.snapshot.cut import take_cut
 from connector.snapshot.lag import Lag
 from connector.snapshot.manifest import Manifest
 from connector.snapshot.run import ApiRoute, RunConfig, SnapshotRun
 from connector.source.version import Version
 from connector.state.codec import encode_row, state_key
-from connector.state.reader import take_cut
 from connector.state.resolve import StateRow
 from tests.kafka_helpers import KafkaTestCluster
 

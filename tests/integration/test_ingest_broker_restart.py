@@ -28,7 +28,7 @@ from connector.devtools.generator import family_events
 from connector.devtools.kafka import KafkaBroker
 from connector.errors import TransientError
 from connector.ingest.watchdog import WATCHDOG_EXIT_CODE
-from connector.state.reader import take_cut
+from connector.snapshot.cut import take_cut
 from connector.state.restore import restore_partition
 from connector.state.store import PartitionStore
 from connector.state.topics import high_watermarks

@@ -16,10 +16,10 @@ from connector.config import load_settings
 from connector.devtools.generator import family_events
 from connector.ingest.service import IngestService
 from connector.mapping import parse_mapping
+from connector.snapshot.cut import StateReader, take_cut
 from connector.source.version import Version
 from connector.state.codec import encode_row, state_key
 from connector.state.purge import MarkerPurge
-from connector.state.reader import StateReader, take_cut
 from connector.state.resolve import StateRow
 from tests.integration.family_ingest import MAPPING
 from tests.kafka_helpers import KafkaTestCluster, unique

@@ -29,11 +29,11 @@ from connector.sinks.exceptions import StorageUnavailableError
 from connector.sinks.s3 import S3Storage
 from connector.sinks.sftp import SftpStorage
 from connector.sinks.storage import Storage
+from connector.snapshot.cut import Cut
 from connector.snapshot.lag import Lag
 from connector.snapshot.lease import LeaseRecord
 from connector.snapshot.manifest import Manifest, RunRecord
 from connector.snapshot.run import Outcome, RunConfig, SnapshotRun
-from connector.state.reader import Cut
 from tests.integration.snapshot_helpers import (
     children_point_at_parents,
     expected_ids,

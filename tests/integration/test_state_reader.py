@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from connector.devtools.generator import family_events
+from connector.snapshot.cut import StateReader, take_cut
 from connector.source.version import Version
 from connector.state.codec import encode_row, state_key
-from connector.state.reader import StateReader, take_cut
 from connector.state.resolve import StateRow
 from tests.integration.test_ingest import _run_until, _setup
 from tests.kafka_helpers import KafkaTestCluster

@@ -18,16 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.model import ENTITY_NAMES, REFERENCES, raw_schema, samples
-from connector.sinks.compiled_csv import compiled_csv, csv_columns
+from connector.sinks.compiled_csv import csv_columns
 from connector.sinks.exceptions import EncodeError
 from connector.sinks.formats import CSV
 from connector.snapshot.checks import OrphanPolicy, orphans
+from connector.snapshot.compiled_cut import CompiledStateReader
+from connector.snapshot.cut import Cut, StateReader
 from connector.snapshot.digest import digest_entity
+from connector.snapshot.files import compiled_csv
 from connector.snapshot.plan import make_plan
 from connector.source.version import Version
 from connector.state.codec import encode_row, state_key
-from connector.state.compiled_reader import CompiledStateReader
-from connector.state.reader import Cut, StateReader
 from connector.state.resolve import StateRow
 from tests.integration.snapshot_helpers import PREFIXES
 from tests.unit.sinks.test_stored import _kinds
@@ -160,7 +161,7 @@ def _load(
 def _csv(reader: Any, entity: str, held_out: frozenset[str], compiled: bool) -> bytes | str:
     try:
         if compiled:
-            return b"".join(compiled_csv(reader.spill, entity, held_out))
+            return b"".join(compiled_csv(reader, entity, held_out))
         docs = (values for entity_id, values in reader.documents(entity) if entity_id not in held_out)
         return b"".join(CSV.writer(entity, stored=True).write_rows(docs))
     except EncodeError as exc:

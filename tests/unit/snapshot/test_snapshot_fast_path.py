@@ -10,10 +10,10 @@ import pytest
 from connector.errors import ConfigError
 from connector.sinks.local import LocalStorage
 from connector.snapshot import run
+from connector.snapshot.compiled_cut import CompiledStateReader
+from connector.snapshot.cut import Cut, StateReader
 from connector.snapshot.lag import Lag
 from connector.snapshot.run import RunConfig, SnapshotRun
-from connector.state.compiled_reader import CompiledStateReader
-from connector.state.reader import Cut, StateReader
 
 
 def _reader(tmp_path: Path, fast_path: str) -> StateReader | CompiledStateReader:
