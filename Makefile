@@ -25,6 +25,7 @@ integration: system-deps venv kafka-jars
 lint: venv
 	$(VENV)/bin/ruff check connector tests bench examples
 	$(VENV)/bin/ruff format --check connector tests bench examples
+	$(VENV)/bin/lint-imports --cache-dir .cache/import-linter .importlinter
 	@if command -v cargo >/dev/null; then \
 	  cd fastpath && cargo fmt --check && cargo clippy --quiet --release -- -D warnings; \
 	else $(REQUIRE_CARGO); echo "lint: rustfmt and clippy not run (no cargo)"; fi
