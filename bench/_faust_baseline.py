@@ -1,11 +1,13 @@
 """The faust-streaming baseline of ``bench/ingest.py``: decode each event, keep its row in a Table.
 
 Runs in its own process (faust owns an event loop, signal handlers and a worker), and is not
-a project dependency: ``faust_rate`` installs ``faust-streaming`` into the running venv when it
-is missing. The child writes ``{"events": n, "seconds": s}`` to a result file (faust takes
-over stdout), timed from the first event it processed to the last one counted (so its group
-join and table recovery are left out), then stops itself with SIGTERM (faust's own graceful
-shutdown); the parent kills its process group if it is still there after the bound.
+a runtime dependency: ``faust-streaming`` is pyproject's pinned ``bench`` extra, installed from
+requirements/bench.lock by ``make bench-deps``; nothing is installed at run time, and without it
+``require_faust`` stops the benchmark with that command. The child writes
+``{"events": n, "seconds": s}`` to a result file (faust takes over stdout), timed from the first
+event it processed to the last one counted (so its group join and table recovery are left out),
+then stops itself with SIGTERM (faust's own graceful shutdown); the parent kills its process
+group if it is still there after the bound.
 
     python bench/_faust_baseline.py BOOTSTRAP TOPIC EVENTS SECONDS GUARANTEE RESULT_FILE
 """
@@ -25,20 +27,25 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE = "faust-streaming"
+INSTALL = "make bench-deps"
+
+
+def require_faust() -> None:
+    """Stop, naming the make target that installs it, when faust-streaming is not installed."""
+    try:
+        import faust  # noqa: F401  # only checks that it is there
+    except ImportError as exc:
+        raise SystemExit(
+            f"{PACKAGE} (the faust baseline) is not installed in {sys.prefix}: run `{INSTALL}` "
+            f"(pinned in requirements/bench.lock), or pass --no-faust ({exc})"
+        ) from None
 
 
 def faust_rate(
     bootstrap: str, topic: str, events: int, seconds: float, guarantee: str
 ) -> tuple[float | None, str]:
     """(events/s or None, what happened) of a faust agent over ``topic``, bounded in time."""
-    try:
-        import faust  # noqa: F401  # only checks that it is there
-    except ImportError:
-        print(f"installing {PACKAGE} into {sys.prefix} (benchmark-only baseline)", flush=True)
-        cmd = [sys.executable, "-m", "pip", "install", "-q", PACKAGE]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            return None, f"pip install {PACKAGE} failed: {done.stderr.strip()[-300:]}"
+    require_faust()
     with tempfile.TemporaryDirectory(prefix="bench-faust-") as tmp:
         result_file = Path(tmp) / "result.json"
         args = [bootstrap, topic, str(events), str(seconds), guarantee, str(result_file)]
