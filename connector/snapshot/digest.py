@@ -25,11 +25,13 @@ import gzip
 import hashlib
 import importlib
 import io
+import logging
 import shutil
 import struct
+import tempfile
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -40,11 +42,13 @@ from connector.sinks.formats import GZIP_CONTENT_TYPE
 from connector.sinks.keys import day_prefix
 from connector.sinks.storage import Storage
 from connector.snapshot.exceptions import SnapshotConfigError
+from connector.snapshot.manifest import EntityResult
 
 __all__ = [
     "DIGEST_PREFIX",
     "DIGEST_VERSION",
     "Changes",
+    "DeliveryDigests",
     "content_hash",
     "diff_files",
     "digest_entity",
@@ -53,6 +57,8 @@ __all__ = [
     "store_digest",
     "write_digest",
 ]
+
+log = logging.getLogger(__name__)
 
 DIGEST_VERSION = 1
 """Bumped when the hash's definition changes: digests of another version are not compared."""
@@ -222,3 +228,76 @@ def fetch_digest(storage: Storage, key: str, path: Path) -> bool:
     with gzip.GzipFile(fileobj=io.BytesIO(found[0])) as source, path.open("wb") as out:
         shutil.copyfileobj(source, out, _CHUNK)
     return True
+
+
+class _Config(Protocol):
+    @property
+    def prefix(self) -> str: ...
+
+    @property
+    def work_dir(self) -> Path | None: ...
+
+
+class DeliveryDigests:
+    """A run's digests: made in the plan, compared with the last delivery's, stored on delivery.
+
+    A context manager over a scratch directory (the run's work directory), removed on exit.
+    """
+
+    def __init__(self, storage: Storage, config: _Config) -> None:
+        self._storage, self._prefix, self._work = storage, config.prefix, config.work_dir
+        self._dir: Path | None = None
+
+    def __enter__(self) -> DeliveryDigests:
+        if self._work is not None:
+            self._work.mkdir(parents=True, exist_ok=True)
+        self._dir = Path(tempfile.mkdtemp(prefix="carecloud-digest-", dir=self._work))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _path(self, name: str) -> Path:
+        if self._dir is None:
+            raise RuntimeError("DeliveryDigests is used outside its with block")
+        return self._dir / name
+
+    def differ(
+        self, state: Documents, last: Mapping[str, EntityResult]
+    ) -> Callable[[str, frozenset[str]], Changes | None]:
+        """For the plan: digest what an entity delivers, compare it with its last delivery's."""
+
+        def changes(entity: str, held_out: frozenset[str]) -> Changes | None:
+            current = self._path(f"{entity}.bin")
+            digest_entity(state, entity, held_out, current)
+            before = last.get(entity)
+            found = before.digest if before is not None else None
+            if found is None or found.get("version") != DIGEST_VERSION:
+                return None  # first delivery, or one made before digests (or by another hash)
+            previous = self._path(f"{entity}.previous.bin")
+            try:
+                if not fetch_digest(self._storage, found["key"], previous):
+                    log.warning("snapshot: the digest of %s's last delivery is gone; not compared", entity)
+                    return None
+                return diff_files(previous, current, found["day"])
+            except (ValueError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                log.warning(
+                    "snapshot: the digest of %s's last delivery is damaged; not compared",
+                    entity,
+                    extra={"error": type(exc).__name__},
+                )
+                return None
+            finally:
+                previous.unlink(missing_ok=True)
+
+        return changes
+
+    def store(self, day: dt.date, result: EntityResult) -> EntityResult:
+        """Store a delivered set's digest beside its files, named by its result."""
+        if result.status != "delivered":
+            return result
+        key = digest_key(self._prefix, day, result.entity)
+        store_digest(self._storage, key, self._path(f"{result.entity}.bin"))
+        info = {"key": key, "day": day.isoformat(), "version": DIGEST_VERSION, "records": result.records}
+        return replace(result, digest=info)

@@ -31,16 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import gzip
 import logging
-import shutil
-import tempfile
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -59,15 +55,7 @@ from connector.snapshot._pipeline import in_background
 from connector.snapshot.checks import OrphanPolicy
 from connector.snapshot.compiled_cut import CompiledStateReader
 from connector.snapshot.cut import Cut, StateReader
-from connector.snapshot.digest import (
-    DIGEST_VERSION,
-    Changes,
-    diff_files,
-    digest_entity,
-    digest_key,
-    fetch_digest,
-    store_digest,
-)
+from connector.snapshot.digest import DeliveryDigests
 from connector.snapshot.exceptions import (
     LeaseBusyError,
     RunStoppedError,
@@ -83,6 +71,7 @@ from connector.snapshot.manifest import (
     RunRecord,
     last_deliveries,
 )
+from connector.snapshot.pending import delivered_earlier, hold
 from connector.snapshot.plan import EntityPlan, Plan, make_plan
 from connector.snapshot.routing import Route
 from connector.snapshot.schedule import Schedule, decision_instant
@@ -237,8 +226,8 @@ class SnapshotRun:
         with _timed(phases, "cut"):
             record = self._pin_cut(day)
             last = last_deliveries(self._storage, cfg.prefix, day)
-            earlier = self._delivered_earlier(day, record)
-        with self._reader(Cut.from_json(record.cut)) as state, self._digests() as digests:
+            earlier = delivered_earlier(self._storage, cfg.prefix, day, record.snapshot_id)
+        with self._reader(Cut.from_json(record.cut)) as state, DeliveryDigests(self._storage, cfg) as digests:
             with _timed(phases, "read"):
                 read = state.load()
             log.info("snapshot %s: read %d state records up to the cut", day, read)
@@ -253,7 +242,7 @@ class SnapshotRun:
                     overrides=overrides,
                     file_threshold=cfg.file_threshold,
                     api_enabled=self._api is not None,
-                    changes=self._differ(state, last, digests),
+                    changes=digests.differ(state, last),
                     max_change_ratio=cfg.max_change_ratio,
                 )
                 report = self._write_report(day, record, plan)
@@ -266,7 +255,7 @@ class SnapshotRun:
                         results.append(earlier[entity_plan.entity])
                         continue
                     result = self._deliver(day, record, entity_plan, state)
-                    results.append(self._with_digest(day, result, digests))
+                    results.append(digests.store(day, result))
         decide_by = None if final or cfg.schedule is None else decision_instant(cfg.schedule, day)
         if (
             decide_by is not None
@@ -302,74 +291,12 @@ class SnapshotRun:
         log.info("snapshot %s published (%s): %s", day, outcome.value, {r.entity: r.records for r in results})
         return RunResult(outcome, day, key, manifest, phases)
 
-    @contextlib.contextmanager
-    def _digests(self) -> Iterator[Path]:
-        """A scratch directory for this run's digests (and the previous ones, while compared)."""
-        if self._config.work_dir is not None:
-            self._config.work_dir.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix="carecloud-digest-", dir=self._config.work_dir))
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def _differ(
-        self, state: StateReader | CompiledStateReader, last: Mapping[str, EntityResult], digests: Path
-    ) -> Callable[[str, frozenset[str]], Changes | None]:
-        """Digest what an entity delivers, then compare it with the digest of its last delivery."""
-
-        def changes(entity: str, held_out: frozenset[str]) -> Changes | None:
-            current = digests / f"{entity}.bin"
-            digest_entity(state, entity, held_out, current)
-            before = last.get(entity)
-            found = before.digest if before is not None else None
-            if found is None or found.get("version") != DIGEST_VERSION:
-                return None  # first delivery, or one made before digests (or by another hash)
-            previous = digests / f"{entity}.previous.bin"
-            try:
-                if not fetch_digest(self._storage, found["key"], previous):
-                    log.warning("snapshot: the digest of %s's last delivery is gone; not compared", entity)
-                    return None
-                return diff_files(previous, current, found["day"])
-            except (ValueError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                log.warning(
-                    "snapshot: the digest of %s's last delivery is damaged; not compared",
-                    entity,
-                    extra={"error": type(exc).__name__},
-                )
-                return None
-            finally:
-                previous.unlink(missing_ok=True)
-
-        return changes
-
-    def _with_digest(self, day: dt.date, result: EntityResult, digests: Path) -> EntityResult:
-        """Store a delivered set's digest beside its files: the next delivery compares with it."""
-        if result.status != "delivered":
-            return result
-        key = digest_key(self._config.prefix, day, result.entity)
-        store_digest(self._storage, key, digests / f"{result.entity}.bin")
-        info = {"key": key, "day": day.isoformat(), "version": DIGEST_VERSION, "records": result.records}
-        return replace(result, digest=info)
-
     def _reader(self, cut: Cut) -> StateReader | CompiledStateReader:
         if self._config.work_dir is not None:  # a fresh volume (or a first run) has none yet
             self._config.work_dir.mkdir(parents=True, exist_ok=True)
         if self._compiled:
             return CompiledStateReader(self._kafka, cut, self._config.work_dir)
         return StateReader(self._kafka, cut, self._config.work_dir)
-
-    def _delivered_earlier(self, day: dt.date, record: RunRecord) -> dict[str, EntityResult]:
-        """Entities an earlier run of this date and cut delivered before the date was held:
-        they are not sent again (a committed Portal session, a verified file)."""
-        found = self._storage.get(control_key(self._config.prefix, day, "_pending.json"))
-        if found is None:
-            return {}
-        pending = orjson.loads(found[0])
-        if pending.get("snapshot_id") != record.snapshot_id:
-            return {}
-        results = (EntityResult(**entity) for entity in pending["entities"])
-        return {result.entity: result for result in results if result.status == "delivered"}
 
     def _hold(
         self,
@@ -380,25 +307,9 @@ class SnapshotRun:
         decide_by: dt.datetime,
         phases: dict[str, float],
     ) -> RunResult:
-        """Keep the date open: record what is delivered (``_pending.json``, replaced by each run
-        of the date) and write no manifest, so an override or a fix before ``decide_by`` can
-        still make tonight's delivery complete; CareCloud sees no date until then."""
-        waiting = [r.entity for r in results if r.status != "delivered"]
-        body = {
-            "snapshot_id": record.snapshot_id,
-            "day": day.isoformat(),
-            "decide_by": decide_by.isoformat(),
-            "updated_at": self._clock().isoformat(),
-            "entities": [asdict(result) for result in results],
-        }
-        key = control_key(self._config.prefix, day, "_pending.json")
-        self._storage.put_bytes(key, orjson.dumps(body, option=orjson.OPT_INDENT_2), content_type=_JSON)
-        log.warning(
-            "snapshot %s held: %s blocked or refused; the manifest waits for an override or a fix until %s",
-            day,
-            ", ".join(waiting),
-            decide_by.isoformat(timespec="minutes"),
-        )
+        """Keep the date open (``pending.hold``): no manifest, so an override or a fix before
+        ``decide_by`` can still make tonight's delivery complete."""
+        hold(self._storage, self._config.prefix, day, record.snapshot_id, results, decide_by, self._clock())
         self._report_plan(plan)
         key = manifest_key(self._config.prefix, day)
         return RunResult(Outcome.HELD, day, key, None, phases, decide_by=decide_by, pending=tuple(results))
