@@ -3,8 +3,9 @@
 Stages, in the order data flows through them: ``source`` (consume, decode) -> ``mapping``
 (source row -> entity, EntityId) -> ``state`` (versioned keyed store, written by the ``ingest``
 runner) -> ``snapshot`` (the runner that reads it at a cut: checks, routing) -> ``sinks`` (S3,
-SFTP, Portal API). ``config``, ``metrics``, ``health`` and ``cli`` sit at the edges; ``model``
-holds the entity schemas every stage shares. ``.importlinter`` keeps imports running that way.
+SFTP, Portal API). ``config``, ``ops`` (metrics, logs, health, status) and ``cli`` sit at the
+edges; ``model`` holds the entity schemas every stage shares. ``.importlinter`` keeps imports
+running that way.
 """
 
 __all__ = ["__version__"]

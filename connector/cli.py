@@ -3,7 +3,7 @@
 Each subcommand lives in its stage and registers here, so the CLI stays a thin edge: parsing
 arguments, printing, and turning a ``ConnectorError`` into a clear message and exit code.
 
-Two guards hold for every command (issue 16): logging is set up by ``connector.logs`` before
+Two guards hold for every command (issue 16): logging is set up by ``connector.ops.logs`` before
 the command runs (JSON, allow-listed fields, secrets scrubbed), and an unexpected exception is
 reported by its class only. Its message and traceback may hold a record's values (a
 ``KeyError``'s message is the key), and this output ends up in pod logs; ``--debug`` prints
@@ -22,10 +22,10 @@ from connector import __version__
 from connector.config.commands import add_validate_command
 from connector.errors import ConnectorError
 from connector.ingest.commands import add_dlq_command
-from connector.logs import configure_logging
+from connector.ops.logs import configure_logging
+from connector.ops.status import add_status_command
 from connector.snapshot.commands import add_snapshot_command
 from connector.state.commands import add_rebuild_store_command
-from connector.status import add_status_command
 
 __all__ = ["UNEXPECTED_EXIT", "build_parser", "main"]
 
@@ -105,11 +105,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     import threading
 
     from connector.config import load_settings
-    from connector.health import HealthServer, Heartbeat
     from connector.ingest.service import IngestService
-    from connector.logs import configure_logging_from
     from connector.mapping import load_mapping
-    from connector.metrics import METRICS
+    from connector.ops.health import HealthServer, Heartbeat
+    from connector.ops.logs import configure_logging_from
+    from connector.ops.metrics import METRICS
 
     faulthandler.register(signal.SIGUSR1)  # on-call: `kill -USR1` prints every thread's stack
     settings = load_settings()
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             traceback.print_exception(exc, file=sys.stderr)
-        else:  # the stack frames, by connector.logs, which drops a non-connector error's message
+        else:  # the stack frames, by connector.ops.logs, which drops a non-connector error's message
             log.critical("unexpected error", extra={"error": type(exc).__name__}, exc_info=exc)
         print(
             f"unexpected error: {type(exc).__name__}; run again with --debug for the traceback; "

@@ -41,7 +41,7 @@ class KafkaSettings(BaseSettings):
     with librdkafka's built-in OIDC client-credentials flow (the token is fetched and refreshed
     by librdkafka from ``sasl_oauthbearer_token_endpoint_url``), as managed services use it.
     ``problems()`` names every missing or contradictory setting by its variable; secrets are
-    ``SecretStr``, so ``connector.logs`` scrubs them from every log line.
+    ``SecretStr``, so ``connector.ops.logs`` scrubs them from every log line.
     """
 
     model_config = SettingsConfigDict(env_prefix="CARECLOUD_KAFKA_", extra="ignore")
@@ -360,7 +360,7 @@ class SftpSettings(BaseSettings):
 
 
 class OpsSettings(BaseSettings):
-    """The operations endpoint and the logs (connector.health, connector.logs)."""
+    """The operations endpoint and the logs (connector.ops.health, connector.ops.logs)."""
 
     model_config = SettingsConfigDict(env_prefix="CARECLOUD_OPS_", extra="ignore")
 

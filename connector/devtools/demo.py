@@ -43,12 +43,12 @@ from connector.devtools.kafka import KafkaBroker, fetch_jars
 from connector.devtools.portal_simulator import PortalSimulator
 from connector.devtools.s3_server import S3Endpoint, S3Server
 from connector.devtools.synthetic import DEMO_SCALE, generate
-from connector.health import HealthServer, Heartbeat
 from connector.ingest.service import IngestService
 from connector.mapping import load_mapping
 from connector.mapping.fastpath import fastpath_available
-from connector.metrics import METRICS
 from connector.model import ENTITY_NAMES
+from connector.ops.health import HealthServer, Heartbeat
+from connector.ops.metrics import METRICS
 from connector.snapshot.lag import measure_lag
 from connector.snapshot.service import build_run, build_storage, schedule_of
 
@@ -172,7 +172,7 @@ def _demo(args: argparse.Namespace, work: Path, stack: ExitStack, progress: _Pro
         portal={"base_url": portal.url, "api_key": _API_KEY},
         ops={"http_host": "127.0.0.1", "http_port": 0, "log_level": "ERROR"},  # dead letters are expected
     )
-    from connector.logs import configure_logging
+    from connector.ops.logs import configure_logging
 
     configure_logging(settings.ops.log_level, settings.ops.log_format, secrets_from=settings)
     progress.begin("ingesting until caught up")

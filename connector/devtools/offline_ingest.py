@@ -20,7 +20,7 @@ from connector.config import load_settings
 from connector.ingest.batch import BatchView
 from connector.ingest.service import IngestService
 from connector.mapping import load_mapping
-from connector.metrics import Metrics
+from connector.ops.metrics import Metrics
 from connector.source import Position
 from connector.state.store import PartitionStore
 

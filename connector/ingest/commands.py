@@ -77,7 +77,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
 
 def _settings() -> Settings:
     from connector.config import load_settings
-    from connector.logs import configure_logging_from
+    from connector.ops.logs import configure_logging_from
 
     settings = load_settings()
     configure_logging_from(settings)

@@ -18,9 +18,9 @@ from confluent_kafka import Consumer, TopicPartition
 from connector.config import Settings
 from connector.config.settings import IngestSettings
 from connector.errors import TerminalError
-from connector.health import Heartbeat
 from connector.ingest.report import IngestReport
-from connector.metrics import Metrics
+from connector.ops.health import Heartbeat
+from connector.ops.metrics import Metrics
 from connector.state.exceptions import StoreCorruptedError, StoreError
 from connector.state.purge import MarkerPurge
 from connector.state.restore import restore_partitions

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from connector.metrics import Metrics
 from connector.model import ENTITY_NAMES
+from connector.ops.metrics import Metrics
 from connector.state.codec import is_complete
 from connector.state.store import PartitionStore
 

@@ -27,13 +27,13 @@ from confluent_kafka.admin import AdminClient
 
 from connector.config import Settings
 from connector.errors import ConfigError, TransientError
-from connector.health import Heartbeat
 from connector.ingest.report import IngestReport
 from connector.ingest.transaction import CALL_TIMEOUT_S, RECORD_OVERHEAD, Transactions
 from connector.ingest.watchdog import Watchdog
 from connector.mapping import Mapper, MappingSpec
 from connector.mapping.fastpath import FastPath, fastpath_available
-from connector.metrics import METRICS, Metrics
+from connector.ops.health import Heartbeat
+from connector.ops.metrics import METRICS, Metrics
 from connector.source import Decoder, make_decoder
 from connector.state.exceptions import StoreError
 from connector.state.purge import MarkerPurge

@@ -37,7 +37,7 @@ WATCHDOG_EXIT_CODE = 70
 def _exit_now(what: str, seconds: float) -> None:
     log.critical(
         "a Kafka call overran its deadline; exiting so the orchestrator restarts the process",
-        extra={"operation": what, "duration_s": seconds},  # names in connector.logs.ALLOWED_FIELDS
+        extra={"operation": what, "duration_s": seconds},  # names in connector.ops.logs.ALLOWED_FIELDS
     )
     for handler in logging.getLogger().handlers:
         with contextlib.suppress(Exception):  # best effort before the hard exit

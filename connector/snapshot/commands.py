@@ -84,8 +84,8 @@ def add_snapshot_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
     from connector.config import load_settings
-    from connector.logs import configure_logging_from
     from connector.model import ENTITY_NAMES
+    from connector.ops.logs import configure_logging_from
     from connector.sinks.local import LocalStorage
     from connector.snapshot.dry_run import DryRunApi, DryRunStorage
     from connector.snapshot.exceptions import SnapshotArgumentError

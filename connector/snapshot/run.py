@@ -45,8 +45,8 @@ import orjson
 
 from connector.errors import ConnectorError, TransientError
 from connector.mapping.fastpath import fastpath_available
-from connector.metrics import Metrics
 from connector.model import fingerprint
+from connector.ops.metrics import Metrics
 from connector.sinks.exceptions import PortalAuthError, PreconditionFailedError
 from connector.sinks.formats import FORMATS, GZIP_CONTENT_TYPE, gzip_chunks
 from connector.sinks.keys import control_key, day_prefix, manifest_key, object_key

@@ -167,7 +167,7 @@ class Scheduler:
         self._events.reported.add(day)
         if exc is None:
             log.error("snapshot %s missed: %s", day, why)
-        else:  # the error by name and exc_info, never in the message (connector.logs keeps the
+        else:  # the error by name and exc_info, never in the message (connector.ops.logs keeps the
             # message of a ConnectorError only; an unexpected error was logged with its stack)
             log.error(
                 "snapshot %s missed: %s",

@@ -15,7 +15,7 @@ from typing import Any
 from connector.config.exceptions import SettingsError
 from connector.config.settings import Settings, sink_problems
 from connector.mapping import load_mapping
-from connector.metrics import Metrics
+from connector.ops.metrics import Metrics
 from connector.sinks.portal import ApiDelivery
 from connector.sinks.storage import Storage
 from connector.snapshot.checks import OrphanPolicy

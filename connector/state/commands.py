@@ -36,7 +36,7 @@ def add_rebuild_store_command(sub: argparse._SubParsersAction[argparse.ArgumentP
 def _cmd_rebuild(args: argparse.Namespace) -> int:
     from connector._progress import Progress
     from connector.config import load_settings
-    from connector.logs import configure_logging_from
+    from connector.ops.logs import configure_logging_from
     from connector.state.exceptions import TopicConfigError
     from connector.state.rebuild import existing_partitions, rebuild_stores, state_partitions
 

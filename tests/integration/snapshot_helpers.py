@@ -9,8 +9,8 @@ import io
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from connector.metrics import Metrics
 from connector.model import ENTITY_NAMES, REFERENCES, samples
+from connector.ops.metrics import Metrics
 from connector.sinks.storage import Storage
 from connector.snapshot.cut import take_cut
 from connector.snapshot.lag import Lag

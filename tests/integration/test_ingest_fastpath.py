@@ -20,7 +20,7 @@ from connector.devtools.debezium_schema import column_schemas, wrap
 from connector.devtools.synthetic import generate
 from connector.ingest.service import IngestService
 from connector.mapping import Mapper, parse_mapping
-from connector.metrics import Metrics
+from connector.ops.metrics import Metrics
 from tests.integration.family_ingest import ingest_names, ingest_settings
 from tests.integration.state_helpers import read_state
 from tests.kafka_helpers import KafkaTestCluster, unique

@@ -24,7 +24,7 @@ from connector.devtools.generator import family_events
 from connector.devtools.kafka import KafkaBroker
 from connector.errors import TerminalError
 from connector.ingest.service import IngestService
-from connector.metrics import Metrics
+from connector.ops.metrics import Metrics
 from connector.snapshot.cut import take_cut
 from connector.state.topics import high_watermarks
 from tests.integration.family_ingest import (

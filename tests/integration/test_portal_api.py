@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connector.logs import configure_logging
+from connector.ops.logs import configure_logging
 from connector.sinks._portal_openapi import load_openapi
 from connector.sinks._portal_wire import canonical, checksum_of
 from connector.sinks.exceptions import (
@@ -245,7 +245,7 @@ def test_a_client_killed_mid_session_is_resumed_at_the_first_unacknowledged_batc
 
 @pytest.fixture
 def logs() -> Iterator[io.StringIO]:
-    """The test's log lines as the service writes them (JSON, through connector.logs)."""
+    """The test's log lines as the service writes them (JSON, through connector.ops.logs)."""
     names = ("", "botocore", "boto3", "urllib3", "paramiko", "httpx", "httpcore")
     levels = {name: logging.getLogger(name).level for name in names}
     stream = io.StringIO()

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from connector.devtools.s3_server import S3Endpoint
-from connector.metrics import Metrics
 from connector.model import ENTITY_NAMES
+from connector.ops.metrics import Metrics
+from connector.ops.status import find_deliveries
 from connector.sinks.s3 import S3Storage
 from connector.snapshot.digest import digest_key
 from connector.snapshot.manifest import Manifest
 from connector.snapshot.run import Outcome
-from connector.status import find_deliveries
 from tests.integration.snapshot_helpers import State, delete_rows, record, seed_state, snapshot_run, tree
 from tests.kafka_helpers import KafkaTestCluster
 

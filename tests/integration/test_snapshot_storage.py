@@ -194,7 +194,7 @@ def test_a_run_killed_mid_upload_resumes_at_its_pinned_cut_with_identical_files(
     resumed = _snapshot_command(_command_env(kafka, tmp_path, topic, s3_server.url, s3_bucket))
 
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    # The command logs as the service does (issue 16): JSON lines through connector.logs.
+    # The command logs as the service does (issue 16): JSON lines through connector.ops.logs.
     logged = [json.loads(line) for line in resumed.stderr.splitlines()]
     assert "snapshot 2026-11-25 resumes at its pinned cut" in [line["msg"] for line in logged]
     assert all({"ts", "level", "logger", "msg"} <= set(line) for line in logged)
@@ -257,7 +257,7 @@ def test_a_run_killed_after_its_files_before_its_manifest_publishes_nothing_unti
     resumed = _snapshot_command(_command_env(kafka, tmp_path, topic, s3_server.url, s3_bucket))
 
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    # The command logs as the service does (issue 16): JSON lines through connector.logs.
+    # The command logs as the service does (issue 16): JSON lines through connector.ops.logs.
     logged = [json.loads(line) for line in resumed.stderr.splitlines()]
     assert "snapshot 2026-11-25 resumes at its pinned cut" in [line["msg"] for line in logged]
     assert all({"ts", "level", "logger", "msg"} <= set(line) for line in logged)

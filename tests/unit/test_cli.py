@@ -1,4 +1,4 @@
-"""The CLI's two guards (issue 16): every command logs through ``connector.logs``, and an
+"""The CLI's two guards (issue 16): every command logs through ``connector.ops.logs``, and an
 unexpected exception leaves by its class and a hint, its message and traceback only on --debug."""
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ PACKAGE = Path(connector.cli.__file__).parent
 CANARY_ID = "FAM-CANARY-7f3a9"
 CANARY_NAME = "Zebulon Canaryfield"
 LOGGING_SETUP = {"basicConfig", "dictConfig", "fileConfig", "addHandler"}
-"""Calls that set up logging; only connector/logs.py may make them."""
+"""Calls that set up logging; only connector/ops/logs.py may make them."""
 
 
 def test_only_connector_logs_sets_up_logging() -> None:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path == PACKAGE / "logs.py":
+        if path == PACKAGE / "ops" / "logs.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call):
@@ -35,7 +35,7 @@ def test_only_connector_logs_sets_up_logging() -> None:
             name = called.attr if isinstance(called, ast.Attribute) else getattr(called, "id", None)
             if name in LOGGING_SETUP:
                 found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {name}")
-    assert found == [], "set logging up with connector.logs.configure_logging(_from)"
+    assert found == [], "set logging up with connector.ops.logs.configure_logging(_from)"
 
 
 Fail = Callable[[Exception], None]

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from connector.config import SettingsError
 from connector.config.settings import KafkaSettings, load_settings
-from connector.logs import configure_logging
+from connector.ops.logs import configure_logging
 
 PASSWORD = "scram-pw-5f2e9a"
 CLIENT_SECRET = "oidc-secret-8c41d7"

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings
 
 import connector.config.settings as settings_module
 from connector.config.settings import OpsSettings
-from connector.metrics import Metrics
+from connector.ops.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -277,7 +277,7 @@ def test_a_scrape_of_the_health_server_has_every_series_the_alerts_and_dashboard
     import datetime as dt
     import urllib.request
 
-    from connector.health import HealthServer, Heartbeat
+    from connector.ops.health import HealthServer, Heartbeat
 
     m = Metrics()
     m.set_lag("db.public.claim", 0, 10)

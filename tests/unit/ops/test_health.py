@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from connector.health import HealthServer, Heartbeat
-from connector.metrics import Metrics
+from connector.ops.health import HealthServer, Heartbeat
+from connector.ops.metrics import Metrics
 
 
 class FakeClock:

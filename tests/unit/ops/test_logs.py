@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from connector.config.settings import KafkaSettings
 from connector.errors import MappingError
-from connector.logs import configure_logging, log_context, register_secret
+from connector.ops.logs import configure_logging, log_context, register_secret
 
 CANARY_ID = "FAM-CANARY-7f3a9"
 CANARY_NAME = "Zebulon Canaryfield"
@@ -175,7 +175,7 @@ def test_every_context_field_the_connector_logs_is_allowed() -> None:
     import ast
     from pathlib import Path
 
-    from connector.logs import ALLOWED_FIELDS
+    from connector.ops.logs import ALLOWED_FIELDS
 
     used: dict[str, str] = {}
     for path in (Path(__file__).resolve().parents[3] / "connector").rglob("*.py"):

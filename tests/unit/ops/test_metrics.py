@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from connector.metrics import ALLOWED_LABELS, DLQ_REASONS, METRICS, Metrics, dlq_reason, status_class
 from connector.model import ENTITY_NAMES
+from connector.ops.metrics import ALLOWED_LABELS, DLQ_REASONS, METRICS, Metrics, dlq_reason, status_class
 
 CONNECTOR = Path(__file__).resolve().parents[3] / "connector"
 DEAD_LETTER_STAGES = ("source", "mapping", "model", "state", "ingest")
@@ -171,12 +171,12 @@ def _reason_literals() -> set[str]:
 def test_every_dead_letter_reason_in_the_source_has_its_own_label() -> None:
     literals = _reason_literals()
     assert {"missing_row", "oversized_record", "decode_error", "unknown_enum_symbol"} <= literals
-    assert literals - DLQ_REASONS == set(), "add these reason codes to connector.metrics.DLQ_REASONS"
+    assert literals - DLQ_REASONS == set(), "add these reason codes to connector.ops.metrics.DLQ_REASONS"
     assert DLQ_REASONS - literals == {"other"}, "no code raises these any more: drop them from DLQ_REASONS"
 
 
 def test_the_docstring_table_lists_every_metric() -> None:
-    import connector.metrics as module
+    import connector.ops.metrics as module
 
     table = module.__doc__ or ""
     for family in Metrics().registry.collect():

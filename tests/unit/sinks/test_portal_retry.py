@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.errors import ConnectorError
-from connector.logs import configure_logging
+from connector.ops.logs import configure_logging
 from connector.sinks._portal_retry import classify, problem_type_of
 from connector.sinks.exceptions import (
     PortalAuthError,

@@ -1,7 +1,8 @@
 """``carecloud-connector status``: where ingest and delivery stand, read-only.
 
 It crosses stages on purpose (ingest lag, the snapshot's manifests and schedule), which is why
-it sits beside the CLI rather than in one stage. Everything it reads is read-only: the ingest
+it sits in ``connector.ops`` above the stages rather than in one (``.importlinter``: no stage
+imports it). Everything it reads is read-only: the ingest
 group's committed offsets and the source topics' end offsets (an admin client, never a group
 member, so it cannot trigger a rebalance), and the storage's published manifests.
 
@@ -339,7 +340,7 @@ def add_status_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from connector.config import load_settings
-    from connector.logs import configure_logging_from
+    from connector.ops.logs import configure_logging_from
 
     settings = load_settings()
     configure_logging_from(settings)

@@ -8,11 +8,18 @@ from pathlib import Path
 import orjson
 
 from connector.model import ENTITY_NAMES
+from connector.ops.status import (
+    Delivery,
+    Status,
+    find_deliveries,
+    format_status,
+    gather_storage,
+    schedule_status,
+)
 from connector.sinks.keys import control_key, manifest_key
 from connector.sinks.local import LocalStorage
 from connector.snapshot.manifest import EntityResult, Manifest
 from connector.snapshot.schedule import Schedule
-from connector.status import Delivery, Status, find_deliveries, format_status, gather_storage, schedule_status
 
 PREFIX = "carecloud"
 

@@ -2,7 +2,7 @@
 
 ``Metrics`` holds all metrics of one ``CollectorRegistry``: the process uses the module-level
 ``METRICS``; a test makes a fresh ``Metrics()`` and reads its registry, so no test sees another's
-counts. The health server (``connector.health``) serves the registry on ``/metrics``.
+counts. The health server (``connector.ops.health``) serves the registry on ``/metrics``.
 
 Labels carry only names from fixed vocabularies or from configuration, never data: ``entity``
 is one of the six entity names, ``operation``/``route``/``outcome``/``phase``/``status_class``

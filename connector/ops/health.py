@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connector.config.settings import OpsSettings
-from connector.metrics import Metrics
+from connector.ops.metrics import Metrics
 
 __all__ = ["HealthServer", "Heartbeat", "ReadinessCheck"]
 
