@@ -189,7 +189,7 @@ pub fn converts(kind: Logical, value: &J, int_of: impl Fn(&J) -> Option<i128>) -
         Logical::Decimal { scale } => {
             (-1000..=1000).contains(&scale)
                 && match value {
-                    J::Str(text) => crate::base64_strict(text)
+                    J::Str(text) => crate::convert::base64_strict(text)
                         .is_ok_and(|raw| !raw.is_empty() && raw.len() <= MAX_DECIMAL_BYTES),
                     _ => false, // numbers (decimal.format=NUMERIC) are not followed here
                 }

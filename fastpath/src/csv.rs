@@ -14,7 +14,8 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use crate::json::{self, Scalar};
+use crate::json::Scalar;
+use crate::row;
 
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -51,7 +52,7 @@ pub fn row(columns: &[Column], raw: &[u8], out: &mut Vec<u8>) -> bool {
 }
 
 fn write_row(columns: &[Column], raw: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    let pairs = json::row_values(raw)?;
+    let pairs = row::values(raw)?;
     // The stored values are in schema order: then each column is its pair, and there can be
     // no duplicate key. Otherwise look each up as a dict would (the last of equal keys).
     let aligned = pairs.len() == columns.len() && pairs.iter().zip(columns).all(|((k, _), c)| *k == c.name);

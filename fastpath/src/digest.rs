@@ -24,7 +24,7 @@ use crate::json::Scalar;
 
 pub const HASH_BYTES: usize = 8;
 
-/// The record's content hash from its values' pairs (`json::row_values`).
+/// The record's content hash from its values' pairs (`row::values`).
 pub fn content_hash(fields: &[String], pairs: &[(Cow<'_, str>, Scalar<'_>)]) -> [u8; HASH_BYTES] {
     let aligned = pairs.len() == fields.len() && pairs.iter().zip(fields).all(|((k, _), f)| k == f);
     let mut hasher = Blake2bVar::new(HASH_BYTES).expect("8 is a valid BLAKE2b output size");

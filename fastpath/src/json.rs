@@ -116,14 +116,15 @@ pub enum Scalar<'a> {
     Str(Cow<'a, str>),
 }
 
-/// The pairs of a stored state row's values object (``orjson.loads(row)["r"]``), in document
-/// order, with the whole document checked as strictly as ``parse`` checks it; ``None`` when it
-/// is not valid, has no object ``r``, or a value in ``r`` is not a scalar (the caller declines).
+/// The pairs of the object under `member` in a document of one object (a stored state row's
+/// values, `row::values`), in document order, with the whole document checked as strictly as
+/// ``parse`` checks it; ``None`` when it is not valid, has no object `member`, or a value in
+/// it is not a scalar (the caller declines).
 ///
 /// ``parse`` builds a tree for every value and cost about 1 µs per 350-byte row here, most of
 /// it moving enums around; the snapshot reads every row once or twice, so its values object
 /// is read flat instead, and the rest of the document is only checked.
-pub fn row_values(input: &[u8]) -> Option<Vec<(Cow<'_, str>, Scalar<'_>)>> {
+pub fn scalar_member<'a>(input: &'a [u8], member: &str) -> Option<Vec<(Cow<'a, str>, Scalar<'a>)>> {
     let text = std::str::from_utf8(input).ok()?;
     let mut p = Parser {
         s: text,
@@ -133,7 +134,7 @@ pub fn row_values(input: &[u8]) -> Option<Vec<(Cow<'_, str>, Scalar<'_>)>> {
     let mut values = None;
     p.ws();
     p.members(|p, key| {
-        if key == "r" {
+        if key == member {
             values = Some(p.scalars()?); // a later "r" replaces it, as in a dict
             Some(())
         } else {

@@ -14,9 +14,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::csv::{self, Column};
-use crate::cut::{self, Links, Scan, Sorter, Survey};
+use crate::cut::{self, Links, Scan, Survey};
 use crate::digest;
-use crate::json;
+use crate::row;
+use crate::sort::Sorter;
 
 fn os_error(e: io::Error) -> PyErr {
     PyOSError::new_err(format!("snapshot spill: {e}"))
@@ -223,7 +224,7 @@ impl CutSpill {
                     if !held_out.is_empty() && held_out.contains(id) {
                         continue;
                     }
-                    let pairs = json::row_values(row).ok_or_else(|| {
+                    let pairs = row::values(row).ok_or_else(|| {
                         PyValueError::new_err(format!("{entity}: a stored row whose values are not scalars"))
                     })?;
                     out.push(id, &digest::content_hash(&fields, &pairs))

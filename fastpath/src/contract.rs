@@ -1,0 +1,13 @@
+//! The contract between this extension and the Python package that loads it
+//! (`connector._fastpath`, the one module that imports it).
+//!
+//! `CONTRACT_VERSION` names the interface the Python side was written against: the plan's
+//! fields (`plan`), what `Core.map` and `peek` return, the state row's layout (`row`), and
+//! the classes and functions of the snapshot (`CutSpill`, `Rows`, `CsvRows`, `digest_diff`)
+//! with their arguments. Any change to one of them raises it here and in
+//! `connector/_fastpath.py` together (a unit test holds the two numbers equal). At start-up
+//! the Python side refuses an extension whose number differs, or that has none (built before
+//! the handshake): an extension built from older sources, with a message naming `make venv`.
+
+/// The version of the contract this build implements.
+pub const CONTRACT_VERSION: u32 = 1;

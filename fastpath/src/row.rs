@@ -1,0 +1,149 @@
+//! The state row, the one place on the Rust side that knows its layout, as
+//! `connector.state.codec` writes it (`encode_row`): `{"v":[version],"r":{values}}`, then
+//! `"d":1` for a delete, `"m":[..]` for missing fields, `"fv":{..}` for fields filled from an
+//! older change and `"df":[..]` for a delete floor, each only when set. Unescaped, `"d":`,
+//! `"m":`, `"fv":` and `"df":` can only be the row's own keys (inside a value a quote is
+//! escaped), the argument `connector.state.codec.is_complete` makes.
+//!
+//! The ingest writes rows (`encode`) and peeks at a stored row's head (`plain_version`); the
+//! snapshot's cut reader asks whether a row is complete or deleted, compares stored versions
+//! (`version`) and reads the values (`values`).
+
+use std::borrow::Cow;
+use std::io::{self, ErrorKind};
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
+use crate::convert::Out;
+use crate::json::{self, Scalar, J};
+
+/// How every row starts: its version comes first.
+const HEAD: &[u8] = b"{\"v\":[";
+/// The values object's key.
+const VALUES: &str = "r";
+
+static DELETED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"d\":"));
+static MISSING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"m\":"));
+static FIELD_VERSIONS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"fv\":"));
+static DELETE_FLOOR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"df\":"));
+
+/// A JSON string as orjson writes it: `"` and `\` escaped, control characters as the short
+/// escapes or `\u00xx`, everything else (DEL, non-ASCII, U+2028) as is.
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[from..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        from = i + 1;
+    }
+    out.extend_from_slice(&bytes[from..]);
+    out.push(b'"');
+}
+
+fn push_out(out: &mut Vec<u8>, value: &Out) {
+    match value {
+        Out::Str(s) => push_json_str(out, s),
+        Out::Borrowed(s) => push_json_str(out, s),
+        Out::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Out::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Out::Json(text) => out.extend_from_slice(text.as_bytes()),
+    }
+}
+
+/// The state row of a complete upsert with no delete floor, byte for byte as ``encode_row``
+/// writes it: ``{"v":[...],"r":{"EntityId":...,<fields in plan order>}}``. Each value comes
+/// with its field's lead-in, `,"<name>":` (`plan::Field::lead`).
+pub fn encode<'a>(
+    version: &[i128; 5],
+    entity_id: &str,
+    values: impl Iterator<Item = (&'a str, &'a Out<'a>)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(HEAD);
+    for (i, part) in version.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(part.to_string().as_bytes());
+    }
+    out.extend_from_slice(b"],\"r\":{\"EntityId\":");
+    push_json_str(&mut out, entity_id);
+    for (lead, value) in values {
+        out.extend_from_slice(lead.as_bytes());
+        push_out(&mut out, value);
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// `connector.state.codec.is_complete`: no delete flag and no missing fields, unparsed.
+pub fn is_complete(row: &[u8]) -> bool {
+    DELETED.find(row).is_none() && MISSING.find(row).is_none()
+}
+
+/// Whether the row is a delete (its `"d"` key), unparsed.
+pub fn is_deleted(row: &[u8]) -> bool {
+    DELETED.find(row).is_some()
+}
+
+/// The version of a stored row that is a live, complete entity with no older-filled fields
+/// and no delete floor, read from the head `encode` writes; `None` for any other row (the
+/// caller parses it).
+pub fn plain_version(raw: &[u8]) -> Option<[i128; 5]> {
+    let rest = raw.strip_prefix(HEAD)?;
+    if !is_complete(raw) || FIELD_VERSIONS.find(raw).is_some() || DELETE_FLOOR.find(raw).is_some() {
+        return None;
+    }
+    let end = rest.iter().position(|&b| b == b']')?;
+    let text = std::str::from_utf8(&rest[..end]).ok()?;
+    let mut version = [0i128; 5];
+    let mut parts = text.split(',');
+    for slot in &mut version {
+        *slot = parts.next()?.parse::<i128>().ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(version)
+}
+
+/// A stored row's version as the list Python compares (`orjson.loads(row)["v"]`).
+pub fn version(row: &[u8]) -> io::Result<Vec<i128>> {
+    let bad = || io::Error::new(ErrorKind::InvalidData, "a state row without a readable version");
+    let doc = json::parse(row).ok_or_else(bad)?;
+    let Some(J::Arr(parts)) = doc.get("v") else {
+        return Err(bad());
+    };
+    parts
+        .iter()
+        .map(|p| match p {
+            J::Num(text) => text.parse::<i128>().map_err(|_| bad()),
+            _ => Err(bad()),
+        })
+        .collect()
+}
+
+/// The pairs of a stored row's values object (``orjson.loads(row)["r"]``), in document order,
+/// the whole row checked (`json::scalar_member`); `None` when it is not valid, has no object
+/// `r`, or a value in it is not a scalar.
+pub fn values(row: &[u8]) -> Option<Vec<(Cow<'_, str>, Scalar<'_>)>> {
+    json::scalar_member(row, VALUES)
+}
