@@ -58,7 +58,7 @@ from connector.devtools._synthetic_rows import PK, Change, Plan, Row
 from connector.model import ENTITY_NAMES
 
 if TYPE_CHECKING:
-    from connector.replay import RawMessage
+    from connector.ingest.replay import RawMessage
 
 __all__ = [
     "DEMO_SCALE",
@@ -176,8 +176,8 @@ class SyntheticStream:
                 yield from item.messages
 
     def messages(self) -> Iterator[RawMessage]:
-        """The events as ``connector.replay`` input: partition 0, offsets counted per topic."""
-        from connector.replay import RawMessage
+        """The events as ``connector.ingest.replay`` input: partition 0, offsets counted per topic."""
+        from connector.ingest.replay import RawMessage
         from connector.source import Position
 
         offsets: dict[str, int] = {}

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from connector.config import Settings, load_settings
+from connector.ingest.replay import RawMessage, replay
 from connector.ingest.service import IngestService
 from connector.mapping import parse_mapping
 from connector.ops.metrics import Metrics
-from connector.replay import RawMessage, replay
 from connector.source import Position
 from tests.integration.state_helpers import committed, live_rows, read_state
 from tests.kafka_helpers import KafkaTestCluster, unique

@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from connector.devtools.s3_server import S3Endpoint
 from connector.devtools.synthetic import SyntheticEvent, SyntheticStream
-from connector.replay import RawMessage
+from connector.ingest.replay import RawMessage
 from connector.source import Position
 
 __all__ = [

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import NewTopic
 
+from connector.ingest.replay import read_events, replay
 from connector.ingest.service import IngestService
 from connector.mapping import parse_mapping
-from connector.replay import read_events, replay
 from tests.integration.family_ingest import ingest_names, ingest_settings
 from tests.integration.state_helpers import live_rows, read_state, state_records
 from tests.kafka_helpers import KafkaTestCluster, unique

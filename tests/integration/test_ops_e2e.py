@@ -31,8 +31,8 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 from connector.devtools.faulty_http import S3_ACCESS_DENIED, FaultyHttpProxy
 from connector.devtools.s3_server import S3Endpoint
 from connector.devtools.synthetic import SyntheticStream, generate
+from connector.ingest.replay import replay
 from connector.mapping import parse_mapping
-from connector.replay import replay
 from tests.integration.canary import (
     CANARY_AMOUNT,
     CANARY_DEAD_LETTERS,

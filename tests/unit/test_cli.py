@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import connector.cli
+import connector.model.commands
 from connector.cli import UNEXPECTED_EXIT, main
 from connector.snapshot.exceptions import SnapshotArgumentError
 
@@ -53,7 +54,7 @@ def schemas_raises(monkeypatch: pytest.MonkeyPatch) -> Fail:
             )
             raise exc
 
-        monkeypatch.setattr(connector.cli, "_cmd_schemas", command)
+        monkeypatch.setattr(connector.model.commands, "_cmd_schemas", command)
 
     return fail
 

@@ -18,10 +18,10 @@ import orjson
 import pytest
 
 from connector.cli import main
+from connector.ingest.replay import RawMessage, ReplayResult, encode_json, read_events, replay
 from connector.mapping import load_mapping
 from connector.model import ENVELOPE_NAME, encode
 from connector.model.samples import sample_envelope
-from connector.replay import RawMessage, ReplayResult, encode_json, read_events, replay
 from connector.source import Position
 
 ROOT = Path(__file__).parents[2]
@@ -178,9 +178,9 @@ def test_every_mapped_record_conforms_to_its_entity_schema() -> None:
     from datetime import date, datetime
     from decimal import Decimal
 
+    from connector.ingest.replay import read_events, replay
     from connector.mapping import load_mapping
     from connector.model import raw_schema, validate
-    from connector.replay import read_events, replay
 
     result = replay(load_mapping(MAPPING), read_events(EVENTS))
     assert result.live

@@ -29,9 +29,9 @@ from connector.devtools.synthetic import (
     main,
 )
 from connector.errors import BadInputError
+from connector.ingest.replay import ReplayResult, replay
 from connector.mapping import Mapper, load_mapping
 from connector.model import ENTITY_NAMES, REFERENCES, validate
-from connector.replay import ReplayResult, replay
 from connector.source import Position, make_decoder
 
 MAPPING = Path(__file__).parents[3] / "examples" / "mapping.yaml"

@@ -1,4 +1,5 @@
-"""Offline replay: captured events through decode -> map -> resolve, in memory, no Kafka.
+"""Offline replay: captured events through decode -> map -> resolve, in memory, no Kafka
+(the ``replay`` command, ``connector.ingest.commands``).
 
 The operator's mapping check before a deployment, and the reference the integration tests
 compare the Kafka path with: both run the same decoders, mapper and merge.
