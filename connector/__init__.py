@@ -8,6 +8,11 @@ edges; ``model`` holds the entity schemas every stage shares. ``.importlinter`` 
 running that way.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 __all__ = ["__version__"]
 
-__version__ = "0.1.0"
+try:  # defined once, in pyproject.toml's [project] version; read from the installed metadata
+    __version__ = version("carecloud-connector")
+except PackageNotFoundError:  # a source tree on the path but never installed (`make venv` installs it)
+    __version__ = "0+unknown"
