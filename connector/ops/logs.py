@@ -57,6 +57,8 @@ ALLOWED_FIELDS = frozenset(
     str.split(
         # where in Kafka (positions, never keys or values)
         "topic partition offset first_offset last_offset group_id transactional_id "
+        # where in the Portal API: an upload session's id (the Portal's own, opaque)
+        "session_id "
         # what kind of thing (entity is a type name, never an id; tables are the mapping's names)
         "entity tables operation route outcome phase reason status status_class snapshot_date snapshot_id "
         # how much, how long, which attempt

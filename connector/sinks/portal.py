@@ -185,11 +185,11 @@ class PortalClient:
         session = self._open(entity, day, snapshot_id, run)
         acked = {batch.sequence: batch for batch in session.batches}
         log.info(
-            "portal: %s session %s is %s, %d batch(es) acknowledged",
+            "portal: %s session is %s, %d batch(es) acknowledged",
             where,
-            session.session_id,
             session.state,
             len(acked),
+            extra={"session_id": session.session_id},
         )
         total = Checksum()
         batches = encode_batches(entity, records, count, self._batch_size, total)
@@ -204,12 +204,12 @@ class PortalClient:
         checksum = total.hexdigest()
         committed = self._commit(entity, day, session.session_id, count, batch_count, checksum, run)
         log.info(
-            "portal: %s committed session %s: %d records in %d batches, %d retries",
+            "portal: %s session committed: %d records in %d batches, %d retries",
             where,
-            committed.session_id,
             count,
             batch_count,
             run.retries,
+            extra={"session_id": committed.session_id},
         )
         return ApiDelivery(
             entity, day, committed.session_id, batch_count, count, checksum, run.retries, len(acked)
@@ -350,7 +350,7 @@ class PortalClient:
             raise PortalMismatchError(
                 f"{where}: session {session.session_id} was committed with other records"
             )
-        log.info("portal: %s session %s was already committed", where, session.session_id)
+        log.info("portal: %s session was already committed", where, extra={"session_id": session.session_id})
         return ApiDelivery(
             session.entity,
             session.snapshot_date,

@@ -239,11 +239,11 @@ class SftpStorage:
                             f"{where} failed after {attempt + 1} attempt(s): {reason}"
                         ) from exc
                     log.warning(  # the class only: the server's text stays in the raised error
-                        "%s failed; retry %d of %d",
-                        where,
+                        "sftp %s failed; retry %d of %d",
+                        op,
                         attempt + 1,
                         self._retries,
-                        extra={"error": type(exc).__name__},
+                        extra={"error": type(exc).__name__, "key": key, "host": self.host, "port": self.port},
                     )
                     time.sleep(delay)
                     delay *= 2

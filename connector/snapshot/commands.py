@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from connector._table import table
+from connector.ops.logs import log_context
 
 if TYPE_CHECKING:
     from connector.sinks.storage import Storage
@@ -106,7 +107,8 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     else:
         run = build_run(settings)
     # A dry run shows the manifest a run would write now: it never waits for a decision.
-    result = run.run(day, overrides=args.override, final=args.final or args.dry_run)
+    with log_context(snapshot_date=day):  # on every line the run logs on this thread
+        result = run.run(day, overrides=args.override, final=args.final or args.dry_run)
     manifest = result.manifest
     if result.outcome is Outcome.HELD:
         return _held(result, args.json)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connector.errors import ConnectorError, TerminalError, TransientError
+from connector.ops.logs import log_context
 from connector.snapshot.exceptions import LeaseBusyError, RunStoppedError
 from connector.snapshot.run import Outcome, RunResult
 from connector.snapshot.schedule import Action, Schedule, decide_on_startup, next_run, run_window
@@ -95,7 +96,8 @@ class Scheduler:
             expected_finish = self._clock() + self._expected
             self._events.starting(day, (deadline - expected_finish).total_seconds())
             try:
-                result = self._run(day)
+                with log_context(snapshot_date=day):  # on every line the run logs on this thread
+                    result = self._run(day)
             except RunStoppedError:
                 log.info("snapshot %s stopped for shutdown; its lease is released", day)
                 return True

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
+import logging
 from zoneinfo import ZoneInfo
 
 from connector.errors import ConfigError, TransientError
+from connector.ops.logs import JsonFormatter
 from connector.snapshot.exceptions import LeaseBusyError
 from connector.snapshot.run import Outcome, RunResult
 from connector.snapshot.schedule import Schedule
@@ -192,3 +196,31 @@ def test_a_held_date_is_published_without_the_entity_at_the_decision_time() -> N
     assert times == ["02:00", "02:16", "02:30"]  # the last look is at the decision time, not after it
     assert [o for d, o in world.finished if d == dt.date(2026, 11, 25)][-1] == "partial"
     assert world.missed == []
+
+
+def test_the_lines_a_run_logs_carry_its_snapshot_date_as_a_field() -> None:
+    """The sinks and the run log without knowing which date they serve: the scheduler sets it
+    for the run's thread (connector.ops.logs.log_context)."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("connector.test.scheduled")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    world = World(dt.datetime(2026, 11, 25, 0, 29, tzinfo=LA), dt.datetime(2026, 11, 25, 12, 0, tzinfo=LA))
+    world.published.add(dt.date(2026, 11, 24))
+    run = world.run
+
+    def logging_run(day: dt.date) -> RunResult:
+        log.info("inside the run")
+        return run(day)
+
+    world.run = logging_run  # type: ignore[method-assign]
+    try:
+        world.scheduler().run_forever()
+        log.info("after the run")
+    finally:
+        log.removeHandler(handler)
+    inside, after = (json.loads(line) for line in out.getvalue().splitlines())
+    assert inside["snapshot_date"] == "2026-11-25"
+    assert "snapshot_date" not in after
