@@ -181,7 +181,7 @@ def test_status_shows_the_lag_then_zero_once_ingest_caught_up(
     assert before["lag"]["total"] == 40
     ends = high_watermarks(kafka.config(), topic, [0, 1])
     assert before["lag"]["partitions"] == {f"{topic}/{p}": ends[p] for p in (0, 1)}
-    assert before["today"] == {"day": today.isoformat(), "published": False}
+    assert before["today"] == {"day": today.isoformat(), "published": False, "held": None}
     assert before["deliveries"]["Claim"]["day"] == (today - dt.timedelta(days=1)).isoformat()
     assert before["state_counts"]["entities"]["Family"] == 2
     assert before["next_run"]["zone"] == "America/Los_Angeles"
