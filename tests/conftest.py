@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from connector._fastpath import fastpath_available
 from connector.devtools.kafka import KafkaBroker
 from connector.devtools.s3_server import S3Endpoint, S3Server
 from connector.devtools.sftp_server import SftpServer
-from connector.mapping.fastpath import fastpath_available
 from tests.kafka_helpers import KafkaTestCluster
 
 BrokerFactory = Callable[..., KafkaBroker]

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import orjson
 
+from connector._fastpath import fastpath_available
 from connector._table import table
 from connector.config import load_settings
 from connector.devtools._demo_check import EntityCheck, check_entity
@@ -45,7 +46,6 @@ from connector.devtools.s3_server import S3Endpoint, S3Server
 from connector.devtools.synthetic import DEMO_SCALE, generate
 from connector.ingest.service import IngestService
 from connector.mapping import load_mapping
-from connector.mapping.fastpath import fastpath_available
 from connector.model import ENTITY_NAMES
 from connector.ops.health import HealthServer, Heartbeat
 from connector.ops.metrics import METRICS

@@ -25,13 +25,14 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from connector._fastpath import fastpath_available
 from connector.config import Settings
 from connector.errors import ConfigError, TransientError
 from connector.ingest.report import IngestReport
 from connector.ingest.transaction import CALL_TIMEOUT_S, RECORD_OVERHEAD, Transactions
 from connector.ingest.watchdog import Watchdog
 from connector.mapping import Mapper, MappingSpec
-from connector.mapping.fastpath import FastPath, fastpath_available
+from connector.mapping.fastpath import FastPath
 from connector.ops.health import Heartbeat
 from connector.ops.metrics import METRICS, Metrics
 from connector.source import Decoder, make_decoder

@@ -20,23 +20,34 @@ from typing import Any
 
 from connector.mapping.spec import DecimalHandling, FieldSpec, TimeUnit
 
-__all__ = ["ConversionError", "Converter", "converter_for"]
+__all__ = [
+    "FIRST_DAY",
+    "INT_RANGE",
+    "LAST_DAY",
+    "UNIT_DIVISOR",
+    "ConversionError",
+    "Converter",
+    "converter_for",
+]
 
 Converter = Callable[[Any], Any]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DAY = date(1970, 1, 1)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_UNIT_DIVISOR = {"millis": 1_000, "micros": 1_000_000, "nanos": 1_000_000_000}
-# Dates outside this span are a source bug (a sentinel like 9999-12-31 or a unit mix-up), not
-# a family's data: they go to the dead-letter topic instead of into CareCloud.
+UNIT_DIVISOR = {"millis": 1_000, "micros": 1_000_000, "nanos": 1_000_000_000}
+# UNIT_DIVISOR, INT_RANGE and the date span (FIRST_DAY, LAST_DAY: days since the epoch) are
+# shared with the compiled fast path (its plan, mapping/fastpath.py; fastpath/src/convert.rs),
+# which must convert alike. Dates outside this span are a source bug (a sentinel like
+# 9999-12-31 or a unit mix-up), not a family's data: they go to the dead-letter topic instead
+# of into CareCloud.
 _YEARS = range(1800, 2201)
 _EPOCH_ORDINAL = _EPOCH_DAY.toordinal()
-_FIRST_DAY = date(_YEARS.start, 1, 1).toordinal() - _EPOCH_ORDINAL
-_LAST_DAY = date(_YEARS.stop - 1, 12, 31).toordinal() - _EPOCH_ORDINAL
-_FIRST_MICRO = _FIRST_DAY * 86_400_000_000
-_END_MICRO = (_LAST_DAY + 1) * 86_400_000_000
-_INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+FIRST_DAY = date(_YEARS.start, 1, 1).toordinal() - _EPOCH_ORDINAL
+LAST_DAY = date(_YEARS.stop - 1, 12, 31).toordinal() - _EPOCH_ORDINAL
+_FIRST_MICRO = FIRST_DAY * 86_400_000_000
+_END_MICRO = (LAST_DAY + 1) * 86_400_000_000
+INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 
 class ConversionError(ValueError):
@@ -84,8 +95,8 @@ def _base_converter(avro_type: Any, spec: FieldSpec, dec: DecimalHandling, unit:
     simple = {"string": _string, "boolean": _boolean, "double": _double, "float": _double}
     if avro_type in simple:
         return simple[avro_type]
-    if avro_type in _INT_RANGE:
-        return _integer(*_INT_RANGE[avro_type])
+    if avro_type in INT_RANGE:
+        return _integer(*INT_RANGE[avro_type])
     raise ValueError(f"unsupported Avro type {avro_type!r}")
 
 
@@ -209,7 +220,7 @@ def _decimal(scale: int, precision: int, handling: DecimalHandling, source_scale
 
 def _date(unit: TimeUnit) -> Converter:
     def conv(value: Any) -> date:
-        if unit == "days" and type(value) is int and _FIRST_DAY <= value <= _LAST_DAY:
+        if unit == "days" and type(value) is int and FIRST_DAY <= value <= LAST_DAY:
             return date.fromordinal(_EPOCH_ORDINAL + value)  # the common case, range checked on the int
         result = parse(value)
         if result.year not in _YEARS:
@@ -227,7 +238,7 @@ def _date(unit: TimeUnit) -> Converter:
             if isinstance(value, int):
                 if unit == "days":
                     return _EPOCH_DAY + timedelta(days=value)
-                return (_EPOCH + timedelta(seconds=value / _UNIT_DIVISOR[unit])).date()
+                return (_EPOCH + timedelta(seconds=value / UNIT_DIVISOR[unit])).date()
             if isinstance(value, str):
                 return date.fromisoformat(value[:10])
         except OverflowError:
@@ -240,7 +251,7 @@ def _date(unit: TimeUnit) -> Converter:
 
 
 def _timestamp(unit: TimeUnit, *, millis: bool) -> Converter:
-    divisor = _UNIT_DIVISOR.get(unit, 1_000_000)
+    divisor = UNIT_DIVISOR.get(unit, 1_000_000)
 
     def conv(value: Any) -> datetime:
         if type(value) is int:  # the common case: range and truncation checked on the integer

@@ -14,54 +14,38 @@ refuse, a logical type from an embedded schema it does not follow, an unknown ta
 the caller then decodes and maps it in Python, which names any problem for the dead-letter
 topic. A table whose mapping uses a shape the extension does not implement is left out of
 its plan, so all of that table's messages take the Python path.
-``tests/unit/mapping/test_fastpath.py`` holds the two paths to the same state bytes.
+``tests/unit/mapping/test_fastpath.py`` holds the two paths to the same state bytes. The
+extension is loaded, its contract checked and the plan validated by ``connector._fastpath``.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from string import Formatter
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
+from connector import _fastpath
 from connector.mapping.change import EntityChange
-from connector.mapping.convert import _INT_RANGE, _UNIT_DIVISOR, ConversionError
-from connector.mapping.mapper import Mapper, _FieldPlan
+from connector.mapping.convert import INT_RANGE, UNIT_DIVISOR, ConversionError
+from connector.mapping.mapper import FieldPlan, Mapper
 from connector.mapping.spec import MappingSpec, TableSpec, TopicSpec
 from connector.model import raw_schema
 from connector.source import Placeholder
 from connector.source.events import Position
 from connector.source.version import Version
 
-__all__ = ["FastChange", "FastPath", "Peek", "fastpath_available", "fastpath_plan"]
+__all__ = ["FastChange", "FastPath", "Peek", "fastpath_plan"]
 
 _KEY_HEADERS = frozenset({"__debezium.oldkey", "__debezium.newkey"})
-
-
-_Mapped = tuple[str, str, bool, tuple[int, int, int, int, int], bytes, bytes | None]
-"""(entity, EntityId, deleted, version, state key, encoded row or None for a delete)."""
-
-
-class _Core(Protocol):
-    def map(self, key: bytes, value: bytes, offset: int) -> _Mapped | None: ...
 
 
 Peek = Callable[[bytes], "tuple[int, int, int, int, int] | None"]
 """The extension's ``peek``: the version of a stored row that is a live, complete entity with
 no older-filled fields and no delete floor, read without parsing its values; else None."""
-
-
-def fastpath_available() -> str | None:
-    """None when the extension can be loaded, else why not (for the start-up log and error)."""
-    try:
-        importlib.import_module("carecloud_fastpath")
-    except ImportError as exc:
-        return f"the carecloud_fastpath extension is not installed ({exc})"
-    return None
 
 
 def _segments(template: str) -> list[dict[str, str]] | None:
@@ -78,7 +62,7 @@ def _segments(template: str) -> list[dict[str, str]] | None:
     return out
 
 
-def _conv(avro_type: Any, f: _FieldPlan, topic: TopicSpec) -> dict[str, Any] | None:
+def _conv(avro_type: Any, f: FieldPlan, topic: TopicSpec) -> dict[str, Any] | None:
     """The converter ``converter_for`` chose, described for the extension; None if not covered."""
     if isinstance(avro_type, list):
         branches = [t for t in avro_type if t != "null"]
@@ -99,15 +83,15 @@ def _conv(avro_type: Any, f: _FieldPlan, topic: TopicSpec) -> dict[str, Any] | N
         if logical == "date":
             return {"kind": "date"} if (spec.unit or "days") == "days" else None
         if logical in ("timestamp-millis", "timestamp-micros"):
-            divisor = _UNIT_DIVISOR.get(spec.unit or topic.timestamp_unit, 1_000_000)
+            divisor = UNIT_DIVISOR.get(spec.unit or topic.timestamp_unit, 1_000_000)
             return {"kind": "timestamp", "divisor": divisor, "millis": logical == "timestamp-millis"}
         if avro_type.get("type") == "enum":
             return {"kind": "enum", "symbols": list(avro_type["symbols"])}
         return _conv(avro_type["type"], f, topic)
     if avro_type in ("string", "boolean"):
         return {"kind": avro_type}
-    if avro_type in _INT_RANGE:
-        lo, hi = _INT_RANGE[avro_type]
+    if avro_type in INT_RANGE:
+        lo, hi = INT_RANGE[avro_type]
         return {"kind": "integer", "lo": lo, "hi": hi}
     return None
 
@@ -123,7 +107,7 @@ def _decimal_text(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
-def _on_null(f: _FieldPlan) -> dict[str, Any]:
+def _on_null(f: FieldPlan) -> dict[str, Any]:
     """What a null source gives (``_null``) as JSON text, or nothing when Python must decide."""
     if f.spec.default is not None:
         try:
@@ -223,11 +207,10 @@ class FastPath:
     """One topic's fast path: ``map`` gives a ``FastChange``, or None (use the Python path)."""
 
     def __init__(self, mapper: Mapper, topic: str) -> None:
-        module = importlib.import_module("carecloud_fastpath")
         plan, self.python_only = fastpath_plan(mapper, topic)
         markers = Placeholder(mapper.spec.topic(topic).unavailable_placeholder).json_markers
-        self._core: _Core = module.Core(orjson.dumps(plan).decode(), [bytes(m) for m in markers])
-        self.peek: Peek = module.peek
+        self._core = _fastpath.core(plan, markers)  # the plan validated against the contract
+        self.peek: Peek = _fastpath.load().peek
 
     def map(
         self,

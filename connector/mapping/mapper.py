@@ -29,7 +29,7 @@ from connector.model import raw_schema
 from connector.source.events import ChangeEvent
 from connector.source.limits import MAX_NESTING, nesting_exceeds
 
-__all__ = ["Mapper"]
+__all__ = ["FieldPlan", "Mapper"]
 
 _ABSENT: Any = object()
 _Reader = Callable[[ChangeEvent], Any]
@@ -37,7 +37,9 @@ _Fill = Callable[[ChangeEvent, dict[str, Any], set[str]], None]
 
 
 @dataclass(frozen=True, slots=True)
-class _FieldPlan:
+class FieldPlan:
+    """One field of a table as the mapper reads it (also what the fast path's plan describes)."""
+
     name: str
     spec: FieldSpec
     convert: Converter
@@ -48,7 +50,7 @@ class _FieldPlan:
 @dataclass(frozen=True, slots=True)
 class _TablePlan:
     table: TableSpec
-    fields: tuple[_FieldPlan, ...]
+    fields: tuple[FieldPlan, ...]
     fill: _Fill
     """Puts every field's value into ``values``, or its name into ``missing`` (``_fill``)."""
     entity_id: Callable[[dict[str, Any] | None, dict[str, Any]], str]
@@ -96,7 +98,7 @@ class Mapper:
             position=event.position,
         )
 
-    def field_plans(self, topic: str, table: TableSpec) -> tuple[_FieldPlan, ...]:
+    def field_plans(self, topic: str, table: TableSpec) -> tuple[FieldPlan, ...]:
         """The planned fields of ``table`` as read from ``topic`` (for the compiled fast path)."""
         plan = self._plans.get((topic, table.table)) or self._compile(topic, table)
         return plan.fields
@@ -121,7 +123,7 @@ class Mapper:
                         f"{table.entity}.{spec.name}: constant is not {exc.expected} (line {spec.line})",
                         reason=exc.reason,
                     ) from None
-            plans.append(_FieldPlan(spec.name, spec, conv, nullable, const))
+            plans.append(FieldPlan(spec.name, spec, conv, nullable, const))
         plan = _TablePlan(table, tuple(plans), _fill(tuple(plans), table.entity), _id_maker(table))
         self._plans[(topic, table.table)] = plan
         return plan
@@ -187,7 +189,7 @@ def _id_maker(table: TableSpec) -> Callable[[dict[str, Any] | None, dict[str, An
     return single
 
 
-def _fill(plans: tuple[_FieldPlan, ...], entity: str) -> _Fill:
+def _fill(plans: tuple[FieldPlan, ...], entity: str) -> _Fill:
     """One function that maps every field of a table, generated from its plan at start-up.
 
     Mapping is the largest share of the per-event work, and a loop calling one reader per
@@ -232,7 +234,7 @@ def _refused(entity: str, name: str, exc: ConversionError) -> MappingError:
     return MappingError(f"{entity}.{name}: {exc.reason} (expected {exc.expected})", reason=exc.reason)
 
 
-def _reader(f: _FieldPlan, entity: str) -> _Reader:
+def _reader(f: FieldPlan, entity: str) -> _Reader:
     """``_field_value`` for one field, as ``_fill`` calls it when it cannot read inline.
 
     A JSON text column read through paths is parsed once per event: the parsed object replaces
@@ -259,7 +261,7 @@ def _reader(f: _FieldPlan, entity: str) -> _Reader:
     return read_path
 
 
-def _field_value(f: _FieldPlan, event: ChangeEvent, entity: str) -> Any:
+def _field_value(f: FieldPlan, event: ChangeEvent, entity: str) -> Any:
     """The converted value, or ``_ABSENT`` when a source column is an unchanged-TOAST column."""
     spec = f.spec
     if f.const is not _ABSENT:
@@ -291,7 +293,7 @@ def _field_value(f: _FieldPlan, event: ChangeEvent, entity: str) -> Any:
         ) from None
 
 
-def _null(f: _FieldPlan, entity: str, reason: str) -> Any:
+def _null(f: FieldPlan, entity: str, reason: str) -> Any:
     if f.spec.default is not None:
         return f.convert(f.spec.default)
     if f.nullable:

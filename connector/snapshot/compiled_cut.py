@@ -19,7 +19,6 @@ state's size twice at the merge, as RocksDB's spill did with its compactions.
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import tempfile
 from collections.abc import Collection, Container, Iterator, Sequence
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 import orjson
 from confluent_kafka import Message
 
+from connector import _fastpath
 from connector.model import ENTITY_NAMES, REFERENCES
 from connector.snapshot.cut import Cut, consume_to_cut
 from connector.state.codec import restore_values
@@ -81,7 +81,7 @@ class CompiledStateReader:
     def __init__(
         self, base: dict[str, Any], cut: Cut, work_dir: Path | None = None, *, budget: int = SORT_BUDGET
     ) -> None:
-        spill = importlib.import_module("carecloud_fastpath").CutSpill  # the caller checked it is there
+        spill = _fastpath.load().CutSpill  # the caller checked it is there
         self.cut = cut
         self._base = {k: v for k, v in base.items() if k != "error_cb"}
         self._dir = Path(tempfile.mkdtemp(prefix="carecloud-cut-", dir=work_dir))

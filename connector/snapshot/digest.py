@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import hashlib
-import importlib
 import io
 import logging
 import shutil
@@ -37,6 +36,7 @@ from typing import Any, BinaryIO, Protocol
 
 import orjson
 
+from connector import _fastpath
 from connector.model import field_names
 from connector.sinks.formats import GZIP_CONTENT_TYPE
 from connector.sinks.keys import day_prefix
@@ -155,7 +155,7 @@ def _records(path: Path) -> Iterator[tuple[bytes, bytes]]:
 def diff_files(previous: Path, current: Path, since: str) -> Changes:
     """Added, removed, changed and unchanged records from ``previous`` to ``current``; a
     damaged digest (truncated, out of order) is a ``ValueError``."""
-    extension = _extension()
+    extension = _fastpath.load_or_none()  # missing or stale: compared in Python
     if extension is not None:
         added, removed, changed, unchanged = extension.digest_diff(str(previous), str(current))
         return Changes(since, added, removed, changed, unchanged)
@@ -173,18 +173,6 @@ def diff_files(previous: Path, current: Path, since: str) -> Changes:
             counts[2 if a[1] != b[1] else 3] += 1
             a, b = next(old, None), next(new, None)
     return Changes(since, *counts)
-
-
-class _Extension(Protocol):
-    def digest_diff(self, previous: str, current: str) -> tuple[int, int, int, int]: ...
-
-
-def _extension() -> _Extension | None:
-    try:
-        module: _Extension = importlib.import_module("carecloud_fastpath")
-    except ImportError:
-        return None
-    return module if hasattr(module, "digest_diff") else None
 
 
 class Documents(Protocol):

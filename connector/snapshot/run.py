@@ -43,8 +43,8 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from connector._fastpath import fastpath_available
 from connector.errors import ConnectorError, TransientError
-from connector.mapping.fastpath import fastpath_available
 from connector.model import fingerprint
 from connector.ops.metrics import Metrics
 from connector.sinks.exceptions import PortalAuthError, PreconditionFailedError

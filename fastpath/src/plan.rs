@@ -1,6 +1,7 @@
 //! The plan: what `connector.mapping.fastpath.fastpath_plan` hands to `Core`, as JSON, for one
-//! topic (validated on the Python side by `connector._fastpath.validate_plan`, which knows the
-//! same fields; a field either side does not know is refused, here by serde).
+//! topic. `connector._fastpath.validate_plan` knows the same fields and refuses any other
+//! before the plan gets here; serde refuses them again here, except beside a variant without
+//! fields (`{"kind":"string"}`), which serde's internally tagged enums do not check.
 
 use std::collections::{HashMap, HashSet};
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from connector._fastpath import fastpath_available
 from connector.devtools.s3_server import S3Endpoint
 from connector.devtools.synthetic import generate
-from connector.mapping.fastpath import fastpath_available
 from connector.snapshot.manifest import Manifest
 from tests.kafka_helpers import KafkaTestCluster
 

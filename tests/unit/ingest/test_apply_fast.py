@@ -10,7 +10,6 @@ store, and the same change to the live-entity count.
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector import _fastpath
 from connector.ingest.batch import BatchView
 from connector.mapping.change import EntityChange
 from connector.mapping.fastpath import FastChange, Peek
@@ -35,7 +35,7 @@ KEY = state_key("Family", "FAM-1")
 
 def PEEK(raw: bytes) -> tuple[int, int, int, int, int] | None:  # noqa: N802 (reads as the extension's)
     """The extension's ``peek``, loaded when a test calls it: the module collects without it."""
-    peek: Peek = importlib.import_module("carecloud_fastpath").peek
+    peek: Peek = _fastpath.load().peek
     return peek(raw)
 
 

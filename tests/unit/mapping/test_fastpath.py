@@ -23,12 +23,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connector._fastpath import fastpath_available
 from connector.devtools.debezium_schema import LOGICAL, column_schemas, wrap, wrap_key
 from connector.devtools.synthetic import generate
 from connector.errors import BadInputError
 from connector.mapping import EntityChange, Mapper, load_mapping
-from connector.mapping.convert import _FIRST_DAY, _LAST_DAY
-from connector.mapping.fastpath import FastPath, fastpath_available, fastpath_plan
+from connector.mapping.convert import FIRST_DAY, LAST_DAY
+from connector.mapping.fastpath import FastPath, fastpath_plan
 from connector.source import Position, make_decoder
 from connector.state.codec import encode_row, state_key
 from connector.state.resolve import merge
@@ -183,8 +184,8 @@ _NUMBERS = st.one_of(
         [
             *(0, 1, -1, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64),
             -(2**63) - 1,
-            *(_FIRST_DAY, _FIRST_DAY - 1, _LAST_DAY, _LAST_DAY + 1),  # the date span's bounds, in days
-            *(_FIRST_DAY * 86_400_000_000, (_LAST_DAY + 1) * 86_400_000_000, -1, 999, 1001),
+            *(FIRST_DAY, FIRST_DAY - 1, LAST_DAY, LAST_DAY + 1),  # the date span's bounds, in days
+            *(FIRST_DAY * 86_400_000_000, (LAST_DAY + 1) * 86_400_000_000, -1, 999, 1001),
         ]
     ),
     st.floats(allow_nan=False, allow_infinity=False),
@@ -269,14 +270,14 @@ GRID_VALUES: list[Any] = [
     2**64 - 1,
     2**64,
     -(2**63) - 1,
-    _FIRST_DAY,
-    _FIRST_DAY - 1,
-    _LAST_DAY,
-    _LAST_DAY + 1,
-    _FIRST_DAY * 86_400_000_000,
-    _FIRST_DAY * 86_400_000_000 - 1,
-    (_LAST_DAY + 1) * 86_400_000_000 - 1,
-    (_LAST_DAY + 1) * 86_400_000_000,
+    FIRST_DAY,
+    FIRST_DAY - 1,
+    LAST_DAY,
+    LAST_DAY + 1,
+    FIRST_DAY * 86_400_000_000,
+    FIRST_DAY * 86_400_000_000 - 1,
+    (LAST_DAY + 1) * 86_400_000_000 - 1,
+    (LAST_DAY + 1) * 86_400_000_000,
     1.0,
     -0.0,
     2.5,
@@ -464,8 +465,8 @@ def test_mutated_messages_map_the_same_or_decline(
 @given(
     unscaled=st.integers(-(10**12) + 1, 10**12 - 1),
     pad=st.integers(0, 4),
-    days=st.integers(_FIRST_DAY, _LAST_DAY),
-    micros=st.integers(_FIRST_DAY * 86_400_000_000, (_LAST_DAY + 1) * 86_400_000_000 - 1),
+    days=st.integers(FIRST_DAY, LAST_DAY),
+    micros=st.integers(FIRST_DAY * 86_400_000_000, (LAST_DAY + 1) * 86_400_000_000 - 1),
 )
 def test_typed_values_in_range_are_taken_and_written_as_python_writes_them(
     paths: Paths, messages: list[tuple[str, bytes, bytes]], unscaled: int, pad: int, days: int, micros: int

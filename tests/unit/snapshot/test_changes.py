@@ -80,14 +80,14 @@ def test_the_extension_compares_as_the_reference(
 ) -> None:
     a, b = _digest(before, tmp_path / "a"), _digest(after, tmp_path / "b")
     compiled = diff_files(a, b, "d")
-    monkeypatch.setattr("connector.snapshot.digest._extension", lambda: None)
+    monkeypatch.setattr("connector._fastpath.load_or_none", lambda: None)
     assert diff_files(a, b, "d") == compiled
 
 
 @pytest.mark.parametrize("compiled", [pytest.param(True, marks=pytest.mark.fastpath), False])
 def test_a_damaged_digest_is_refused(tmp_path: Path, compiled: bool, monkeypatch: Any) -> None:
     if not compiled:
-        monkeypatch.setattr("connector.snapshot.digest._extension", lambda: None)
+        monkeypatch.setattr("connector._fastpath.load_or_none", lambda: None)
     write_digest([("b", {}), ("a", {})], FIELDS, tmp_path / "bad")
     good = _digest({"a": {}}, tmp_path / "good")
     with pytest.raises(ValueError, match="increasing EntityId order"):
