@@ -237,7 +237,8 @@ class IngestSettings(BaseSettings):
     """Schema Registry for Avro topics."""
     fast_path: Literal["auto", "on", "off"] = "auto"
     """The compiled decode-and-map path for Debezium JSON topics (the carecloud_fastpath
-    extension, docs/decisions/0012): auto uses it when installed, on refuses to start
+    extension, docs/decisions/0012): auto uses it when installed and built from these sources
+    (a stale build is refused by its contract version, with a warning), on refuses to start
     without it, off always decodes and maps in Python. Same results either way; about twice
     the events per second with it."""
     marker_purge_after_s: int = Field(default=0, ge=0)
@@ -310,9 +311,10 @@ class SnapshotSettings(BaseSettings):
     """This pod's name in the lease."""
     fast_path: Literal["auto", "on", "off"] = "auto"
     """Read the cut with the compiled spill and write CSV with the compiled writer (the
-    carecloud_fastpath extension, docs/decisions/0013): auto uses them when installed, on
-    refuses to start without them, off reads and formats in Python. Same files either way;
-    about three times the records per second with them."""
+    carecloud_fastpath extension, docs/decisions/0013): auto uses them when installed and
+    built from these sources (a stale build is refused, with a warning), on refuses to start
+    without them, off reads and formats in Python. Same files either way; about three times
+    the records per second with them."""
 
 
 class S3Settings(BaseSettings):

@@ -30,6 +30,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -218,6 +219,10 @@ def fetch_digest(storage: Storage, key: str, path: Path) -> bool:
     return True
 
 
+Differ = Callable[[Mapping[str, frozenset[str]]], Mapping[str, "Changes | None"]]
+"""``plan.Differ``: every entity's changes at once."""
+
+
 class _Config(Protocol):
     @property
     def prefix(self) -> str: ...
@@ -251,12 +256,19 @@ class DeliveryDigests:
             raise RuntimeError("DeliveryDigests is used outside its with block")
         return self._dir / name
 
-    def differ(
-        self, state: Documents, last: Mapping[str, EntityResult]
-    ) -> Callable[[str, frozenset[str]], Changes | None]:
-        """For the plan: digest what an entity delivers, compare it with its last delivery's."""
+    def differ(self, state: Documents, last: Mapping[str, EntityResult]) -> Differ:
+        """For the plan: digest what each entity delivers and compare it with its last delivery.
 
-        def changes(entity: str, held_out: frozenset[str]) -> Changes | None:
+        The entities run on two threads: the extension hashes without the GIL, and the last
+        delivery's digest downloads meanwhile, so at 1M entities the plan phase takes about
+        what one core needs for the largest entity (docs/benchmarks.md)."""
+
+        def all_changes(held: Mapping[str, frozenset[str]]) -> dict[str, Changes | None]:
+            with ThreadPoolExecutor(2, thread_name_prefix="snapshot-digest") as pool:
+                futures = {entity: pool.submit(one, entity, held_out) for entity, held_out in held.items()}
+                return {entity: future.result() for entity, future in futures.items()}
+
+        def one(entity: str, held_out: frozenset[str]) -> Changes | None:
             current = self._path(f"{entity}.bin")
             digest_entity(state, entity, held_out, current)
             before = last.get(entity)
@@ -279,7 +291,7 @@ class DeliveryDigests:
             finally:
                 previous.unlink(missing_ok=True)
 
-        return changes
+        return all_changes
 
     def store(self, day: dt.date, result: EntityResult) -> EntityResult:
         """Store a delivered set's digest beside its files, named by its result."""

@@ -94,8 +94,9 @@ class Plan:
         }
 
 
-Differ = Callable[[str, frozenset[str]], Changes | None]
-"""``(entity, held out) -> changes`` against its last delivery (``SnapshotRun`` digests the set)."""
+Differ = Callable[[Mapping[str, frozenset[str]]], Mapping[str, Changes | None]]
+"""``{entity: held out} -> {entity: changes}`` against each entity's last delivery, asked once
+for every entity (``SnapshotRun`` digests the sets, several at a time)."""
 
 
 def make_plan(
@@ -114,8 +115,8 @@ def make_plan(
 ) -> Plan:
     """Run the checks over the cut's state and route every entity.
 
-    ``changes`` is asked once per entity, with what the entity would hold out, for what its
-    delivery changes against the last one; ``overrides`` lift the change check too."""
+    ``changes`` is asked once, with what each entity would hold out, for what each delivery
+    changes against the entity's last one; ``overrides`` lift the change check too."""
     incomplete = {entity: tuple(state.incomplete(entity)) for entity in ENTITY_NAMES}
     present = {entity: state.present(entity) for entity in ENTITY_NAMES}
     report = _checked(state, orphans(_association_rows(state), present, policy=policy))
@@ -126,10 +127,8 @@ def make_plan(
         )
         for entity in ENTITY_NAMES
     )
-    found = {
-        entity: changes(entity, report.held_out(entity) | frozenset(incomplete[entity])) if changes else None
-        for entity in ENTITY_NAMES
-    }
+    held = {entity: report.held_out(entity) | frozenset(incomplete[entity]) for entity in ENTITY_NAMES}
+    found = dict(changes(held)) if changes else dict.fromkeys(ENTITY_NAMES)
     churn = tuple(
         change_check(entity, found[entity], max_change_ratio, entity in overrides) for entity in ENTITY_NAMES
     )

@@ -443,9 +443,18 @@ class SnapshotRun:
                 content_type=GZIP_CONTENT_TYPE,
                 metadata=meta,
             )
-            log.info("snapshot %s: %s written (%d records, %d bytes)", day, key, plan.records, stored.size)
+            log.info(
+                "snapshot %s: %s file written (%d records, %d bytes)",
+                day,
+                plan.entity,
+                plan.records,
+                stored.size,
+                extra={"key": key},
+            )
         else:
-            log.info("snapshot %s: %s already written by this cut; kept", day, key)
+            log.info(
+                "snapshot %s: %s file already written by this cut; kept", day, plan.entity, extra={"key": key}
+            )
         return replace(
             base,
             storage=self._storage.name,
