@@ -25,13 +25,12 @@ from collections.abc import Collection, Container, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
 from confluent_kafka import Message
 
 from connector import _fastpath
 from connector.model import ENTITY_NAMES, REFERENCES
 from connector.snapshot.cut import Cut, consume_to_cut
-from connector.state.codec import restore_values
+from connector.state.codec import restore_values, stored_values
 
 __all__ = ["SORT_BUDGET", "CompiledStateReader", "Spill"]
 
@@ -110,9 +109,8 @@ class CompiledStateReader:
 
     def documents(self, entity: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """Like ``entities`` with the values as stored (``StateReader.documents``)."""
-        loads = orjson.loads
         for entity_id, row in self.spill.rows(entity):
-            yield entity_id, loads(row)["r"]
+            yield entity_id, stored_values(row)
 
     def present(self, entity: str) -> Container[str]:
         """``entity_id in present(entity)``: a complete row of that EntityId is in the cut."""
@@ -132,18 +130,16 @@ class CompiledStateReader:
         (``columns``: ``connector.sinks.compiled_csv.csv_columns``), and ``(record number,
         stored values)`` for a row it declined, which the Python writer encodes with its rules
         and its error."""
-        loads = orjson.loads
         parts = self.spill.csv(entity, columns, set(held_out), chunk)
-        return (part if isinstance(part, bytes) else (part[0], loads(part[1])["r"]) for part in parts)
+        return (part if isinstance(part, bytes) else (part[0], stored_values(part[1])) for part in parts)
 
     def candidates(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]:
         """``(EntityId, value of each field...)`` of the rows that may be orphans only: an
         association that is not a string, or names a parent that is not a complete row or is
         a candidate itself. A row outside this set has every parent delivered, so the orphan
         check needs no other."""
-        loads = orjson.loads
         for entity_id, row in self.spill.rows(entity, ENTITY_NAMES.index(entity)):
-            values = loads(row)["r"]
+            values = stored_values(row)
             yield (entity_id, *(values[name] for name in fields))
 
     def close(self) -> None:

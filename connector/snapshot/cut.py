@@ -31,12 +31,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
 from connector.errors import TransientError
-from connector.state.codec import decode_row, is_complete, restore_values, split_key
+from connector.state.codec import (
+    complete_values,
+    decode_row,
+    is_complete,
+    is_deleted,
+    restore_values,
+    split_key,
+    stored_version,
+)
 from connector.state.topics import last_stable_offsets
 
 __all__ = ["Cut", "StateReader", "consume_to_cut", "take_cut"]
@@ -149,11 +156,6 @@ def _presence_options() -> Options:
     return options
 
 
-def _complete(doc: dict[str, Any]) -> bool:
-    """A live row with every field known (``StateRow.complete`` on the encoded document)."""
-    return not doc.get("d") and not doc.get("m")
-
-
 class _Presence:
     """The EntityIds of one entity's complete rows, answered by the presence index."""
 
@@ -227,8 +229,7 @@ class StateReader:
             if held is None:  # the bloom filter's false positive
                 chosen[key] = value
                 return
-        # The Version's fields as a list: compares as the Version would.
-        if orjson.loads(value)["v"] >= orjson.loads(held)["v"]:
+        if stored_version(value) >= stored_version(held):
             chosen[key] = value
 
     def _survey(self) -> None:
@@ -247,7 +248,7 @@ class StateReader:
                 if complete % _BATCH == 0:
                     self._present.write(batch, self._no_wal)
                     batch = WriteBatch(raw_mode=True)
-            elif b'"d":' not in value:  # live but missing an unchanged-TOAST value
+            elif not is_deleted(value):  # live but missing an unchanged-TOAST value
                 self._incomplete_ids.setdefault(entity, []).append(key[len(prefix) :].decode())
         self._complete_rows[entity] += complete
         del self._complete_rows[""]
@@ -255,16 +256,13 @@ class StateReader:
 
     def entities(self, entity: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(EntityId, record) of every live, complete entity of one type, sorted by EntityId."""
-        for entity_id, doc in self._scan(entity):
-            if _complete(doc):
-                yield entity_id, restore_values(entity, doc["r"])
+        for entity_id, values in self._scan(entity):
+            yield entity_id, restore_values(entity, values)
 
     def documents(self, entity: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """Like ``entities`` but with the values as stored (JSON text for dates, timestamps and
         decimals): for ``Format.writer(entity, stored=True)``, which skips the typing."""
-        for entity_id, doc in self._scan(entity):
-            if _complete(doc):
-                yield entity_id, doc["r"]
+        yield from self._scan(entity)
 
     def has(self, entity: str, entity_id: str) -> bool:
         """Whether ``entities(entity)`` yields ``entity_id``: a parent check without a set in memory."""
@@ -281,10 +279,8 @@ class StateReader:
 
     def references(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]:
         """``(EntityId, value of each field...)`` for every record ``entities(entity)`` yields."""
-        for entity_id, doc in self._scan(entity):
-            if _complete(doc):
-                values = doc["r"]
-                yield (entity_id, *(values[name] for name in fields))
+        for entity_id, values in self._scan(entity):
+            yield (entity_id, *(values[name] for name in fields))
 
     def candidates(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]:
         """The rows that may be orphans, for the plan: here every row (``references``)."""
@@ -294,8 +290,8 @@ class StateReader:
         """EntityIds of live rows still missing an unchanged-TOAST value: held out, reported."""
         return list(self._incomplete_ids.get(entity, ()))  # surveyed in key order: sorted
 
-    def _scan(self, entity: str) -> Iterator[tuple[str, Any]]:
-        """(EntityId, the row's JSON document, untyped) in EntityId order: cheap for checks."""
+    def _scan(self, entity: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(EntityId, values as stored) of the complete rows in EntityId order: cheap for checks."""
         prefix = entity.encode() + b"/"
         skip = len(prefix)
         it = self._db.iter()
@@ -304,7 +300,9 @@ class StateReader:
             key = bytes(it.key())
             if not key.startswith(prefix):
                 break
-            yield key[skip:].decode(), orjson.loads(it.value())
+            values = complete_values(it.value())
+            if values is not None:
+                yield key[skip:].decode(), values
             it.next()
         it.status()
 

@@ -23,7 +23,18 @@ from connector.model import ENTITY_NAMES, raw_schema
 from connector.source.version import Version
 from connector.state.resolve import StateRow
 
-__all__ = ["decode_row", "encode_row", "is_complete", "restore_values", "split_key", "state_key"]
+__all__ = [
+    "complete_values",
+    "decode_row",
+    "encode_row",
+    "is_complete",
+    "is_deleted",
+    "restore_values",
+    "split_key",
+    "state_key",
+    "stored_values",
+    "stored_version",
+]
 
 _SEP = b"/"
 
@@ -74,6 +85,33 @@ def is_complete(data: bytes) -> bool:
     unescaped ``"d":`` or ``"m":`` can only be those keys (a test checks it on every schema).
     """
     return b'"d":' not in data and b'"m":' not in data
+
+
+def is_deleted(data: bytes) -> bool:
+    """A delete marker, without parsing (the same reasoning as ``is_complete``)."""
+    return b'"d":' in data
+
+
+def stored_values(data: bytes) -> dict[str, Any]:
+    """A row's values as stored (JSON text for dates, timestamps and decimals), untyped: what
+    the snapshot's readers hand to ``Format.writer(entity, stored=True)`` and to the digest."""
+    values: dict[str, Any] = orjson.loads(data)["r"]
+    return values
+
+
+def stored_version(data: bytes) -> Version:
+    """A row's version without typing its values (which of two rows of a key is newer)."""
+    return Version(*orjson.loads(data)["v"])
+
+
+def complete_values(data: bytes) -> dict[str, Any] | None:
+    """``stored_values`` of a live row with every field known; None for a delete marker or a
+    row still missing an unchanged-TOAST value (``StateRow.complete``)."""
+    doc = orjson.loads(data)
+    if doc.get("d") or doc.get("m"):
+        return None
+    values: dict[str, Any] = doc["r"]
+    return values
 
 
 def decode_row(entity: str, data: bytes, *, typed: bool = True) -> StateRow:
