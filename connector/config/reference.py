@@ -10,6 +10,7 @@ the README's section with this output.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import itertools
 from pathlib import Path
@@ -28,9 +29,9 @@ END = "<!-- settings-reference:end -->"
 
 def reference() -> str:
     """One Markdown table per settings class, in ``load_settings`` order."""
-    docs = _field_docs(Path(inspect.getfile(settings_module)))
     parts = []
     for _, cls in settings_module._MODELS:  # noqa: SLF001 - the loader's own order
+        docs = _field_docs(Path(inspect.getfile(cls)))  # each class's own module
         prefix = str(cls.model_config.get("env_prefix", ""))
         parts.append(f"**{cls.__name__}** — {(cls.__doc__ or '').strip().splitlines()[0]}\n")
         parts.append("| variable | default | meaning |")
@@ -61,6 +62,7 @@ def _default(value: Any, factory: Any, required: bool) -> str:
     return f"`{value}`"
 
 
+@functools.cache
 def _field_docs(path: Path) -> dict[tuple[str, str], str]:
     """(class, field) -> the string literal right under the field's annotation."""
     docs: dict[tuple[str, str], str] = {}
