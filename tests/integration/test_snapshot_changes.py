@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from connector.devtools.s3_server import S3Endpoint
 from connector.model import ENTITY_NAMES
 from connector.ops.metrics import Metrics
 from connector.ops.status import find_deliveries
@@ -30,14 +29,8 @@ PREFIX = "carecloud"
 
 
 @pytest.fixture
-def storage(s3_server: S3Endpoint, s3_bucket: str) -> S3Storage:
-    return S3Storage(
-        s3_bucket,
-        region="us-east-1",
-        endpoint_url=s3_server.url,
-        access_key_id="testing",
-        secret_access_key="testing",
-    )
+def storage(moto_storage: S3Storage) -> S3Storage:
+    return moto_storage
 
 
 def _expected(before: State, after: State, entity: str, since: dt.date) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from connector.devtools.s3_server import S3Endpoint
 from connector.model import ENTITY_NAMES
 from connector.sinks.keys import control_key, manifest_key
 from connector.sinks.s3 import S3Storage
@@ -45,14 +44,8 @@ class Clock:
 
 
 @pytest.fixture
-def storage(s3_server: S3Endpoint, s3_bucket: str) -> S3Storage:
-    return S3Storage(
-        s3_bucket,
-        region="us-east-1",
-        endpoint_url=s3_server.url,
-        access_key_id="testing",
-        secret_access_key="testing",
-    )
+def storage(moto_storage: S3Storage) -> S3Storage:
+    return moto_storage
 
 
 def _keys(storage: S3Storage, day: dt.date) -> set[str]:
