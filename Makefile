@@ -7,19 +7,20 @@ VPY := $(VENV)/bin/python
 # Debian packages the suite needs: Java+Maven run the project's own Kafka broker; kubectl
 # renders the Kustomize manifests and promtool (package prometheus) checks the alert rules.
 # openssh-server runs the SFTP integration tests' sshd: an absolute path, as /usr/sbin is not on
-# a normal user's PATH (`command -v` accepts a path).
-APT_PACKAGES := openjdk-17-jre-headless maven kubectl prometheus openssh-server
-APT_COMMANDS := java mvn kubectl promtool /usr/sbin/sshd ssh-keygen
+# a normal user's PATH (`command -v` accepts a path). postgresql-15 is the real source the
+# SQL-driven tests capture with Debezium (its binaries are not on any PATH either).
+APT_PACKAGES := openjdk-17-jre-headless maven kubectl prometheus openssh-server postgresql-15
+APT_COMMANDS := java mvn kubectl promtool /usr/sbin/sshd ssh-keygen /usr/lib/postgresql/15/bin/initdb
 
-.PHONY: demo replay-example test lint typecheck unit integration system-deps venv kafka-jars clean lock bench-deps
+.PHONY: demo replay-example test lint typecheck unit integration system-deps venv kafka-jars debezium-jars clean lock bench-deps
 
-test: system-deps venv kafka-jars lint typecheck
+test: system-deps venv kafka-jars debezium-jars lint typecheck
 	$(VPY) -m pytest
 
 unit: venv
 	$(VPY) -m pytest -m "not integration"
 
-integration: system-deps venv kafka-jars
+integration: system-deps venv kafka-jars debezium-jars
 	$(VPY) -m pytest -m integration
 
 lint: venv
@@ -99,6 +100,10 @@ venv: $(VENV)/.installed $(VENV)/.fastpath
 # Resolves the Apache Kafka broker jars from Maven Central into .cache/kafka (once).
 kafka-jars: venv
 	$(VPY) -m connector.devtools.kafka fetch
+
+# Resolves Debezium's PostgreSQL connector and the Kafka Connect runtime into .cache/debezium (once).
+debezium-jars: venv
+	$(VPY) -m connector.devtools.debezium fetch
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache fastpath/target

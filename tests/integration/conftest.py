@@ -6,9 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from connector.devtools.debezium import ConnectWorker
+from connector.devtools.postgres import PostgresServer
 from connector.devtools.s3_server import S3Endpoint
 from connector.sinks.s3 import S3Storage
 from tests.integration.portal_sim import Simulator, run_simulator
+from tests.kafka_helpers import KafkaTestCluster
 
 
 @pytest.fixture(scope="module")
@@ -27,3 +30,21 @@ def moto_storage(s3_server: S3Endpoint, s3_bucket: str) -> S3Storage:
         access_key_id="testing",
         secret_access_key="testing",
     )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server (logical decoding on) for the test run, with an empty ``source``
+    database; tests create their tables in a schema of their own."""
+    with PostgresServer() as server:
+        server.create_database("source")
+        yield server
+
+
+@pytest.fixture(scope="session")
+def debezium(kafka: KafkaTestCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectWorker]:
+    """One Kafka Connect standalone worker with Debezium for the test run, on the shared broker.
+    Tests register their own connectors (``postgres_connector``: own topic prefix, slot and
+    publication) and remove them when done."""
+    with ConnectWorker(kafka.bootstrap, tmp_path_factory.mktemp("connect")) as worker:
+        yield worker
