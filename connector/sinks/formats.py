@@ -4,6 +4,7 @@ A format turns an entity's records into bytes; storage (S3, SFTP) and keys are s
 (``keys.py``). Unlike STYLE.md's ``serialize(rows) -> bytes``, a writer yields chunks: an
 entity can hold millions of records, and the file must stream to a multipart upload with flat
 memory. ``docs/file-format.md`` is the reader's side of these rules, for CareCloud's ingest team.
+The gzip stream is ``_gzip``'s (re-exported here).
 
 Value encodings, the same in both formats: dates ``YYYY-MM-DD``; timestamps UTC
 ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (milliseconds, truncated like the Avro encoding); decimals as exact
@@ -19,20 +20,18 @@ with more places than the scale, a naive timestamp or a null in a required field
 
 from __future__ import annotations
 
-import collections
 import csv
 import io
-import struct
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import orjson
 
 from connector.sinks._cells import FORMULA_TRIGGERS, Encoder, RuleError, Value, encoders
+from connector.sinks._gzip import DEFAULT_GZIP_LEVEL, gzip_chunks
+from connector.sinks._gzip import GZIP_BLOCK as GZIP_BLOCK  # re-exported: the tests size their input by it
 from connector.sinks._stored import stored_encoders
-from connector.sinks.exceptions import EncodeError, SinkConfigError
+from connector.sinks.exceptions import EncodeError
 
 __all__ = [
     "CHUNK_BYTES",
@@ -49,8 +48,6 @@ __all__ = [
     "neutralise",
 ]
 
-DEFAULT_GZIP_LEVEL = 6
-"""Chosen by measurement: docs/decisions/0007-snapshot-schedule-and-routing.md."""
 GZIP_CONTENT_TYPE = "application/gzip"
 """The stored object's type; no ``Content-Encoding``, so clients do not decompress on download."""
 _ENCODE_ROWS = 1000
@@ -142,70 +139,6 @@ CSV = CsvFormat()
 JSON_LINES = JsonLinesFormat()
 FORMATS: Mapping[str, Format] = {CSV.name: CSV, JSON_LINES.name: JSON_LINES}
 """Formats by their config name."""
-
-
-GZIP_BLOCK = 1 << 20
-"""Bytes of input compressed per task by ``gzip_chunks`` (pigz uses 128 KiB; larger blocks
-mean fewer hand-offs between threads for the same output size)."""
-_WINDOW = 32 * 1024
-"""Deflate's window: each block is compressed with the previous block's last 32 KiB as its
-dictionary, so splitting costs almost nothing in size."""
-
-
-def gzip_chunks(
-    chunks: Iterable[bytes], level: int = DEFAULT_GZIP_LEVEL, *, threads: int = 2
-) -> Iterator[bytes]:
-    """Gzip a stream of chunks into a stream of chunks: one gzip member (RFC 1952), compressed
-    on ``threads`` threads at once, as pigz does.
-
-    The input is cut into ``GZIP_BLOCK``-byte blocks; each is deflated on its own, primed with
-    the previous block's last 32 KiB, and ends with a sync flush (the last with the final
-    block), so the blocks concatenate into one ordinary deflate stream any gzip reader takes.
-    zlib releases the GIL while it compresses, so the blocks really run in parallel: gzip level
-    6 costs about twice what formatting costs, and on two cores this halves it (docs/decisions/
-    0013). The bytes depend only on the input and the level, not on the chunking or the thread
-    count; the header has no file name and mtime 0, so a rebuilt state gives the same file.
-    """
-    if not 0 <= level <= 9:
-        raise SinkConfigError("gzip level must be between 0 and 9")
-    xfl = 2 if level == 9 else 4 if level < 2 else 0
-    yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes([xfl, 255])  # no name, mtime 0, OS unknown
-    crc, size = 0, 0
-    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="gzip") as pool:
-        running: collections.deque[Future[bytes]] = collections.deque()
-        previous = dictionary = b""
-        for block in _blocks(chunks):
-            if previous:
-                running.append(pool.submit(_deflate, previous, level, dictionary, False))
-            dictionary = previous[-_WINDOW:]
-            previous = block
-            crc, size = zlib.crc32(block, crc), size + len(block)
-            while len(running) > 2 * threads or (running and running[0].done()):
-                yield running.popleft().result()
-        running.append(pool.submit(_deflate, previous, level, dictionary, True))
-        while running:
-            yield running.popleft().result()
-    yield struct.pack("<II", crc, size & 0xFFFFFFFF)
-
-
-def _blocks(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The concatenated chunks in blocks of exactly ``GZIP_BLOCK`` bytes (the last shorter)."""
-    pending = bytearray()
-    for chunk in chunks:
-        pending += chunk
-        while len(pending) >= GZIP_BLOCK:
-            yield bytes(pending[:GZIP_BLOCK])
-            del pending[:GZIP_BLOCK]
-    if pending:
-        yield bytes(pending)
-
-
-def _deflate(block: bytes, level: int, dictionary: bytes, last: bool) -> bytes:
-    if dictionary:
-        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, zdict=dictionary)
-    else:
-        compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
-    return compressor.compress(block) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
 class _Writer:

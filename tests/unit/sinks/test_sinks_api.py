@@ -58,6 +58,7 @@ def test_exported_names_are_what_was_meant() -> None:
         "_cells",
         "exceptions",
         "formats",
+        "_gzip",
         "keys",
         "portal",
         "_portal_batches",
