@@ -1,0 +1,185 @@
+"""What ``carecloud-connector status`` reports, and its tables (private to ``connector.ops.status``).
+
+``connector.ops.status`` reads Kafka and the storage into a ``Status``; this module is the
+report itself: the parts (each None, with its error, when it could not be read), their JSON for
+scripts, and ``format_status``'s tables. State counts are from the latest manifest, and the
+output says so. It reads nothing, so it is tested without Kafka or a storage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+__all__ = ["Delivery", "NextRun", "Status", "format_status"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One entity: its status in the latest run, and its last successful delivery."""
+
+    entity: str
+    latest_status: str | None
+    """``delivered``, ``blocked`` or ``failed`` in the latest manifest; None when it is absent."""
+    day: dt.date | None = None
+    route: str | None = None
+    """``file (s3)``, ``file (sftp)`` or ``api``."""
+    records: int | None = None
+    created_at: dt.datetime | None = None
+    """When the manifest that delivered it was published."""
+    changes: dict[str, Any] | None = None
+    """The latest run's set against the delivery before it (``EntityResult.changes``): what
+    it delivered, or for a blocked entity the change that blocked it."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "latest_status": self.latest_status,
+            "changes": self.changes,
+            "day": self.day.isoformat() if self.day else None,
+            "route": self.route,
+            "records": self.records,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }
+
+
+@dataclass
+class Status:
+    """Everything ``status`` prints; each part is None (with an error) when it could not be read."""
+
+    group: str
+    schedule: NextRun
+    lag: dict[str, int] | None = None
+    """``"<topic>/<partition>"`` -> events published but not yet in the state."""
+    lag_error: str | None = None
+    storage: str | None = None
+    storage_error: str | None = None
+    manifest_day: dt.date | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    """Live entities at the latest manifest's cut (delivered + held out)."""
+    deliveries: list[Delivery] = field(default_factory=list)
+    today_published: bool | None = None
+    today_held: dict[str, Any] | None = None
+    """Today's date held open (``_pending.json``, no manifest): ``waiting`` entities, ``decide_by``."""
+
+    @property
+    def failed(self) -> bool:
+        return self.lag_error is not None or (self.storage is not None and self.storage_error is not None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "lag": {
+                "group": self.group,
+                "total": None if self.lag is None else sum(self.lag.values()),
+                "partitions": self.lag,
+                "error": self.lag_error,
+            },
+            "state_counts": {
+                "source": "latest manifest (delivered + held out at its cut)",
+                "day": self.manifest_day.isoformat() if self.manifest_day else None,
+                "entities": self.counts,
+            },
+            "deliveries": {d.entity: d.as_json() for d in self.deliveries},
+            "next_run": self.schedule.as_json(),
+            "today": {
+                "day": self.schedule.today.isoformat(),
+                "published": self.today_published,
+                "held": self.today_held,
+            },
+            "storage": {"name": self.storage, "error": self.storage_error},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NextRun:
+    """The next daily window and today's date, both in the schedule's zone."""
+
+    zone: str
+    today: dt.date
+    day: dt.date
+    start: dt.datetime
+    """Aware, UTC."""
+    deadline: dt.datetime
+    """Aware, UTC."""
+
+    def as_json(self) -> dict[str, Any]:
+        tz = ZoneInfo(self.zone)
+        return {
+            "zone": self.zone,
+            "day": self.day.isoformat(),
+            "start": self.start.astimezone(tz).isoformat(timespec="minutes"),
+            "deadline": self.deadline.astimezone(tz).isoformat(timespec="minutes"),
+            "start_utc": self.start.isoformat(timespec="minutes"),
+            "deadline_utc": self.deadline.isoformat(timespec="minutes"),
+        }
+
+    def describe(self) -> str:
+        """``next run 2026-03-09 (America/Los_Angeles): start 00:30 PST = 2026-03-09 08:30 UTC; ...``."""
+        tz = ZoneInfo(self.zone)
+
+        def both(instant: dt.datetime) -> str:
+            return f"{instant.astimezone(tz):%H:%M %Z} = {instant:%Y-%m-%d %H:%M} UTC"
+
+        return f"next run {self.day} ({self.zone}): start {both(self.start)}; deadline {both(self.deadline)}"
+
+
+def _changes(changes: dict[str, Any] | None) -> list[Any]:
+    if changes is None:
+        return [None, None, None, None]
+    return [changes["added"], changes["removed"], changes["changed"], changes["since"]]
+
+
+def format_status(status: Status) -> str:
+    """Tables for people: lag per partition, then per entity, then the schedule."""
+    from connector._table import table
+
+    out = []
+    if status.lag is None:
+        out.append(f"ingest lag (group {status.group}): unavailable ({status.lag_error})")
+    else:
+        out.append(f"ingest lag (group {status.group}): {sum(status.lag.values()):,} event(s)")
+        rows = []
+        for key, lag in sorted(status.lag.items()):
+            topic, _, partition = key.rpartition("/")
+            rows.append([topic, int(partition), lag])
+        out.append(table(["topic", "partition", "lag"], rows))
+    out.append("")
+    if status.storage is None:
+        out.append(f"deliveries: storage not configured ({status.storage_error})")
+    elif status.storage_error is not None:
+        out.append(f"deliveries: {status.storage} unavailable ({status.storage_error})")
+    elif status.manifest_day is None:
+        out.append(f"deliveries: no published manifest in {status.storage}")
+    else:
+        out.append(
+            f"per entity ({status.storage}); state counts are from the latest manifest "
+            f"({status.manifest_day}): delivered + held out at its cut, not the live state now"
+        )
+        rows = [
+            [
+                d.entity,
+                status.counts.get(d.entity),
+                d.latest_status or "absent",
+                d.day.isoformat() if d.day else "none found",
+                d.route,
+                d.records,
+                d.created_at.isoformat(timespec="seconds") if d.created_at else None,
+                *_changes(d.changes),
+            ]
+            for d in status.deliveries
+        ]
+        headers = ["entity", "state", "latest run", "last delivered", "route", "records", "created_at"]
+        headers += ["added", "removed", "changed", "since"]
+        out.append(table(headers, rows))
+    out.append("")
+    out.append(status.schedule.describe())
+    published = {None: "unknown", True: "published", False: "not published"}[status.today_published]
+    if status.today_held is not None:
+        held = status.today_held
+        published += (
+            f"; held: {', '.join(held['waiting'])} blocked or refused, waiting for an override or a "
+            f"fix until {held['decide_by']}"
+        )
+    out.append(f"today {status.schedule.today}: {published}")
+    return "\n".join(out)
