@@ -9,7 +9,8 @@ Records are valid by construction, so they are not validated again per event: ev
 planned from the entity schema at start-up (a field not mapped explicitly reads the
 same-name column), and each converter enforces its field's Avro type, range, scale and enum
 symbols. Calling ``validate`` per event cost 18 % of the ingest path (bench/ingest.py);
-tests/unit/test_replay_example.py checks that mapped records pass it.
+tests/unit/test_replay_example.py checks that mapped records pass it. Reading one field's value
+(and the generated function that reads them all) is ``_fields``'s.
 """
 
 from __future__ import annotations
@@ -19,40 +20,23 @@ from dataclasses import dataclass
 from string import Formatter
 from typing import Any
 
-import orjson
-
+from connector.mapping._fields import ABSENT, FieldPlan, Fill, fill_function, id_part
 from connector.mapping.change import EntityChange
-from connector.mapping.convert import ConversionError, Converter, converter_for
+from connector.mapping.convert import ConversionError, converter_for
 from connector.mapping.exceptions import MappingError
-from connector.mapping.spec import FieldSpec, MappingSpec, TableSpec
+from connector.mapping.spec import MappingSpec, TableSpec
 from connector.model import raw_schema
 from connector.source.events import ChangeEvent
-from connector.source.limits import MAX_NESTING, nesting_exceeds
 
 __all__ = ["FieldPlan", "Mapper"]
-
-_ABSENT: Any = object()
-_Reader = Callable[[ChangeEvent], Any]
-_Fill = Callable[[ChangeEvent, dict[str, Any], set[str]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class FieldPlan:
-    """One field of a table as the mapper reads it (also what the fast path's plan describes)."""
-
-    name: str
-    spec: FieldSpec
-    convert: Converter
-    nullable: bool
-    const: Any
 
 
 @dataclass(frozen=True, slots=True)
 class _TablePlan:
     table: TableSpec
     fields: tuple[FieldPlan, ...]
-    fill: _Fill
-    """Puts every field's value into ``values``, or its name into ``missing`` (``_fill``)."""
+    fill: Fill
+    """Puts every field's value into ``values``, or its name into ``missing`` (``fill_function``)."""
     entity_id: Callable[[dict[str, Any] | None, dict[str, Any]], str]
 
 
@@ -114,7 +98,7 @@ class Mapper:
                 decimal_handling=settings.decimal_handling,
                 timestamp_unit=settings.timestamp_unit,
             )
-            const = _ABSENT
+            const = ABSENT
             if spec.is_const:
                 try:
                     const = None if spec.const is None else conv(spec.const)
@@ -124,7 +108,7 @@ class Mapper:
                         reason=exc.reason,
                     ) from None
             plans.append(FieldPlan(spec.name, spec, conv, nullable, const))
-        plan = _TablePlan(table, tuple(plans), _fill(tuple(plans), table.entity), _id_maker(table))
+        plan = _TablePlan(table, tuple(plans), fill_function(tuple(plans), table.entity), _id_maker(table))
         self._plans[(topic, table.table)] = plan
         return plan
 
@@ -138,24 +122,9 @@ def _native(event: ChangeEvent, entity: str, entity_id: str) -> EntityChange:
     return EntityChange(entity, entity_id, False, event.version, event.row, position=event.position)
 
 
-def _id_part(value: Any, entity: str, column: str) -> str:
-    if value is None or value is _ABSENT:
-        raise MappingError(f"{entity}: primary-key column {column} is missing", reason="missing_primary_key")
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise MappingError(
-            f"{entity}: primary-key column {column} is not text or an integer", reason="wrong_type"
-        )
-    text = str(value)
-    if not text or not text.isprintable():
-        raise MappingError(
-            f"{entity}: primary-key column {column} is empty or unprintable", reason="bad_primary_key"
-        )
-    return text
-
-
 def _format_id(table: TableSpec, key: dict[str, Any] | None, row: dict[str, Any], entity: str) -> str:
     key = key or {}
-    parts = {c: _id_part(key.get(c, row.get(c, _ABSENT)), entity, c) for c in table.id_columns}
+    parts = {c: id_part(key.get(c, row.get(c, ABSENT)), entity, c) for c in table.id_columns}
     return table.entity_id.format(**parts)
 
 
@@ -179,153 +148,11 @@ def _id_maker(table: TableSpec) -> Callable[[dict[str, Any] | None, dict[str, An
     suffix = "".join(text for text, name, _, _ in parsed if name is None)
 
     def single(key: dict[str, Any] | None, row: dict[str, Any]) -> str:
-        value = key.get(column, _ABSENT) if key else _ABSENT
-        if value is _ABSENT:
-            value = row.get(column, _ABSENT)
+        value = key.get(column, ABSENT) if key else ABSENT
+        if value is ABSENT:
+            value = row.get(column, ABSENT)
         if type(value) is int:
             return prefix + str(value) + suffix
         return general(key, row)
 
     return single
-
-
-def _fill(plans: tuple[FieldPlan, ...], entity: str) -> _Fill:
-    """One function that maps every field of a table, generated from its plan at start-up.
-
-    Mapping is the largest share of the per-event work, and a loop calling one reader per
-    field spent a third of it on the loop and the calls. The generated code reads a plain
-    column (no path, template or constant) inline and converts it; everything else, and a
-    plain column that is null, absent or unchanged-TOAST, goes through the field's reader
-    (``_reader``), so the result is the same. Only names from the mapping and the schema
-    appear in the code, as ``repr`` literals.
-    """
-    names: dict[str, Any] = {"_ABSENT": _ABSENT, "ConversionError": ConversionError, "_refused": _refused}
-    lines = ["def fill(event, values, missing):", "    row, unavailable = event.row, event.unavailable"]
-    for i, f in enumerate(plans):
-        names[f"read{i}"] = _reader(f, entity)
-        fallback = [
-            f"v = read{i}(event)",
-            "if v is _ABSENT:",
-            f"    missing.add({f.name!r})",
-            "else:",
-            f"    values[{f.name!r}] = v",
-        ]
-        spec = f.spec
-        if f.const is not _ABSENT or spec.template is not None or spec.column is None or spec.path:
-            lines += [f"    {line}" for line in fallback]
-            continue
-        names[f"convert{i}"] = f.convert
-        lines += [
-            f"    raw = row.get({spec.column!r})",
-            "    if raw is None or unavailable:",
-            *(f"        {line}" for line in fallback),
-            "    else:",
-            "        try:",
-            f"            values[{f.name!r}] = convert{i}(raw)",
-            "        except ConversionError as exc:",
-            f"            raise _refused({entity!r}, {f.name!r}, exc) from None",
-        ]
-    exec("\n".join(lines), names)  # the code holds only names from the mapping and the schema
-    fill: _Fill = names["fill"]
-    return fill
-
-
-def _refused(entity: str, name: str, exc: ConversionError) -> MappingError:
-    return MappingError(f"{entity}.{name}: {exc.reason} (expected {exc.expected})", reason=exc.reason)
-
-
-def _reader(f: FieldPlan, entity: str) -> _Reader:
-    """``_field_value`` for one field, as ``_fill`` calls it when it cannot read inline.
-
-    A JSON text column read through paths is parsed once per event: the parsed object replaces
-    the text in the event's row, and every path field of that column walks it.
-    """
-    if f.const is not _ABSENT:
-        const = f.const
-        return lambda event: const
-    column = f.spec.column
-    if column is None or f.spec.template is not None or not f.spec.path:
-        return lambda event: _field_value(f, event, entity)
-
-    def read_path(event: ChangeEvent) -> Any:
-        raw = event.row.get(column)
-        if type(raw) is str and column not in event.unavailable:
-            try:
-                parsed = _json_text(raw, entity, f.name)
-            except orjson.JSONDecodeError:
-                parsed = None  # _field_value reports it
-            if isinstance(parsed, dict):
-                event.row[column] = parsed
-        return _field_value(f, event, entity)
-
-    return read_path
-
-
-def _field_value(f: FieldPlan, event: ChangeEvent, entity: str) -> Any:
-    """The converted value, or ``_ABSENT`` when a source column is an unchanged-TOAST column."""
-    spec = f.spec
-    if f.const is not _ABSENT:
-        return f.const
-    if spec.template is not None:
-        if not event.unavailable.isdisjoint(spec.template_columns):
-            return _ABSENT
-        parts = {}
-        for col in spec.template_columns:
-            raw = event.row.get(col)
-            if raw is None:
-                return _null(f, entity, "required_field_null")
-            parts[col] = _id_part(raw, entity, col)
-        return spec.template.format(**parts)
-    column = spec.column
-    assert column is not None
-    if column in event.unavailable:
-        return _ABSENT
-    raw = event.row.get(column, _ABSENT)
-    if spec.path and raw is not _ABSENT and raw is not None:
-        raw = _follow(raw, spec.path, entity, f.name)
-    if raw is _ABSENT or raw is None:
-        return _null(f, entity, "required_field_missing" if raw is _ABSENT else "required_field_null")
-    try:
-        return f.convert(raw)
-    except ConversionError as exc:
-        raise MappingError(
-            f"{entity}.{f.name}: {exc.reason} (expected {exc.expected})", reason=exc.reason
-        ) from None
-
-
-def _null(f: FieldPlan, entity: str, reason: str) -> Any:
-    if f.spec.default is not None:
-        return f.convert(f.spec.default)
-    if f.nullable:
-        return None
-    raise MappingError(f"{entity}.{f.name}: required field has no value", reason=reason)
-
-
-def _follow(value: Any, path: tuple[str, ...], entity: str, name: str) -> Any:
-    """Walk into a JSON column; Debezium sends json/jsonb columns as text."""
-    for step in path:
-        if isinstance(value, str):
-            try:
-                value = _json_text(value, entity, name)
-            except orjson.JSONDecodeError:
-                raise MappingError(
-                    f"{entity}.{name}: source JSON column is not valid JSON", reason="unparseable_json"
-                ) from None
-        if not isinstance(value, dict):
-            return _ABSENT
-        value = value.get(step, _ABSENT)
-        if value is _ABSENT or value is None:
-            return value
-    return value
-
-
-def _json_text(text: str, entity: str, name: str) -> Any:
-    """A JSON text column parsed, with the nesting bound every parse path has
-    (``connector.source.limits``); orjson's own errors are the caller's to report."""
-    value = orjson.loads(text)
-    if text.count("{") + text.count("[") > MAX_NESTING and nesting_exceeds(value):
-        raise MappingError(
-            f"{entity}.{name}: source JSON column is nested deeper than {MAX_NESTING} levels",
-            reason="nesting_too_deep",
-        )
-    return value
