@@ -36,9 +36,10 @@ protocol that has no multipart upload, no object metadata and no compare-and-swa
   the window leaves ``.<name>.aside-<uuid>``, which ``abort_incomplete`` renames back.
 - An unknown or changed host key raises ``StorageDeniedError`` naming the host and the offered
   key's fingerprint: strict ``known_hosts`` checking (paramiko's ``RejectPolicy``) fails at
-  connect time, long after settings were validated, and a retry cannot help. A missing
-  ``known_hosts`` or key file, no credentials, or a root that is not a directory on the server
-  raise ``SinkConfigError``; refused credentials and permissions ``StorageDeniedError``.
+  connect time, long after settings were validated, and a retry cannot help (``_sftp_connect``
+  opens the connection). A missing ``known_hosts`` or key file, no credentials, or a root that
+  is not a directory on the server raise ``SinkConfigError``; refused credentials and
+  permissions ``StorageDeniedError``.
 
 Connection failures are retried ``retries`` times with doubling backoff, reconnecting each
 time; a stream already partly sent is never replayed (its chunks are gone) and a conditional
@@ -57,12 +58,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import paramiko  # type: ignore[import-untyped, unused-ignore]  # typed only with types-paramiko
 from pydantic import SecretStr
 
 from connector.sinks import _sftp_layout as layout
+from connector.sinks._sftp_connect import load_key, open_sftp, secret
 from connector.sinks._sftp_session import CallerError, Mode, Session
 from connector.sinks.exceptions import (
     PreconditionFailedError,
@@ -78,19 +80,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Not in the SFTP status codes: errors of the connection itself, retried after a reconnect.
 _CONNECTION_ERRORS = (paramiko.SSHException, paramiko.SFTPError, EOFError, TimeoutError, ConnectionError)
-
-
-class _UnknownHostKey(paramiko.SSHException):  # type: ignore[misc, unused-ignore]
-    def __init__(self, key: paramiko.PKey) -> None:
-        super().__init__("host key not in known_hosts")
-        self.key = key
-
-
-class _RejectUnknownHosts(paramiko.RejectPolicy):  # type: ignore[misc, unused-ignore]
-    """paramiko's ``RejectPolicy``, raising a typed error that carries the offered key."""
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
-        raise _UnknownHostKey(key)
 
 
 class SftpStorage:
@@ -120,8 +109,8 @@ class SftpStorage:
             raise SinkConfigError("sftp root must be set, port in 1..65535, retries >= 0")
         self.host, self.port, self.username, self.root = host, port, username, root.rstrip("/") or "/"
         self._known_hosts = str(known_hosts)
-        self._pkey = None if private_key is None else _load_key(Path(private_key), _secret(passphrase))
-        self._password = _secret(password)
+        self._pkey = None if private_key is None else load_key(Path(private_key), secret(passphrase))
+        self._password = secret(password)
         self._connect_timeout, self._op_timeout = connect_timeout, op_timeout
         self._retries, self._backoff = retries, backoff
         self._client: paramiko.SSHClient | None = None
@@ -257,49 +246,16 @@ class SftpStorage:
         if self._sftp is not None and self._alive():
             return self._sftp
         self.close()
-        client = paramiko.SSHClient()
-        client.load_host_keys(self._known_hosts)
-        client.set_missing_host_key_policy(_RejectUnknownHosts())
-        server = f"{self.host}:{self.port}"
-        try:
-            client.connect(
-                self.host,
-                self.port,
-                self.username,
-                password=self._password,
-                pkey=self._pkey,
-                timeout=self._connect_timeout,
-                banner_timeout=self._connect_timeout,
-                auth_timeout=self._connect_timeout,
-                channel_timeout=self._connect_timeout,
-                allow_agent=False,
-                look_for_keys=False,
-            )
-            sftp = client.open_sftp()
-        except _UnknownHostKey as exc:
-            client.close()
-            raise StorageDeniedError(
-                f"sftp host {server} is not in known_hosts {self._known_hosts!r} "
-                f"(it offered {_fingerprint(exc.key)}); refusing to connect"
-            ) from None
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise StorageDeniedError(
-                f"sftp host key of {server} does not match known_hosts {self._known_hosts!r} "
-                f"(offered {_fingerprint(exc.key)}, expected {_fingerprint(exc.expected_key)}): "
-                "possible impersonation, refusing to connect"
-            ) from None
-        except paramiko.AuthenticationException:
-            client.close()
-            raise StorageDeniedError(
-                f"sftp server {server} refused the credentials of {self.username!r}"
-            ) from None
-        except BaseException:
-            client.close()
-            raise
-        channel = sftp.get_channel()
-        if channel is not None:  # a hung server fails an operation instead of blocking it forever
-            channel.settimeout(self._op_timeout)
+        client, sftp = open_sftp(
+            self.host,
+            self.port,
+            self.username,
+            known_hosts=self._known_hosts,
+            password=self._password,
+            pkey=self._pkey,
+            connect_timeout=self._connect_timeout,
+            op_timeout=self._op_timeout,
+        )
         self._client, self._sftp = client, sftp
         try:
             attrs = sftp.stat(self.root)
@@ -307,26 +263,5 @@ class SftpStorage:
             attrs = None
         if attrs is None or not stat.S_ISDIR(attrs.st_mode or 0):
             self.close()
-            raise SinkConfigError(f"sftp root {self.root!r} is not a directory on {server}")
+            raise SinkConfigError(f"sftp root {self.root!r} is not a directory on {self.host}:{self.port}")
         return sftp
-
-
-def _load_key(path: Path, passphrase: str | None) -> paramiko.PKey:
-    """The private key, loaded now so a bad file or passphrase fails at start-up, not at 02:00."""
-    if not path.is_file():
-        raise SinkConfigError(f"sftp private key file {str(path)!r} does not exist")
-    try:
-        return paramiko.PKey.from_path(path, passphrase)
-    except (ValueError, OSError, paramiko.SSHException) as exc:  # the text may quote the file: not kept
-        raise SinkConfigError(
-            f"sftp private key file {str(path)!r} cannot be loaded ({type(exc).__name__}): "
-            "not a private key, or its passphrase is missing or wrong"
-        ) from None
-
-
-def _secret(value: SecretStr | str | None) -> str | None:
-    return value.get_secret_value() if isinstance(value, SecretStr) else value
-
-
-def _fingerprint(key: paramiko.PKey) -> str:
-    return f"{key.get_name()} {key.fingerprint}"

@@ -70,6 +70,7 @@ def test_exported_names_are_what_was_meant() -> None:
         "_s3_rules",
         "_s3_multipart",
         "sftp",
+        "_sftp_connect",
         "_sftp_layout",
         "_sftp_session",
         "storage",
