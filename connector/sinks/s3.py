@@ -19,12 +19,12 @@ How each guarantee of ``connector.sinks.storage`` is met:
   answers 412 (``PreconditionFailedError``) or, for ``IfMatch`` on a missing key, 404.
 
 Errors are classified once, in ``_s3_rules.storage_error``, after botocore's own bounded
-retries (``standard`` mode).
+retries (``standard`` mode). ``_s3_objects`` writes and checks one object; this module is the
+``Storage`` interface around it.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -34,12 +34,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from connector.sinks._s3_multipart import Multipart
+from connector.sinks._s3_objects import described, put_object, stream_object
 from connector.sinks._s3_rules import (
     DEFAULT_PART_SIZE,
-    MAX_COPY_SIZE,
     MIN_PART_SIZE,
-    SHA256_KEY,
     Encryption,
     checked_metadata,
     error_code,
@@ -59,7 +57,6 @@ from connector.sinks.storage import StoredObject
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
 __all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "S3Storage"]
 
@@ -144,37 +141,10 @@ class S3Storage:
         never a partial one; a retry overwrites it with the same bytes.
         """
         user = checked_metadata(metadata)
-        digest = hashlib.sha256()
-        buffered: list[bytes] = []
-        size = sent = 0
-        upload: Multipart | None = None
         with self._errors("put_stream", key):
-            try:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    buffered.append(chunk)
-                    size += len(chunk)
-                    if size - sent >= self.part_size:
-                        if upload is None:
-                            upload = Multipart(self._client, self.bucket, key, content_type, user, self._sse)
-                        part = b"".join(buffered)
-                        buffered.clear()
-                        upload.send(part)
-                        sent += len(part)
-                if upload is None:
-                    return self._put(key, b"".join(buffered), content_type, user, digest.digest())
-                if buffered:
-                    upload.send(b"".join(buffered))
-                    buffered.clear()
-                etag = upload.complete()
-            except BaseException:
-                if upload is not None:
-                    upload.abort()
-                raise
-            sha256 = digest.hexdigest()
-            if size <= MAX_COPY_SIZE:
-                etag = self._add_sha256(key, etag, content_type, user, sha256)
-            return self._verify(key, size, sha256, etag)
+            return stream_object(
+                self._client, self.bucket, key, chunks, content_type, user, self._sse, self.part_size
+            )
 
     def put_bytes(
         self,
@@ -202,7 +172,18 @@ class S3Storage:
         try:
             with self._errors("put_bytes", key):
                 digest = hashlib.sha256(data).digest()
-                return self._put(key, data, content_type, user, digest, check=False, **condition)
+                return put_object(
+                    self._client,
+                    self.bucket,
+                    key,
+                    data,
+                    content_type,
+                    user,
+                    digest,
+                    self._sse,
+                    check=False,
+                    **condition,
+                )
         except StorageDeniedError as exc:  # IfMatch on a key that does not exist: S3 answers 404
             if if_match is not None and error_code(exc.__cause__) in {"NoSuchKey", "404"}:
                 raise PreconditionFailedError(
@@ -262,7 +243,7 @@ class S3Storage:
                 if http_status(exc) == 404:
                     return None
                 raise
-        return _described(key, head)
+        return described(key, head)
 
     def list_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -273,66 +254,6 @@ class S3Storage:
         return sorted(keys)
 
     # -- internals ---------------------------------------------------------------------------
-    def _put(
-        self,
-        key: str,
-        data: bytes,
-        content_type: str,
-        user: dict[str, str],
-        digest: bytes,
-        *,
-        check: bool = True,
-        **condition: Any,
-    ) -> StoredObject:
-        """``PutObject`` with our sha256 as metadata and as the checksum S3 verifies on arrival."""
-        response = self._client.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=data,
-            ContentType=content_type,
-            Metadata={**user, SHA256_KEY: digest.hex()},
-            ChecksumSHA256=base64.b64encode(digest).decode(),
-            **self._sse,
-            **condition,
-        )
-        if check:
-            return self._verify(key, len(data), digest.hex(), response["ETag"])
-        return StoredObject(key, len(data), digest.hex(), response["ETag"], user)
-
-    def _add_sha256(self, key: str, etag: str, content_type: str, user: dict[str, str], sha256: str) -> str:
-        """Copy the completed object onto itself with ``sha256`` added; returns the new etag.
-
-        ``CopySourceIfMatch`` makes it a no-op with 412 if another writer replaced the object.
-        """
-        response = self._client.copy_object(
-            Bucket=self.bucket,
-            Key=key,
-            CopySource={"Bucket": self.bucket, "Key": key},
-            CopySourceIfMatch=etag,
-            MetadataDirective="REPLACE",
-            ContentType=content_type,
-            Metadata={**user, SHA256_KEY: sha256},
-            ChecksumAlgorithm="SHA256",
-            **self._sse,
-        )
-        return response["CopyObjectResult"]["ETag"]
-
-    def _verify(self, key: str, size: int, sha256: str, etag: str) -> StoredObject:
-        """The server's view must be the bytes we sent, in the version we wrote."""
-        head = self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
-        where = self._where(key)
-        if head["ETag"] != etag:
-            raise PreconditionFailedError(f"S3 put_stream {where}: replaced by another writer meanwhile")
-        if head["ContentLength"] != size:
-            raise StorageUnavailableError(
-                f"S3 put_stream {where}: {head['ContentLength']} bytes stored, {size} sent"
-            )
-        reported = head.get("ChecksumSHA256")  # a composite (per-part) checksum is no object hash
-        full_object = head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
-        if reported and full_object and base64.b64decode(reported).hex() != sha256:
-            raise StorageUnavailableError(f"S3 put_stream {where}: stored sha256 differs from the bytes sent")
-        return _described(key, head, sha256=sha256)
-
     def _where(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
@@ -345,8 +266,3 @@ class S3Storage:
             if mapped is None:
                 raise
             raise mapped from exc
-
-
-def _described(key: str, head: HeadObjectOutputTypeDef, *, sha256: str | None = None) -> StoredObject:
-    stored, user = split_metadata(head.get("Metadata", {}))
-    return StoredObject(key, head["ContentLength"], sha256 or stored, head["ETag"], user)

@@ -69,6 +69,7 @@ def test_exported_names_are_what_was_meant() -> None:
         "s3",
         "_s3_rules",
         "_s3_multipart",
+        "_s3_objects",
         "sftp",
         "_sftp_connect",
         "_sftp_layout",
