@@ -12,6 +12,9 @@ makes a batch's bytes, and so its idempotency key, the same after a restart.
 
 Nothing here logs or raises a record value or an EntityId: messages name the entity, the date,
 the session, batch numbers, field names and counts.
+
+``PortalClient`` runs a delivery; its steps (open, upload, commit) are ``_portal_upload``'s, each
+call's retries ``_portal_retry``'s.
 """
 
 from __future__ import annotations
@@ -20,18 +23,14 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 import httpx
-import orjson
 
 from connector import __version__
 from connector.sinks._portal_batches import (
-    Batch,
     check_delivery,
     check_settings,
     encode_batches,
@@ -39,15 +38,11 @@ from connector.sinks._portal_batches import (
 )
 from connector.sinks._portal_retry import Caller, Run
 from connector.sinks._portal_session import AcknowledgedBatch, PortalCommit, PortalSession, parse_session
+from connector.sinks._portal_upload import ApiDelivery, already_committed, commit, open_session, upload
 from connector.sinks._portal_wire import (
     API_KEY_HEADER,
-    IDEMPOTENCY_HEADER,
     MAX_BATCH_RECORDS,
     Checksum,
-    batch_body,
-    batch_path,
-    commit_path,
-    idempotency_key,
     session_path,
     sessions_path,
 )
@@ -64,32 +59,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ApiDelivery:
-    """What the Portal acknowledged for one entity's set: the manifest's record of the delivery."""
-
-    entity: str
-    day: dt.date
-    session_id: str
-    batch_count: int
-    record_count: int
-    checksum: str
-    """The set checksum the Portal acknowledged at commit (it equals the client's)."""
-    retries: int
-    """Calls retried during this delivery (429, 5xx, timeouts, dropped connections)."""
-    resumed_batches: int
-    """Batches the Portal had acknowledged before this run, so not sent again."""
-
-    def as_manifest(self) -> dict[str, Any]:
-        """The JSON object the snapshot manifest records for an API-routed entity."""
-        return {
-            "session_id": self.session_id,
-            "batch_count": self.batch_count,
-            "record_count": self.record_count,
-            "checksum": self.checksum,
-        }
 
 
 def _utc_now() -> dt.datetime:
@@ -182,7 +151,7 @@ class PortalClient:
         check_delivery(entity, count, snapshot_id)
         run = Run()
         where = f"{entity} {day.isoformat()}"
-        session = self._open(entity, day, snapshot_id, run)
+        session = open_session(self._caller, entity, day, snapshot_id, run)
         acked = {batch.sequence: batch for batch in session.batches}
         log.info(
             "portal: %s session is %s, %d batch(es) acknowledged",
@@ -195,14 +164,14 @@ class PortalClient:
         batches = encode_batches(entity, records, count, self._batch_size, total)
         if session.state == "committed":
             batch_count = sum(1 for _ in batches)
-            return self._already_committed(session, where, count, batch_count, total.hexdigest(), run)
-        batch_count = self._upload(entity, day, session, batches, acked, run)
+            return already_committed(session, where, count, batch_count, total.hexdigest(), run)
+        batch_count = upload(self._caller, self._max_concurrency, entity, day, session, batches, acked, run)
         if any(sequence > batch_count for sequence in acked):
             raise PortalMismatchError(
                 f"{where}: the Portal holds batches beyond the {batch_count} of this set"
             )
         checksum = total.hexdigest()
-        committed = self._commit(entity, day, session.session_id, count, batch_count, checksum, run)
+        committed = commit(self._caller, entity, day, session.session_id, count, batch_count, checksum, run)
         log.info(
             "portal: %s session committed: %d records in %d batches, %d retries",
             where,
@@ -244,120 +213,3 @@ class PortalClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    def _open(self, entity: str, day: dt.date, snapshot_id: str, run: Run) -> PortalSession:
-        body = orjson.dumps({"snapshot_date": day.isoformat(), "snapshot_id": snapshot_id})
-        where = f"{entity} {day.isoformat()}"
-        data = self._caller.call(
-            "POST",
-            sessions_path(entity),
-            what=f"{where} open session",
-            run=run,
-            body=body,
-            headers={"Content-Type": "application/json"},
-        )
-        session = parse_session(data, where)
-        if session.state not in ("open", "committed"):
-            raise PortalMismatchError(f"{where}: the Portal returned a session that is {session.state}")
-        return session
-
-    def _upload(
-        self,
-        entity: str,
-        day: dt.date,
-        session: PortalSession,
-        batches: Iterator[Batch],
-        acked: Mapping[int, AcknowledgedBatch],
-        run: Run,
-    ) -> int:
-        """Send the batches not yet acknowledged, at most ``max_concurrency`` in flight; the count."""
-        where = f"{entity} {day.isoformat()}"
-        sent = 0
-        in_flight: set[Future[None]] = set()
-        with ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="portal") as pool:
-            try:
-                for batch in batches:
-                    sent = batch.sequence
-                    done = acked.get(batch.sequence)
-                    if done is not None:
-                        if (done.record_count, done.checksum) != (len(batch.lines), batch.checksum):
-                            raise PortalMismatchError(
-                                f"{where}: batch {batch.sequence} differs from the one the Portal "
-                                "acknowledged (records not in a deterministic order, or a snapshot id reused)"
-                            )
-                        continue
-                    while len(in_flight) >= self._max_concurrency:
-                        finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                        for future in finished:
-                            future.result()
-                    in_flight.add(pool.submit(self._put, entity, day, session.session_id, batch, run))
-                for future in in_flight:
-                    future.result()
-            except BaseException:
-                run.stopped.set()  # queued retries give up; the first error is the one raised
-                raise
-        return sent
-
-    def _put(self, entity: str, day: dt.date, session_id: str, batch: Batch, run: Run) -> None:
-        what = f"{entity} {day.isoformat()} batch {batch.sequence}"
-        receipt = self._caller.call(
-            "PUT",
-            batch_path(entity, session_id, batch.sequence),
-            what=what,
-            run=run,
-            body=batch_body(batch.checksum, batch.lines),
-            headers={
-                IDEMPOTENCY_HEADER: idempotency_key(session_id, batch.sequence),
-                "Content-Type": "application/json",
-            },
-        )
-        if (receipt.get("sequence"), receipt.get("checksum")) != (batch.sequence, batch.checksum):
-            raise PortalMismatchError(f"{what}: the Portal acknowledged another sequence or checksum")
-
-    def _commit(
-        self,
-        entity: str,
-        day: dt.date,
-        session_id: str,
-        count: int,
-        batch_count: int,
-        checksum: str,
-        run: Run,
-    ) -> PortalSession:
-        where = f"{entity} {day.isoformat()}"
-        body = orjson.dumps({"record_count": count, "batch_count": batch_count, "checksum": checksum})
-        data = self._caller.call(
-            "POST",
-            commit_path(entity, session_id),
-            what=f"{where} commit",
-            run=run,
-            body=body,
-            headers={"Content-Type": "application/json"},
-        )
-        session = parse_session(data, where)
-        commit = session.commit
-        acknowledged = None if commit is None else (commit.record_count, commit.checksum)
-        if session.state != "committed" or acknowledged != (count, checksum):
-            raise PortalMismatchError(f"{where}: the Portal acknowledged another count or checksum at commit")
-        return session
-
-    def _already_committed(
-        self, session: PortalSession, where: str, count: int, batch_count: int, checksum: str, run: Run
-    ) -> ApiDelivery:
-        commit = session.commit
-        committed = None if commit is None else (commit.record_count, commit.batch_count, commit.checksum)
-        if committed != (count, batch_count, checksum):
-            raise PortalMismatchError(
-                f"{where}: session {session.session_id} was committed with other records"
-            )
-        log.info("portal: %s session was already committed", where, extra={"session_id": session.session_id})
-        return ApiDelivery(
-            session.entity,
-            session.snapshot_date,
-            session.session_id,
-            batch_count,
-            count,
-            checksum,
-            run.retries,
-            batch_count,
-        )

@@ -65,6 +65,7 @@ def test_exported_names_are_what_was_meant() -> None:
         "_portal_openapi",
         "_portal_retry",
         "_portal_session",
+        "_portal_upload",
         "_portal_wire",
         "s3",
         "_s3_rules",
