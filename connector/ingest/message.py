@@ -17,7 +17,7 @@ from confluent_kafka import Message, Producer
 
 from connector.ingest.barrier import INTERNAL_REASON, Cause, dead_letter_cause
 from connector.ingest.batch import BatchView
-from connector.ingest.dlq import BY_REFERENCE_REASONS, dead_letter_headers
+from connector.ingest.dead_letter import BY_REFERENCE_REASONS, dead_letter_headers
 from connector.ingest.partitions import Partitions
 from connector.mapping import Mapper
 from connector.mapping.fastpath import FastPath
