@@ -308,7 +308,8 @@ def test_a_stale_writer_that_wakes_after_a_newer_run_published_changes_nothing(
     assert "error: the lease carecloud/2026-11-25/_lease.json was taken over" in output, output[-2000:]
     # ...at its first step after waking, not a renewal interval later: the file it was
     # uploading when frozen is its last, and it never reached Care, the next entity.
-    assert "FamilyMember.csv.gz written" in output
+    assert "FamilyMember file written" in output
+    assert "FamilyMember.csv.gz" in output  # the key, as a field of that line
     assert "Care.csv.gz" not in output
     found = storage.get("carecloud/2026-11-25/_manifest.json")
     assert found is not None
