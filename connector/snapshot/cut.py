@@ -2,14 +2,14 @@
 
 ``StateReader`` is the reference, in Python over RocksDB, and what runs without the compiled
 extension; ``compiled_cut.CompiledStateReader`` gives the same answers about three times
-faster (docs/decisions/0013) and shares ``take_cut`` and ``consume_to_cut`` from here.
-
-A cut is one end offset per state partition, taken as the last stable offset (read
-committed) at one moment, so every transaction is either wholly in or wholly out. Reading
-stops at the cut however much ingest has written since. Records are spilled into a temporary
-on-disk store keyed by entity and EntityId: memory stays flat whatever the state's size, a key
-seen in two partitions (a primary-key update that moved a row) resolves by version, and the
-entities come out sorted by EntityId, so the same cut always gives the same bytes.
+faster (docs/decisions/0013). Both read through ``take_cut`` and ``consume_to_cut``, which with
+``Cut`` are in ``cut_offsets`` and importable from here: a cut is one end offset per state
+partition, taken as the last stable offset (read committed) at one moment, so every
+transaction is either wholly in or wholly out. Reading stops at the cut however much ingest
+has written since. Records are spilled into a temporary on-disk store keyed by entity and
+EntityId: memory stays flat whatever the state's size, a key seen in two partitions (a
+primary-key update that moved a row) resolves by version, and the entities come out sorted by
+EntityId, so the same cut always gives the same bytes.
 
 Loading parses nothing in the common case: a key the spill cannot hold yet (its bloom filters
 say so) is written as it came. Only a key seen before (an update not yet compacted away, or a
@@ -26,15 +26,13 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Container, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Message
 from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
-from connector.errors import TransientError
+from connector.snapshot.cut_offsets import BATCH, Cut, consume_to_cut, take_cut
 from connector.state.codec import (
     complete_values,
     decode_row,
@@ -44,88 +42,8 @@ from connector.state.codec import (
     split_key,
     stored_version,
 )
-from connector.state.topics import last_stable_offsets
 
 __all__ = ["Cut", "StateReader", "consume_to_cut", "take_cut"]
-
-_TIMEOUT_S = 30.0
-_BATCH = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Cut:
-    """One exclusive end offset per state partition; recorded in the snapshot manifest."""
-
-    topic: str
-    end_offsets: dict[int, int]
-    taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "topic": self.topic,
-            "end_offsets": {str(p): o for p, o in sorted(self.end_offsets.items())},
-            "taken_at": self.taken_at.isoformat(),
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Cut:
-        """The cut a manifest or a date's run record holds (the inverse of ``as_json``)."""
-        ends = {int(p): int(o) for p, o in raw["end_offsets"].items()}
-        return cls(raw["topic"], ends, datetime.fromisoformat(raw["taken_at"]))
-
-
-def take_cut(base: dict[str, Any], topic: str) -> Cut:
-    """The last stable offset of every partition of the state topic, now."""
-    return Cut(topic, last_stable_offsets(base, topic))
-
-
-def consume_to_cut(
-    base: dict[str, Any],
-    cut: Cut,
-    absorb: Callable[[list[Message], dict[int, int]], list[Message]],
-    after_batch: Callable[[], None] = lambda: None,
-    batch: int = _BATCH,
-) -> None:
-    """Read every partition of the cut's topic from its start up to the cut, batch by batch.
-
-    ``absorb(messages, ends)`` takes a batch's records that lie before the cut (``ends``: the
-    exclusive end of each partition still being read) and returns the messages carrying an
-    error; a partition ends at its end offset or at the end-of-partition event past it (the
-    transaction markers at the end of a range are not records). ``batch``: messages per
-    ``consume()``; batches of about a thousand keep the messages in the CPU's caches and
-    consume at twice the rate of ten thousand (docs/decisions/0013).
-    """
-    pending = {p: end for p, end in cut.end_offsets.items() if end > 0}
-    if not pending:
-        return
-    consumer = Consumer(
-        {
-            **base,
-            "group.id": f"carecloud-snapshot-{cut.topic}",  # assign() only; never commits
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "fetch.queue.backoff.ms": 10,
-            "queued.max.messages.kbytes": 16384,  # prefetch bounded to 16 MiB, not librdkafka's 64
-        }
-    )
-    try:
-        consumer.assign([TopicPartition(cut.topic, p, 0) for p in pending])
-        while pending:
-            done: set[int] = set()
-            for msg in absorb(consumer.consume(batch, 1.0), pending):
-                err = msg.error()
-                if err is None or err.code() != KafkaError._PARTITION_EOF:
-                    raise TransientError(f"reading {cut.topic}: {err.name() if err else 'unknown error'}")
-                p, offset = msg.partition() or 0, msg.offset() or 0
-                if p in pending and offset >= pending[p]:  # control records end the range
-                    done.add(p)
-            after_batch()
-            for tp in consumer.position([TopicPartition(cut.topic, p) for p in list(pending)]):
-                if tp.offset >= pending[tp.partition] or tp.partition in done:
-                    consumer.pause([tp])
-                    del pending[tp.partition]
-    finally:
-        consumer.close()
 
 
 def _spill_options() -> Options:
@@ -245,7 +163,7 @@ class StateReader:
             if is_complete(value):
                 batch.put(key, b"")
                 complete += 1
-                if complete % _BATCH == 0:
+                if complete % BATCH == 0:
                     self._present.write(batch, self._no_wal)
                     batch = WriteBatch(raw_mode=True)
             elif not is_deleted(value):  # live but missing an unchanged-TOAST value
