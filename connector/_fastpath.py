@@ -1,7 +1,7 @@
 """The one door to the compiled fast path: the ``carecloud_fastpath`` extension (fastpath/).
 
 Only this module imports the extension; the ingest (``mapping.fastpath``, ``ingest``) and the
-snapshot (``snapshot.compiled_cut``, ``snapshot.digest``, ``snapshot.run``) get it from here.
+snapshot (``snapshot.compiled_cut``, ``snapshot.digest_format``, ``snapshot.run``) get it from here.
 
 **The version handshake.** The extension exports ``CONTRACT_VERSION`` (fastpath/src/contract.rs),
 the version of the interface it implements: the plan's fields (``validate_plan`` below), what

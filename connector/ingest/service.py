@@ -3,8 +3,9 @@
 ``IngestService`` consumes the source topics and maintains the state; one per process. It is
 built in three layers, one concern each: the partitions and their local stores
 (``connector.ingest.partitions``), the transaction loop (``connector.ingest.transaction``: one
-Kafka transaction per batch carries its state rows, dead letters and consumed offsets) and,
-here, the clients' start-up, the run loop and shutdown.
+Kafka transaction per batch carries its state rows, dead letters and consumed offsets, each
+message handled by ``connector.ingest.message``) and, here, the clients' start-up, the run
+loop and shutdown.
 
 Fencing: the producer's ``transactional.id`` is stable per replica (a restarted pod fences
 its own previous incarnation at ``init_transactions``), and offsets are sent with the
