@@ -15,14 +15,30 @@ from typing import Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from connector.mapping.change import EntityChange
 from connector.mapping.fastpath import FastChange, Peek
+from connector.source.version import Version
 from connector.state.apply import Outcome, apply_change
-from connector.state.codec import decode_row, encode_row, state_key
+from connector.state.codec import decode_row, encode_row, state_key, stored_values
 from connector.state.exceptions import StateRowTooLargeError
 from connector.state.resolve import StateRow
 from connector.state.store import PartitionStore
 
 __all__ = ["BatchView", "Emit", "Emitter"]
+
+
+def as_change(change: FastChange) -> EntityChange:
+    """The compiled path's change as the Python path's ``EntityChange``, its values in stored
+    form, read from the encoded row by the state's codec (the one reader of the row format)."""
+    values = {} if change.row is None else stored_values(change.row)
+    return EntityChange(
+        change.entity,
+        change.entity_id,
+        change.deleted,
+        Version(*change.version),
+        values,
+        position=change.position,
+    )
 
 
 class Emit(Protocol):
@@ -109,12 +125,12 @@ class BatchView:
         """
         ident = (change.entity, change.entity_id)
         if change.row is None or ident in self.complete_after:
-            return apply_change(self, change.change())
+            return apply_change(self, as_change(change))
         raw = self.store.get(change.key)
         if raw is not None:
             stored = peek(raw)
             if stored is None:
-                return apply_change(self, change.change())
+                return apply_change(self, as_change(change))
             if change.version <= stored:
                 return Outcome.STALE
         self._check_size(change.key, change.row)

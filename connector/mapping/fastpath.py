@@ -29,14 +29,12 @@ from typing import Any
 import orjson
 
 from connector import _fastpath
-from connector.mapping.change import EntityChange
 from connector.mapping.convert import INT_RANGE, UNIT_DIVISOR, ConversionError
 from connector.mapping.mapper import FieldPlan, Mapper
 from connector.mapping.spec import MappingSpec, TableSpec, TopicSpec
 from connector.model import raw_schema
 from connector.source import Placeholder
 from connector.source.events import Position
-from connector.source.version import Version
 
 __all__ = ["FastChange", "FastPath", "Peek", "fastpath_plan"]
 
@@ -184,7 +182,8 @@ class FastChange:
 
     ``row`` is the state row as ``encode_row`` writes it when no stored row precedes it;
     ``BatchView.apply_fast`` uses it as is over a plain older row (the common update) and
-    otherwise turns this into an ``EntityChange`` (``change``) for ``apply_change``.
+    otherwise turns it into an ``EntityChange`` (``connector.ingest.batch.as_change``, which
+    reads the row through the state's codec) for ``apply_change``.
     """
 
     entity: str
@@ -194,13 +193,6 @@ class FastChange:
     key: bytes
     row: bytes | None
     position: Position
-
-    def change(self) -> EntityChange:
-        """The same change as the Python path's ``EntityChange`` (values in stored form)."""
-        values = {} if self.row is None else orjson.loads(self.row)["r"]
-        return EntityChange(
-            self.entity, self.entity_id, self.deleted, Version(*self.version), values, position=self.position
-        )
 
 
 class FastPath:

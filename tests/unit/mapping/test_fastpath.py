@@ -27,6 +27,7 @@ from connector._fastpath import fastpath_available
 from connector.devtools.debezium_schema import LOGICAL, column_schemas, wrap, wrap_key
 from connector.devtools.synthetic import generate
 from connector.errors import BadInputError
+from connector.ingest.batch import as_change
 from connector.mapping import EntityChange, Mapper, load_mapping
 from connector.mapping.convert import FIRST_DAY, LAST_DAY
 from connector.mapping.fastpath import FastPath, fastpath_plan
@@ -77,7 +78,7 @@ class Paths:
             assert fast.row is None
         else:  # the encoded row, byte for byte, and the change it stands for
             assert fast.row == encode_row(ref_row)
-        via_python = merge(None, fast.change())
+        via_python = merge(None, as_change(fast))
         assert via_python is not None
         assert encode_row(via_python) == encode_row(ref_row)
         return True
