@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from connector.devtools._serve import serve
 from connector.devtools.kafka import _die_with_parent, _free_ports
 
 __all__ = [
@@ -395,21 +396,8 @@ def _read_properties(path: Path) -> dict[str, str]:
 
 
 def _run(bootstrap: str, connectors: Sequence[Path]) -> int:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.default_int_handler)
     worker = ConnectWorker(bootstrap, connectors=[_read_properties(p) for p in connectors])
-    try:
-        worker.start()
-        print(f"CONNECT_URL={worker.url}")
-        print(f"work dir {worker.work_dir}; Ctrl-C stops the worker", flush=True)
-        while worker.running:
-            time.sleep(0.5)
-        print(f"worker died\n{worker.log_tail()}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        worker.close()
+    return serve(worker, "worker", lambda: [f"CONNECT_URL={worker.url}"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

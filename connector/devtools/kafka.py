@@ -38,6 +38,7 @@ from types import TracebackType
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from connector.devtools._serve import serve
 from connector.devtools.tls import TlsMaterial, tls_material
 
 __all__ = ["CACHE_ENV", "KAFKA_VERSION", "BrokerError", "KafkaBroker", "fetch_jars", "main"]
@@ -443,23 +444,13 @@ class KafkaBroker:
 
 
 def _run(sasl_ssl: bool, work_dir: Path | None) -> int:
-    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell's background job ignores it
-        signal.signal(sig, signal.default_int_handler)
     broker = KafkaBroker(work_dir, sasl_ssl=sasl_ssl)
-    try:  # not `with`: a Ctrl-C during start() must stop the JVM too
-        broker.start()
-        print(f"KAFKA_BOOTSTRAP={broker.bootstrap}")
-        for key, value in broker.client_config().items():
-            print(f"  {key}={value}")
-        print(f"work dir {broker.work_dir}; Ctrl-C stops the broker", flush=True)
-        while broker.running:
-            time.sleep(0.5)
-        print(f"broker died\n{broker.log_tail()}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        broker.close()
+
+    def describe() -> list[str]:
+        config = broker.client_config().items()
+        return [f"KAFKA_BOOTSTRAP={broker.bootstrap}", *(f"  {key}={value}" for key, value in config)]
+
+    return serve(broker, "broker", describe)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
