@@ -51,6 +51,17 @@ class IngestSettings(BaseSettings):
     topic keeps its own; ingest warns when it differs). A dead letter is a source event's raw
     bytes, health data kept only to be replayed after a fix: 7 days spans a fix made over a
     weekend, and nothing is kept longer than that needs (30 days at most)."""
+    replication_factor: int = Field(default=3, ge=1, le=16)
+    """Replicas of each partition of the state and dead-letter topics when ingest creates them;
+    an existing state topic with fewer is refused at start-up. The state topic is the source of
+    truth: with 3, a broker's disk can be lost without losing a committed row. On a cluster with
+    fewer brokers (the demo, tests) the topics get one replica per broker and a warning says so."""
+    min_insync_replicas: int = Field(default=2, ge=1, le=16)
+    """The state and dead-letter topics' min.insync.replicas when ingest creates them: a commit
+    (acks=all) waits until this many replicas hold the batch, and stops rather than commit on
+    fewer. 2 of 3 keeps committing through one broker's outage and never has a committed row on
+    one disk only. Lowered with the replication factor on a smaller cluster (as many brokers may
+    fail as configured: 3 and 2 become 1 and 1 on one broker); at most the replication factor."""
     state_dir: Path = Path("/var/lib/carecloud/state")
     """Directory of the local store (one sub-directory per partition); a cache only."""
     transactional_id: str = Field(default_factory=lambda: f"carecloud-connector-{socket.gethostname()}")
@@ -90,6 +101,13 @@ class IngestSettings(BaseSettings):
     keeps markers forever. Only safe above the longest time an event older than a delete can
     still reach the source topics: their retention, Debezium's longest outage and replay, a
     re-snapshot's duration (docs/decisions/0005). Days, not hours."""
+    transaction_ledger_purge_after_s: int = Field(default=604_800, ge=0)
+    """With transaction tracking (the mapping's transactions.topic): purge a transaction's
+    ledger records (which of its events the state holds) this many seconds after ingest last
+    wrote them; the snapshot judges only transactions written within half of it, so an
+    incomplete transaction older than that is reported as expired instead of held out. Above the
+    longest a source transaction can take to reach the state whole: 7 days by default; 0 keeps
+    them forever (docs/decisions/0019)."""
 
 
 class SnapshotSettings(BaseSettings):
@@ -286,6 +304,11 @@ def load_settings(**overrides: dict[str, Any]) -> Settings:
                 problems.append(f"{prefix}{name.upper()}: {err['msg']}")
     if "kafka" in models:
         problems.extend(models["kafka"].problems())
+    if "ingest" in models and models["ingest"].min_insync_replicas > models["ingest"].replication_factor:
+        problems.append(
+            "CARECLOUD_INGEST_MIN_INSYNC_REPLICAS: must be at most CARECLOUD_INGEST_REPLICATION_FACTOR "
+            "(no commit could ever be acknowledged)"
+        )
     if "snapshot" in models and models["snapshot"].enabled:
         problems.extend(
             sink_problems(models["snapshot"], models.get("s3"), models.get("sftp"), models.get("portal"))

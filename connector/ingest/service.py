@@ -135,6 +135,8 @@ class IngestService(Transactions):
             dlq_topic=self.ingest.dlq_topic,
             partitions=partitions,
             dlq_retention_ms=self.ingest.dlq_retention_ms,
+            replication_factor=self.ingest.replication_factor,
+            min_insync_replicas=self.ingest.min_insync_replicas,
         )
         # The producer refuses what the topics would refuse, and the loop refuses it before the
         # producer does: a state row or dead letter over the limit is a dead letter by

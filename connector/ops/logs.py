@@ -64,6 +64,8 @@ ALLOWED_FIELDS = frozenset(
         # how much, how long, which attempt
         "count events records bytes batches partitions attempt retry_in_s duration_s elapsed_s lag "
         "slack_s deadline next_run "
+        # how a topic is replicated (counts of brokers and replicas: the cluster's shape, no data)
+        "brokers replication_factor min_insync_replicas "
         # what went wrong, by name (exception class, librdkafka error name, setting name), and
         # librdkafka's description of a failed transaction ("N message(s) timed out on <topic>
         # [p]"): topics, partitions, counts and broker names, never a key or a value

@@ -1,9 +1,11 @@
 """The connector's own topics: created right when missing, refused when wrong.
 
-The state topic must be compacted (it is the source of truth and keeps one record per key)
-and have as many partitions as the widest source topic (a record read from source partition
-p is stored in state partition p). A wrong existing topic is a start-up error naming the
-topic and the setting: silently working with it would lose state.
+The state topic must be compacted (it is the source of truth and keeps one record per key),
+have as many partitions as the widest source topic (a record read from source partition p is
+stored in state partition p) and as many replicas as configured (a broker's disk loss must not
+lose it). A wrong existing topic is a start-up error naming the topic, the setting and the
+command that fixes it: silently working with it would lose state. The rules themselves are in
+``topic_policy`` (pure); this module asks the cluster and creates.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetS
 from connector.config.settings import IngestSettings
 from connector.errors import TransientError
 from connector.state.exceptions import TopicConfigError
+from connector.state.topic_policy import (
+    Replication,
+    TopicFacts,
+    created_config,
+    replication_for,
+    state_topic_problems,
+    topic_warnings,
+)
 
 __all__ = [
     "end_offsets",
@@ -56,6 +66,8 @@ this lag is compacted, so a cut stays readable for two days (a date's run lasts 
 
 _DLQ_RETENTION_MS: int = IngestSettings.model_fields["dlq_retention_ms"].default
 """``CARECLOUD_INGEST_DLQ_RETENTION_MS``'s default, for a caller that passes none."""
+_FACTOR: int = IngestSettings.model_fields["replication_factor"].default
+_MIN_ISR: int = IngestSettings.model_fields["min_insync_replicas"].default
 
 
 def ensure_topics(
@@ -65,45 +77,86 @@ def ensure_topics(
     dlq_topic: str,
     partitions: int,
     dlq_retention_ms: int = _DLQ_RETENTION_MS,
-) -> None:
+    replication_factor: int = _FACTOR,
+    min_insync_replicas: int = _MIN_ISR,
+) -> Replication:
     """Create the state and dead-letter topics if missing; verify them if present.
+
+    Both are created with ``replication_factor`` replicas and ``min_insync_replicas``
+    (``CARECLOUD_INGEST_REPLICATION_FACTOR`` / ``_MIN_INSYNC_REPLICAS``), lowered with a
+    warning on a cluster with fewer brokers (``topic_policy.replication_for``). An existing
+    state topic that would lose data is refused with a ``TopicConfigError`` listing every
+    problem, each with the command that fixes it (``topic_policy.state_topic_problems``).
 
     A dead-letter topic created here gets ``retention.ms=dlq_retention_ms``
     (``CARECLOUD_INGEST_DLQ_RETENTION_MS``): it holds raw source events, health data, so they
     are deleted once a replay after a fix can no longer need them. An existing one keeps its
     own retention (it is the operator's to change); a warning says when it differs.
     """
+    meta = admin.list_topics(timeout=_TIMEOUT_S)
+    replication = replication_for(replication_factor, min_insync_replicas, len(meta.brokers))
+    if replication.lowered:
+        log.warning(
+            "THE CLUSTER HAS FEWER BROKERS THAN THE CONFIGURED REPLICATION FACTOR: the state and "
+            "dead-letter topics are created with fewer replicas and a lower min.insync.replicas, so "
+            "one broker's disk loss can lose committed state; fine for a demo or tests, never for "
+            "production",
+            extra={
+                "setting": "CARECLOUD_INGEST_REPLICATION_FACTOR",
+                "brokers": replication.brokers,
+                "replication_factor": replication.factor,
+                "min_insync_replicas": replication.min_insync,
+            },
+        )
     wanted = {
         state_topic: {"cleanup.policy": "compact", "min.compaction.lag.ms": str(_STATE_COMPACTION_LAG_MS)},
         dlq_topic: {"cleanup.policy": "delete", "retention.ms": str(dlq_retention_ms)},
     }
-    meta = admin.list_topics(timeout=_TIMEOUT_S)
     missing = [name for name in wanted if name not in meta.topics]
     if dlq_topic not in missing:
         _check_retention(admin, dlq_topic, dlq_retention_ms)
     if missing:
-        futures = admin.create_topics(
-            [
-                NewTopic(name, partitions if name == state_topic else 1, 1, config=wanted[name])
-                for name in missing
-            ]
-        )
-        for name, future in futures.items():
-            try:
-                future.result(_TIMEOUT_S)
-            except Exception as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):  # another replica won the race
-                    raise TransientError(f"cannot create topic {name}") from exc
+        _create(admin, missing, wanted, state_topic, partitions, replication)
         meta = _await_topics(admin, list(wanted))
-    have = len(meta.topics[state_topic].partitions)
-    if have != partitions:
-        raise TopicConfigError(
-            f"state topic {state_topic} has {have} partitions but the source topics have {partitions}; "
-            "it must match (a record read from partition p is stored in state partition p)"
+    state = _facts(admin, meta, state_topic)
+    problems = state_topic_problems(state, partitions=partitions, replication=replication)
+    if problems:
+        raise TopicConfigError("; ".join(problems))
+    for facts in (state, _facts(admin, meta, dlq_topic)):
+        for setting, sentence in topic_warnings(facts, replication):
+            log.warning(sentence, extra={"topic": facts.name, "setting": setting})
+    return replication
+
+
+def _create(
+    admin: AdminClient,
+    names: list[str],
+    wanted: dict[str, dict[str, str]],
+    state_topic: str,
+    partitions: int,
+    replication: Replication,
+) -> None:
+    new = [
+        NewTopic(
+            name,
+            partitions if name == state_topic else 1,
+            replication.factor,
+            config=created_config(wanted[name], replication),
         )
-    policy = _config(admin, state_topic).get("cleanup.policy", "")
-    if "compact" not in policy.split(","):
-        raise TopicConfigError(f"state topic {state_topic} has cleanup.policy={policy}; it must be compact")
+        for name in names
+    ]
+    for name, future in admin.create_topics(new).items():
+        try:
+            future.result(_TIMEOUT_S)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):  # another replica won the race
+                raise TransientError(f"cannot create topic {name}") from exc
+
+
+def _facts(admin: AdminClient, meta: Any, topic: str) -> TopicFacts:
+    partitions = meta.topics[topic].partitions
+    replicas = min((len(p.replicas) for p in partitions.values()), default=0)
+    return TopicFacts(topic, len(partitions), replicas, _config(admin, topic))
 
 
 def _check_retention(admin: AdminClient, topic: str, retention_ms: int) -> None:

@@ -49,3 +49,16 @@ def test_a_lower_file_threshold_alone_is_valid_and_a_return_bound_above_it_is_na
     assert not [p for p in sink_problems(alone, None, None) if "API_RETURN_BELOW" in p]
     above = SnapshotSettings(file_threshold=300, api_return_below=301)
     assert any(p.startswith("CARECLOUD_SNAPSHOT_API_RETURN_BELOW") for p in sink_problems(above, None, None))
+
+
+def test_the_state_topics_replication_defaults_to_three_with_two_in_sync() -> None:
+    """Issue 21: the state topic is the source of truth; one broker's disk must not lose it."""
+    ingest = load_settings().ingest
+    assert (ingest.replication_factor, ingest.min_insync_replicas) == (3, 2)
+
+
+def test_a_min_insync_above_the_replication_factor_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARECLOUD_INGEST_REPLICATION_FACTOR", "2")
+    monkeypatch.setenv("CARECLOUD_INGEST_MIN_INSYNC_REPLICAS", "3")
+    with pytest.raises(SettingsError, match="CARECLOUD_INGEST_MIN_INSYNC_REPLICAS: must be at most"):
+        load_settings()
