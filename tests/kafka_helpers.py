@@ -30,9 +30,13 @@ def unique(prefix: str) -> str:
 class KafkaTestCluster:
     """Client factories for one cluster: the session broker, a SASL one, or ``KAFKA_BOOTSTRAP``."""
 
-    def __init__(self, base_config: Mapping[str, str], broker: KafkaBroker | None = None) -> None:
+    def __init__(
+        self, base_config: Mapping[str, str], broker: KafkaBroker | None = None, *, replication: int = 1
+    ) -> None:
         self._base = dict(base_config)
         self.broker = broker
+        self.replication = replication
+        """Replicas of every topic ``new_topic`` creates: 3 on the three-broker cluster."""
         self._admin: AdminClient | None = None
 
     @classmethod
@@ -63,7 +67,9 @@ class KafkaTestCluster:
     ) -> str:
         """Create a uniquely named topic and return once every partition has a leader."""
         name = unique(prefix)
-        topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))
+        topic = NewTopic(
+            name, num_partitions=partitions, replication_factor=self.replication, config=dict(config or {})
+        )
         self.admin().create_topics([topic], operation_timeout=30)[name].result(timeout=60)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -9,6 +9,7 @@ Command line::
 
     python -m connector.devtools.kafka fetch              # resolve the jars, print where
     python -m connector.devtools.kafka run [--sasl-ssl]   # run a broker until Ctrl-C
+    python -m connector.devtools.kafka run --brokers 3    # a three-node KRaft cluster (kafka_cluster)
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from confluent_kafka.admin import AdminClient
 from connector.devtools._serve import serve
 from connector.devtools.tls import TlsMaterial, tls_material
 
-__all__ = ["CACHE_ENV", "KAFKA_VERSION", "BrokerError", "KafkaBroker", "fetch_jars", "main"]
+__all__ = ["CACHE_ENV", "KAFKA_VERSION", "BrokerError", "KafkaBroker", "fetch_jars", "main", "new_cluster_id"]
 
 KAFKA_VERSION = "4.1.1"
 CACHE_ENV = "CARECLOUD_KAFKA_CACHE"
@@ -162,7 +163,9 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
+    """A random KRaft cluster id, as ``kafka-storage.sh random-uuid`` prints one; the nodes of
+    one cluster are all formatted with the same."""
     while True:  # Kafka's own Uuid.randomUuid() also refuses ids that read as a CLI flag
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cid.startswith("-"):
@@ -218,8 +221,10 @@ class KafkaBroker:
         properties: Mapping[str, str] | None = None,
         startup_timeout: float = 60.0,
         cache_dir: Path | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         self._owns_dir = work_dir is None
+        self._cluster_id = cluster_id  # the nodes of one cluster are formatted with the same id
         self.work_dir = Path(tempfile.mkdtemp(prefix="carecloud-kafka-")) if work_dir is None else work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir, self.log_dir = self.work_dir / "data", self.work_dir / "logs"
@@ -285,6 +290,16 @@ class KafkaBroker:
         """Format on first use, launch the JVM, and return once the broker answers metadata."""
         if self.running:
             return self
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> None:
+        """Format on first use and launch the JVM without waiting for it to answer: the nodes of
+        a multi-node KRaft cluster answer only once a quorum of them runs, so a cluster launches
+        them all and then waits (``connector.devtools.kafka_cluster``)."""
+        if self.running:
+            return
         classpath = f"{fetch_jars(self._cache_dir)}/*"
         self.log_dir.mkdir(exist_ok=True)
         if self.sasl_ssl and self._tls is None:
@@ -295,8 +310,6 @@ class KafkaBroker:
         if not (self.data_dir / "meta.properties").is_file():
             self._format(classpath, props)
         self._launch(classpath, props)
-        self._wait_ready()
-        return self
 
     def stop(self, timeout: float = 15.0) -> None:
         """Shut down cleanly (SIGTERM), escalating to SIGKILL after ``timeout`` seconds."""
@@ -390,7 +403,7 @@ class KafkaBroker:
 
     def _format(self, classpath: str, props: Path) -> None:
         cmd = [*self._java(classpath, "256m"), "kafka.tools.StorageTool", "format"]
-        cmd += ["-t", _cluster_id(), "-c", str(props)]
+        cmd += ["-t", self._cluster_id or new_cluster_id(), "-c", str(props)]
         if self.sasl_ssl:
             for name, password in {_INTER_BROKER_USER: self._admin_password, **self.users}.items():
                 cmd += ["--add-scram", f"{_SCRAM}=[name={name},password={password}]"]
@@ -420,7 +433,9 @@ class KafkaBroker:
             )
         _LIVE.add(self)
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
+        """Return once the broker answers metadata; a ``BrokerError`` with the log tail if it
+        exits or stays silent past ``startup_timeout``."""
         admin = AdminClient({**self.client_config(), "log_level": 0, "reconnect.backoff.max.ms": 200})
         deadline = time.monotonic() + self.startup_timeout
         while True:
@@ -443,7 +458,14 @@ class KafkaBroker:
             os.killpg(self._process.pid, sig)
 
 
-def _run(sasl_ssl: bool, work_dir: Path | None) -> int:
+def _run(sasl_ssl: bool, work_dir: Path | None, brokers: int) -> int:
+    if brokers > 1:
+        if sasl_ssl:
+            raise SystemExit("--sasl-ssl runs one broker; the cluster is PLAINTEXT")
+        from connector.devtools.kafka_cluster import KafkaCluster
+
+        cluster = KafkaCluster(brokers, work_dir)
+        return serve(cluster, "cluster", lambda: [f"KAFKA_BOOTSTRAP={cluster.bootstrap}"])
     broker = KafkaBroker(work_dir, sasl_ssl=sasl_ssl)
 
     def describe() -> list[str]:
@@ -463,11 +485,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="run a broker, print its bootstrap, stop on Ctrl-C/SIGTERM")
     run.add_argument("--sasl-ssl", action="store_true", help="SCRAM-SHA-512 over TLS instead of PLAINTEXT")
     run.add_argument("--work-dir", type=Path, help="keep data and logs here (reused if already formatted)")
+    run.add_argument(
+        "--brokers", type=int, default=1, choices=range(1, 6), help="KRaft nodes (3: a replicated cluster)"
+    )
     args = parser.parse_args(argv)
     if args.command == "fetch":
         print(fetch_jars(args.cache_dir))
         return 0
-    return _run(args.sasl_ssl, args.work_dir)
+    return _run(args.sasl_ssl, args.work_dir, args.brokers)
 
 
 if __name__ == "__main__":

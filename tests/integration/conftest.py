@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from connector.devtools.debezium import ConnectWorker
+from connector.devtools.kafka_cluster import KafkaCluster
 from connector.devtools.postgres import PostgresServer
 from connector.devtools.s3_server import S3Endpoint
 from connector.sinks.s3 import S3Storage
@@ -48,3 +49,21 @@ def debezium(kafka: KafkaTestCluster, tmp_path_factory: pytest.TempPathFactory) 
     publication) and remove them when done."""
     with ConnectWorker(kafka.bootstrap, tmp_path_factory.mktemp("connect")) as worker:
         yield worker
+
+
+@pytest.fixture(scope="session")
+def _kafka_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """The three-node KRaft cluster, started once, when the first cluster test asks for it."""
+    with KafkaCluster(3, tmp_path_factory.mktemp("cluster"), heap="320m") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def kafka_cluster(_kafka_cluster_session: KafkaCluster) -> Iterator[KafkaCluster]:
+    """The three-node cluster, for the fault tests only (``tests/integration/test_cluster_*``):
+    every node up and every replica in sync when the test starts and again after it, whatever
+    the test killed, paused or stopped on the way (its helpers are the nodes' own: ``node(i)``
+    ``.kill()``, ``.stop()``, ``.pause()``, ``.resume()``, ``.restart()``)."""
+    _kafka_cluster_session.heal()
+    yield _kafka_cluster_session
+    _kafka_cluster_session.heal()
