@@ -45,13 +45,17 @@ __all__ = [
 ]
 
 EXTENSION = "carecloud_fastpath"
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 """The contract this package expects; fastpath/src/contract.rs holds the extension's."""
 REBUILD = "make venv"
 """The command that rebuilds the extension from this checkout's sources (the Makefile)."""
 
-Mapped = tuple[str, str, bool, tuple[int, int, int, int, int], bytes, bytes | None]
-"""``Core.map``'s answer: (entity, EntityId, deleted, version, state key, encoded row or None)."""
+Mapped = tuple[
+    str, str, bool, tuple[int, int, int, int, int], bytes, bytes | None, tuple[str, str, int] | None
+]
+"""``Core.map``'s answer: (entity, EntityId, deleted, version, state key, encoded row or None,
+(table, transaction.id, data_collection_order) of Debezium's transaction block or None).
+Contract 2 added the last element, and ``CutSpill.reserved`` (the transaction ledger)."""
 
 
 class Core(Protocol):

@@ -107,7 +107,7 @@ class IngestSettings(BaseSettings):
     wrote them; the snapshot judges only transactions written within half of it, so an
     incomplete transaction older than that is reported as expired instead of held out. Above the
     longest a source transaction can take to reach the state whole: 7 days by default; 0 keeps
-    them forever (docs/decisions/0019)."""
+    them forever (docs/decisions/0020)."""
 
 
 class SnapshotSettings(BaseSettings):

@@ -163,7 +163,7 @@ class SyntheticStream:
                         change, major, first + 10 * (i + 1), tx=commit, order=order, at=time_key
                     )
                     items.append(_Item((change.table, change.pk), msgs, True))
-            reread = _STREAM_LSN + commit * _TX_STEP + 1
+            reread = _SNAPSHOT_LSN  # a redelivered read of the initial snapshot, not a re-snapshot
             for plan in plans:
                 for change in plan.rereads:
                     msgs = self._render(change, None, reread, tx=commit, order=None)
@@ -184,6 +184,42 @@ class SyntheticStream:
         for event in self.events():
             offset = offsets[event.topic] = offsets.get(event.topic, -1) + 1
             yield RawMessage(Position(event.topic, 0, offset), event.key, event.value, None)
+
+    @property
+    def transaction_topic(self) -> str:
+        """Debezium's ``<topic.prefix>.transaction`` for this stream's prefix."""
+        return self.topic_prefix.split(".", 1)[0] + ".transaction"
+
+    def transaction_ends(self) -> Iterator[SyntheticEvent]:
+        """The transaction topic's END record of every streamed transaction, as Debezium
+        writes them with ``provide.transaction.metadata=true`` (``id`` ``"<txId>:<lsn>"``, the
+        event count overall and per table), in commit order; BEGINs are left out (nothing
+        reads them). Counted from the events' own transaction blocks, duplicates once."""
+        orders: dict[int, dict[str, int]] = {}
+        totals: dict[int, int] = {}
+        for event in self.events():
+            if event.value is None or b'"transaction":{' not in event.value:
+                continue
+            doc = orjson.loads(event.value)
+            tx = doc.get("transaction") if isinstance(doc, dict) else None
+            if not isinstance(tx, dict):
+                continue
+            txid = int(str(tx["id"]).split(":", 1)[0])
+            table = f"{doc['source']['schema']}.{doc['source']['table']}"
+            per_table = orders.setdefault(txid, {})
+            per_table[table] = max(per_table.get(table, 0), int(tx["data_collection_order"]))
+            totals[txid] = max(totals.get(txid, 0), int(tx["total_order"]))
+        for txid in sorted(orders):
+            end = {
+                "status": "END",
+                "id": f"{txid}:{_STREAM_LSN + txid * _TX_STEP + 99}",
+                "event_count": totals[txid],
+                "data_collections": [
+                    {"data_collection": t, "event_count": n} for t, n in orders[txid].items()
+                ],
+                "ts_ms": 0,
+            }
+            yield SyntheticEvent(self.transaction_topic, orjson.dumps({"id": end["id"]}), orjson.dumps(end))
 
     def iter_expected(self) -> Iterator[tuple[str, str, Row]]:
         """(entity, EntityId, record) of every live record at the end; streams at any scale."""

@@ -21,6 +21,7 @@ from connector.source.version import Version
 from connector.state.apply import Outcome, apply_change
 from connector.state.codec import decode_row, encode_row, state_key, stored_values
 from connector.state.exceptions import StateRowTooLargeError
+from connector.state.ledger import Ledger, decode_ledger, encode_ledger, ledger_key
 from connector.state.resolve import StateRow
 from connector.state.store import PartitionStore
 
@@ -112,6 +113,36 @@ class BatchView:
     live_before: dict[tuple[str, str], bool] = field(default_factory=dict)
     """Whether each row read from the store was a live, complete entity (apply_change reads
     every row before it writes it): the batch's change to the live count."""
+    ledger: dict[str, Ledger] = field(default_factory=dict)
+    """With transaction tracking: per source transaction, the orders and keys of its events
+    this batch applied here (``connector.state.ledger``), written by ``emit_ledger``."""
+
+    def note_transaction(self, txid: str, table: str, order: int, key: bytes) -> None:
+        """One applied (or stale: the state holds it or newer) event of a source transaction."""
+        notes = self.ledger.get(txid)
+        if notes is None:
+            notes = self.ledger[txid] = Ledger()
+        notes.note(table, order, key.decode())
+
+    def emit_ledger(self, partition: int) -> int:
+        """Step 2's end: each noted transaction's ledger record, merged with the one held, to
+        the state topic in this batch's transaction; returns how many were written. A record
+        that would add nothing (duplicates only) is not written again."""
+        written = 0
+        for txid, notes in self.ledger.items():
+            key = ledger_key(txid, partition)
+            raw = self.encoded[key] if key in self.encoded else self.store.get(key)
+            held = None if raw is None else decode_ledger(raw)
+            merged = notes if held is None else held.merged(notes)
+            if held is not None and merged.size == held.size:
+                continue
+            merged.stamp_ms = self.stamp_ms
+            value = encode_ledger(merged, self.row_limit - len(key))
+            self.encoded[key] = value
+            self.emit(key, value)
+            written += 1
+        self.ledger.clear()
+        return written
 
     def apply_fast(self, change: FastChange, peek: Peek) -> Outcome:
         """``apply_change`` for a change the compiled path mapped, without its values in Python.

@@ -99,6 +99,17 @@ def add_replay_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--mapping", required=True, help="the mapping YAML file")
     p.add_argument("--input", required=True, help="the events file (JSON Lines)")
     p.add_argument("--schema-registry", default=None, help="Schema Registry URL for Avro topics")
+    p.add_argument(
+        "--transaction-topic",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        help="Debezium's transaction topic in the capture (besides the mapping's transactions.topic; "
+        "an unlisted topic's BEGIN/END records are recognised anyway): tallied, never dead-lettered",
+    )
+    p.add_argument(
+        "--skip-topic", action="append", default=[], metavar="TOPIC", help="leave this topic's messages out"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line, for scripts")
     p.set_defaults(handler=_cmd_offline_replay)
 
@@ -111,7 +122,11 @@ def _cmd_offline_replay(args: argparse.Namespace) -> int:
     from connector.model import ENTITY_NAMES
 
     result = replay(
-        load_mapping(args.mapping), read_events(args.input), schema_registry_url=args.schema_registry
+        load_mapping(args.mapping),
+        read_events(args.input),
+        schema_registry_url=args.schema_registry,
+        transaction_topics=args.transaction_topic,
+        skip_topics=args.skip_topic,
     )
     out = sys.stdout.buffer
     if args.json:
@@ -119,12 +134,21 @@ def _cmd_offline_replay(args: argparse.Namespace) -> int:
             out.write(encode_json({"entity": entity, "entity_id": entity_id, "record": record}) + b"\n")
         for dead in result.dead_letters:
             out.write(encode_json({"dead_letter": dead.as_json()}) + b"\n")
+        tx = result.transactions
+        if tx.begins or tx.ends or tx.skipped:  # the capture holds a transaction topic
+            out.write(encode_json({"transactions": tx.as_json()}) + b"\n")
         return 0
+    tx = result.transactions
     counts = Counter(entity for entity, _, _ in result.live)
     print("live entities:")
     for name in ENTITY_NAMES:
         print(f"  {name:<14} {counts.get(name, 0):>8}")
     print(f"stale or duplicate changes ignored: {result.stale}; tombstones skipped: {result.tombstones}")
+    if tx.begins or tx.ends or tx.skipped:
+        print(
+            f"source transactions: {tx.complete} whole, {len(tx.incomplete)} not whole in this capture "
+            f"(BEGIN {tx.begins}, END {tx.ends}); messages of skipped topics: {tx.skipped}"
+        )
     print(f"dead letters: {len(result.dead_letters)}")
     for dead in result.dead_letters:
         p = dead.position

@@ -22,7 +22,10 @@ from connector.ingest.partitions import Partitions
 from connector.mapping import Mapper
 from connector.mapping.fastpath import FastPath
 from connector.source import Decoder, Position
+from connector.source.transactions import decode_boundary
 from connector.state.apply import Outcome, apply_change
+from connector.state.codec import state_key
+from connector.state.ledger import TxEnd, encode_end, end_key, group_id
 
 __all__ = ["RECORD_OVERHEAD", "Messages"]
 
@@ -40,6 +43,8 @@ class Messages(Partitions):
     decoders: dict[str, Decoder]
     fast: dict[str, FastPath]
     _record_limit: int
+    transaction_topic: str | None
+    """Debezium's transaction topic when the mapping tracks transactions, else None."""
 
     def _handle(self, msg: Message, position: Position, view: BatchView, producer: Producer) -> None:
         cause = self.handle_message(msg.key(), msg.value(), msg.headers(), position, view)
@@ -71,6 +76,30 @@ class Messages(Partitions):
             return cause
         return None
 
+    def handle_boundary(
+        self, value: bytes | None, raw_headers: Any, position: Position
+    ) -> tuple[bytes, bytes] | Cause | None:
+        """One record of the transaction topic: an END becomes its ledger record (``(key,
+        value)`` for the state topic), a BEGIN or a tombstone nothing (None), anything else the
+        cause of its dead letter, through the same size checks and barrier as a row change."""
+        refused = self._refused_size(None, value, raw_headers)
+        if refused is not None:
+            return refused
+        try:
+            boundary = decode_boundary(value)
+        except BaseException as exc:  # the barrier, as in handle_message
+            cause = dead_letter_cause(exc)
+            if cause is None:
+                raise
+            return cause
+        if boundary is None or boundary.status == "BEGIN" or boundary.event_count is None:
+            self.counts["transaction_begins" if boundary is not None else "tombstones"] += 1
+            return None
+        self.counts["transaction_ends"] += 1
+        txid = group_id(boundary.id)
+        end = TxEnd(txid, boundary.event_count, boundary.collections, self.purge.now_ms())
+        return end_key(txid), encode_end(end)
+
     def _refused_size(self, key: bytes | None, value: bytes | None, raw: Any) -> Cause | None:
         """Why the message is refused by its size alone, or None."""
         ingest = self.ingest
@@ -99,6 +128,9 @@ class Messages(Partitions):
             self.report.fast_path()
             outcome = view.apply_fast(quick, fast.peek)
             entity, deleted = quick.entity, quick.deleted
+            if quick.transaction is not None and self.transaction_topic is not None:
+                table, tx_id, order = quick.transaction
+                view.note_transaction(group_id(tx_id), table, order, quick.key)
         else:  # no fast path, or it declined: the Python path decides
             event = self.decoders[position.topic].decode(key, value, headers, position)
             if event is None:
@@ -107,6 +139,15 @@ class Messages(Partitions):
             change = self.mapper.map(event)
             outcome = apply_change(view, change)
             entity, deleted = change.entity, change.deleted
+            tx = event.transaction
+            if tx is not None and self.transaction_topic is not None:
+                # Applied or stale, the state now holds this event's effect (or a newer one).
+                view.note_transaction(
+                    group_id(tx.id),
+                    event.table,
+                    tx.data_collection_order,
+                    state_key(entity, change.entity_id),
+                )
         self.counts["stale" if outcome is Outcome.STALE else "applied"] += 1
         self.report.event(entity, deleted, outcome is Outcome.STALE)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -20,6 +20,7 @@ import orjson
 
 from connector.errors import ConfigError
 from connector.ingest.barrier import dead_letter_cause
+from connector.ingest.replay_transactions import TransactionSummary, TransactionTally
 from connector.mapping import Mapper, MappingSpec
 from connector.source import Decoder, Position, make_decoder
 from connector.state import MemoryStore, StateRow, apply_change
@@ -54,6 +55,8 @@ class ReplayResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     tombstones: int = 0
     stale: int = 0
+    transactions: TransactionSummary = field(default_factory=TransactionSummary)
+    """The transaction topic's records and the events' transaction blocks (``replay_transactions``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,16 +142,34 @@ def read_events(path: str | Path) -> Iterator[RawMessage]:
 
 
 def replay(
-    spec: MappingSpec, messages: Iterable[RawMessage], *, schema_registry_url: str | None = None
+    spec: MappingSpec,
+    messages: Iterable[RawMessage],
+    *,
+    schema_registry_url: str | None = None,
+    transaction_topics: Collection[str] = (),
+    skip_topics: Collection[str] = (),
 ) -> ReplayResult:
-    """Run the messages through the same decode -> map -> merge as the Kafka path."""
+    """Run the messages through the same decode -> map -> merge as the Kafka path.
+
+    Records of Debezium's transaction topic (the mapping's ``transactions.topic``, the
+    ``transaction_topics`` named, or recognised as BEGIN/END) are tallied, not decoded as row
+    changes; messages of ``skip_topics`` are skipped (``replay_transactions``)."""
     mapper = Mapper(spec)
+    tally = TransactionTally(spec, transaction_topics=transaction_topics, skip_topics=skip_topics)
     decoders: dict[str, Decoder] = {}
     stores: dict[int, MemoryStore] = {}  # as in ingest: state partition p holds source partition p
     last_position: dict[tuple[int, str, str], Position] = {}
     result = ReplayResult()
     for msg in messages:
         topic = msg.position.topic
+
+        def refused(exc: Exception, position: Position = msg.position) -> None:
+            cause = dead_letter_cause(exc)
+            assert cause is not None  # a DecodeError always has one
+            result.dead_letters.append(DeadLetter(position, cause.error, cause.reason))
+
+        if tally.boundary(msg.position, msg.value, refused):
+            continue
         decoder = decoders.get(topic)
         if decoder is None:
             settings = spec.topic(topic)
@@ -168,6 +189,7 @@ def replay(
             change = mapper.map(event)
             if apply_change(store, change).value == "stale":
                 result.stale += 1
+            tally.event(event, change)
         except BaseException as exc:
             cause = dead_letter_cause(exc)
             if cause is None:
@@ -189,4 +211,5 @@ def replay(
             result.dead_letters.append(DeadLetter(position, "IncompleteRow", "toast_without_previous_value"))
             continue
         result.live.append((entity, entity_id, row.values))
+    result.transactions = tally.finish()
     return result

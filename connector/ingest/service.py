@@ -71,6 +71,10 @@ class IngestService(Transactions):
         self.source_topics = sorted(spec.topics)
         if not self.source_topics:
             raise ConfigError("the mapping lists no topics to consume")
+        self.transaction_topic = spec.transaction_topic
+        self._state_partitions = 1
+        """The state topic's partition count (``start`` reads it): an END's ledger record goes
+        to its transaction-topic partition modulo this."""
         self.decoders: dict[str, Decoder] = {}
         for name in self.source_topics:
             topic = spec.topic(name)
@@ -81,7 +85,10 @@ class IngestService(Transactions):
         self.fast = self._fast_paths(spec)
         """The compiled decode-and-map path per Debezium JSON topic (``_fast_paths``)."""
         self.stores: dict[int, PartitionStore] = {}
-        self.purge = MarkerPurge(self.ingest.marker_purge_after_s)
+        self.purge = MarkerPurge(
+            self.ingest.marker_purge_after_s,
+            ledger_horizon_s=self.ingest.transaction_ledger_purge_after_s if spec.transaction_topic else 0,
+        )
         self._restore_stall_s = self.ingest.transaction_timeout_ms / 1000 + 60
         """A restore waits out an open transaction (up to the transaction timeout), not longer."""
         self.counts: Counter[str] = Counter()
@@ -129,6 +136,9 @@ class IngestService(Transactions):
         admin = AdminClient(base)
         self._await_cluster(admin)
         partitions = source_partitions(admin, self.source_topics)
+        self._state_partitions = partitions
+        if self.transaction_topic is not None:
+            self._check_transaction_topic(admin)
         ensure_topics(
             admin,
             state_topic=self.ingest.state_topic,
@@ -172,9 +182,22 @@ class IngestService(Transactions):
                 "queued.max.messages.kbytes": max(1024, min(65_536, self.ingest.batch_max_bytes // 2048)),
             }
         )
+        topics = list(self.source_topics)
+        if self.transaction_topic:
+            topics.append(self.transaction_topic)
         self._consumer.subscribe(
-            self.source_topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
+
+    def _check_transaction_topic(self, admin: AdminClient) -> None:
+        """The mapping's ``transactions.topic`` must exist: Debezium creates it with
+        ``provide.transaction.metadata=true``; a wrong name would silently track nothing."""
+        topics = admin.list_topics(timeout=CALL_TIMEOUT_S).topics
+        if self.transaction_topic not in topics:
+            raise ConfigError(
+                f"the mapping's transactions.topic {self.transaction_topic!r} does not exist: it is "
+                "Debezium's <topic.prefix>.transaction, written with provide.transaction.metadata=true"
+            )
 
     def _await_cluster(self, admin: AdminClient) -> None:
         """Reach the cluster in short steps, so a refused login fails start-up in seconds.

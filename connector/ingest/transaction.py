@@ -18,7 +18,9 @@ from contextlib import AbstractContextManager
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from connector.errors import TerminalError, TransientError
+from connector.ingest.barrier import Cause
 from connector.ingest.batch import BatchView, Emitter
+from connector.ingest.dead_letter import BY_REFERENCE_REASONS
 from connector.ingest.message import RECORD_OVERHEAD, Messages
 from connector.ingest.watchdog import Watchdog
 from connector.source import Position
@@ -51,6 +53,7 @@ class Transactions(Messages):
     _consumer: Consumer | None
     _producer: Producer | None
     _batch_budget_s: float
+    _state_partitions: int
 
     def run_batch(self) -> int:
         """Consume one batch and commit it in one transaction; returns the events consumed.
@@ -97,6 +100,11 @@ class Transactions(Messages):
                 topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
                 first.setdefault((topic, partition), offset)
                 last[(topic, partition)] = offset
+                if topic == self.transaction_topic:
+                    self._boundary(
+                        msg, Position(topic, partition, offset), views, producer, now_ms, row_limit
+                    )
+                    continue
                 view = views.get(partition)
                 if view is None:
                     view = views[partition] = BatchView(
@@ -104,6 +112,7 @@ class Transactions(Messages):
                     )
                 self._handle(msg, Position(topic, partition, offset), view, producer)
             for partition, view in views.items():
+                self.counts["ledger_records"] += view.emit_ledger(partition)
                 for key in self.purge.due(partition, view.store):
                     if key not in view.encoded:  # a row this batch writes wins over the purge
                         view.encoded[key] = None
@@ -133,6 +142,39 @@ class Transactions(Messages):
         self.counts["events"] += len(msgs)
         self.report.committed(consumer, {p: view.live_changes() for p, view in views.items()})
         return len(msgs)
+
+    def _boundary(
+        self,
+        msg: Message,
+        position: Position,
+        views: dict[int, BatchView],
+        producer: Producer,
+        now_ms: int,
+        row_limit: int,
+    ) -> None:
+        """A transaction-topic record in step 2: an END's ledger record goes to state partition
+        (its partition modulo the state's), through that partition's view when this replica
+        owns it (so its store holds it for the purge), else straight to the state topic; both
+        in this batch's transaction. A bad record is a dead letter."""
+        found = self.handle_boundary(msg.value(), msg.headers(), position)
+        if found is None:
+            return
+        if isinstance(found, Cause):
+            by_reference = found.reason in BY_REFERENCE_REASONS
+            self._dead_letter(producer, msg, position, found.error, found.reason, by_reference=by_reference)
+            return
+        key, value = found
+        target = position.partition % self._state_partitions
+        view = views.get(target)
+        if view is None and target in self.stores:
+            view = views[target] = BatchView(
+                self.stores[target], self._emitter(producer, target), now_ms, row_limit
+            )
+        if view is not None:
+            view.encoded[key] = value
+            view.emit(key, value)
+        else:
+            producer.produce(self.ingest.state_topic, value, key, partition=target)
 
     def _consume(self, consumer: Consumer) -> list[Message]:
         """Step 1: up to ``batch_max_events`` messages and about ``batch_max_bytes`` within

@@ -45,8 +45,12 @@ class Validator:
     def run(self, doc: Any) -> MappingSpec:
         if not isinstance(doc, Located):
             raise MappingConfigError([f"{self.origin}:1: the mapping must be a YAML mapping"])
-        for key in doc.keys() - {"version", "topics", "tables"}:
-            self.err(doc.key_lines[key], key, "unknown top-level key (expected version, topics, tables)")
+        for key in doc.keys() - {"version", "topics", "tables", "transactions"}:
+            self.err(
+                doc.key_lines[key],
+                key,
+                "unknown top-level key (expected version, topics, tables, transactions)",
+            )
         if doc.get("version") != 1:
             self.err(doc.key_lines.get("version", 1), "version", "must be 1")
         topics = self.topics(doc.get("topics") or Located())
@@ -60,9 +64,33 @@ class Validator:
             table = self.table(str(name), body, raw_tables.key_lines[name], id_templates)
             if table is not None:
                 tables[table.table] = table
+        transaction_topic = self.transactions(doc, topics)
         if self.problems:
             raise MappingConfigError(self.problems)
-        return MappingSpec(topics, tables, self.origin)
+        return MappingSpec(topics, tables, self.origin, transaction_topic)
+
+    def transactions(self, doc: Located, topics: dict[str, TopicSpec]) -> str | None:
+        """``transactions: {topic: <prefix>.transaction}``: Debezium's transaction topic, read
+        beside the source topics (never one of them: its records are not row changes)."""
+        if "transactions" not in doc:
+            return None
+        raw, line = doc["transactions"], doc.key_lines["transactions"]
+        if not isinstance(raw, Located):
+            self.err(
+                line, "transactions", "must be a mapping with topic (Debezium's <topic.prefix>.transaction)"
+            )
+            return None
+        for key in raw.keys() - {"topic"}:
+            self.err(raw.key_lines[key], f"transactions.{key}", "unknown setting (expected topic)")
+        topic = raw.get("topic")
+        where = raw.key_lines.get("topic", line)
+        if not isinstance(topic, str) or not topic:
+            self.err(where, "transactions.topic", "required: Debezium's <topic.prefix>.transaction topic")
+            return None
+        if topic in topics:
+            self.err(where, "transactions.topic", "is listed under topics too; it is not a source topic")
+            return None
+        return topic
 
     def topics(self, raw: Any) -> dict[str, TopicSpec]:
         if not isinstance(raw, Located):

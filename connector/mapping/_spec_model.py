@@ -74,6 +74,10 @@ class MappingSpec:
     topics: dict[str, TopicSpec]
     tables: dict[str, TableSpec]
     origin: str = "<mapping>"
+    transaction_topic: str | None = None
+    """Debezium's transaction topic (``transactions.topic``): when set, ingest records which
+    events of each source transaction the state holds and the snapshot never delivers one
+    half-applied (``connector.state.ledger``); None: no transaction tracking."""
     _default_topic: TopicSpec = field(default_factory=lambda: TopicSpec("*"))
 
     def topic(self, name: str) -> TopicSpec:

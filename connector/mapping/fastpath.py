@@ -192,6 +192,8 @@ class FastChange:
     version: tuple[int, int, int, int, int]
     key: bytes
     row: bytes | None
+    transaction: tuple[str, str, int] | None
+    """``(table, transaction.id, data_collection_order)`` of Debezium's transaction block."""
     position: Position
 
 

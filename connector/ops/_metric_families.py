@@ -72,6 +72,7 @@ DLQ_REASONS = frozenset(
         "bad_input decode_error mapping_error schema_violation "
         # the source decoders
         "bad_source bad_source_position bad_transaction entity_id_mismatch invalid_avro invalid_envelope "
+        "bad_transaction_record "
         "invalid_header invalid_json invalid_key invalid_schema invalid_utf8 key_mismatch missing_entity_id "
         "missing_key missing_row missing_source payload_type_mismatch truncated_message unknown_op "
         "unknown_schema_id unsupported_connector unsupported_schema_type wrong_magic_byte "
@@ -185,6 +186,18 @@ class Families:
             "Records of the latest run's set against the entity's last delivery: added, removed, "
             "changed content (same EntityId).",
             ["entity", "change"],
+            registry=r,
+        )
+        self.incomplete_transactions = Gauge(
+            "carecloud_snapshot_incomplete_transactions",
+            "Source transactions incomplete at the latest run's cut, whose rows it held out "
+            "(transaction tracking on; 0 otherwise).",
+            registry=r,
+        )
+        self.expired_transactions = Gauge(
+            "carecloud_snapshot_expired_transactions",
+            "Source transactions still incomplete at the latest run's cut but older than half the "
+            "ledger's purge horizon: reported, not held out.",
             registry=r,
         )
         self.delivered_records = Counter(

@@ -64,6 +64,8 @@ ALLOWED_FIELDS = frozenset(
         # how much, how long, which attempt
         "count events records bytes batches partitions attempt retry_in_s duration_s elapsed_s lag "
         "slack_s deadline next_run "
+        # source transactions at a snapshot's cut (counts: connector.snapshot.transactions)
+        "incomplete expired tracked "
         # how a topic is replicated (counts of brokers and replicas: the cluster's shape, no data)
         "brokers replication_factor min_insync_replicas "
         # what went wrong, by name (exception class, librdkafka error name, setting name), and

@@ -29,6 +29,8 @@ carecloud_snapshot_runs_total                                   counter    outco
 carecloud_snapshot_missed_runs_total                            counter    -
 carecloud_snapshot_phase_duration_seconds                       histogram  phase
 carecloud_snapshot_changed_records                              gauge      entity, change
+carecloud_snapshot_incomplete_transactions                      gauge      -
+carecloud_snapshot_expired_transactions                         gauge      -
 carecloud_delivered_records_total                               counter    route, entity
 carecloud_delivered_bytes_total                                 counter    route, entity
 carecloud_api_responses_total                                   counter    status_class
@@ -172,6 +174,11 @@ class Metrics(Families):
         label = check_label(entity, ENTITY_NAMES, "entity")
         for change, n in zip(CHANGES, (added, removed, changed), strict=True):
             self.changed_records.labels(entity=label, change=change).set(n)
+
+    def set_incomplete_transactions(self, held: int, expired: int) -> None:
+        """Source transactions incomplete at the latest cut: held out, and too old to hold."""
+        self.incomplete_transactions.set(held)
+        self.expired_transactions.set(expired)
 
     def delivered(self, route: str, entity: str, records: int, nbytes: int) -> None:
         """Records and bytes of ``entity`` that reached CareCloud by ``route`` (s3|sftp|api)."""

@@ -53,6 +53,8 @@ class Spill(Protocol):
 
     def count(self, entity: str) -> int: ...
 
+    def reserved(self) -> list[tuple[bytes, bytes]]: ...
+
     def incomplete(self, entity: str) -> list[str]: ...
 
     def contains(self, entity: str, entity_id: str) -> bool: ...
@@ -118,6 +120,10 @@ class CompiledStateReader:
 
     def count(self, entity: str) -> int:
         return self.spill.count(entity)
+
+    def reserved(self) -> list[tuple[bytes, bytes]]:
+        """The transaction ledger's records below the cut (``StateReader.reserved``)."""
+        return self.spill.reserved()
 
     def incomplete(self, entity: str) -> list[str]:
         return self.spill.incomplete(entity)

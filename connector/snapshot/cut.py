@@ -42,6 +42,7 @@ from connector.state.codec import (
     split_key,
     stored_version,
 )
+from connector.state.ledger import RESERVED
 
 __all__ = ["Cut", "StateReader", "consume_to_cut", "take_cut"]
 
@@ -101,6 +102,8 @@ class StateReader:
         self._chosen: dict[bytes, bytes] = {}
         self._complete_rows: Counter[str] = Counter()
         self._incomplete_ids: dict[str, list[str]] = {}
+        self._reserved: dict[bytes, bytes] = {}
+        """Records under the reserved ``~`` keys (the transaction ledger), the later per key."""
 
     def load(self) -> int:
         """Read every partition up to the cut, then survey it; returns the number of records read."""
@@ -123,6 +126,15 @@ class StateReader:
             if end is None or (msg.offset() or 0) >= end:
                 continue
             key, value = msg.key(), msg.value()
+            if key is not None and key[:1] == RESERVED:
+                # A ledger key lives in one partition: the later record wins, and a tombstone
+                # (the purge) removes it, whether compaction has run or not.
+                if value is None:
+                    self._reserved.pop(key, None)
+                else:
+                    self.records_read += 1
+                    self._reserved[key] = value
+                continue
             if key is None or value is None:
                 continue  # a tombstone follows its delete marker, which already outranks the rows
             self.records_read += 1
@@ -171,6 +183,11 @@ class StateReader:
         self._complete_rows[entity] += complete
         del self._complete_rows[""]
         self._present.write(batch, self._no_wal)
+
+    def reserved(self) -> list[tuple[bytes, bytes]]:
+        """``(key, value)`` of the transaction ledger's records below the cut, in key order
+        (``connector.state.ledger``); they are kept out of the entities' spill."""
+        return sorted(self._reserved.items())
 
     def entities(self, entity: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(EntityId, record) of every live, complete entity of one type, sorted by EntityId."""

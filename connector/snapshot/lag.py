@@ -49,19 +49,26 @@ class Lag:
     waited_s: float = 0.0
     """How long the run waited for the lag to fall before cutting."""
     gave_up_waiting: bool = False
-    """The wait bound was reached with the lag still above the threshold."""
+    """The wait bound was reached with the lag still above the threshold (or, with transaction
+    tracking, with a source transaction below the cut still incomplete)."""
+    incomplete_transactions: int | None = None
+    """With transaction tracking: source transactions incomplete below the cut when it was
+    taken (``connector.snapshot.transactions``); None when tracking is off."""
 
     @property
     def total(self) -> int:
         return sum(self.partitions.values())
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "total": self.total,
             "partitions": dict(sorted(self.partitions.items())),
             "waited_s": round(self.waited_s, 3),
             "gave_up_waiting": self.gave_up_waiting,
         }
+        if self.incomplete_transactions is not None:
+            body["incomplete_transactions"] = self.incomplete_transactions
+        return body
 
 
 def lag_decision(total: int, *, policy: str, max_lag: int, now: dt.datetime, wait_until: dt.datetime) -> str:
@@ -143,18 +150,43 @@ def cut_when_caught_up(
     clock: Callable[[], dt.datetime],
     sleep: Callable[[float], None] = time.sleep,
     poll_s: float = 5.0,
+    incomplete: Callable[[Cut], int] | None = None,
 ) -> tuple[Cut, Lag]:
-    """Measure the lag, wait per ``policy`` (never past ``wait_until``), then take the cut."""
+    """Measure the lag, wait per ``policy`` (never past ``wait_until``), then take the cut.
+
+    With ``incomplete`` (transaction tracking: how many source transactions below a cut are
+    incomplete, ``snapshot.transactions.incomplete_below``), a cut inside a transaction is
+    taken again after ``poll_s`` until none is, bounded by the same ``wait_until`` (whatever
+    the lag policy: a transaction is never delivered half-applied); at the bound the cut goes
+    ahead and the run holds those transactions' rows out."""
     topics = sorted(set(source_topics))
     started = time.monotonic()
     while True:
-        lag = measure_lag(base, group_id, topics)
-        decision = lag_decision(lag.total, policy=policy, max_lag=max_lag, now=clock(), wait_until=wait_until)
-        if decision != "wait":
+        while True:
+            lag = measure_lag(base, group_id, topics)
+            decision = lag_decision(
+                lag.total, policy=policy, max_lag=max_lag, now=clock(), wait_until=wait_until
+            )
+            if decision != "wait":
+                break
+            log.info("ingest lag %d event(s) above %d; waiting before the cut", lag.total, max_lag)
+            sleep(poll_s)
+        cut = take_cut(base, state_topic)
+        open_transactions = None if incomplete is None else incomplete(cut)
+        if not open_transactions:
             break
-        log.info("ingest lag %d event(s) above %d; waiting before the cut", lag.total, max_lag)
+        if clock() >= wait_until:
+            log.warning(
+                "source transactions still incomplete at the wait bound; cutting anyway, their rows held out",
+                extra={"incomplete": open_transactions},
+            )
+            decision = "give_up"
+            break
+        log.info(
+            "source transactions incomplete below the cut; waiting to cut again",
+            extra={"incomplete": open_transactions},
+        )
         sleep(poll_s)
-    cut = take_cut(base, state_topic)
-    if decision == "give_up":
+    if decision == "give_up" and not open_transactions:
         log.warning("ingest lag still %d event(s) at the wait bound; cutting anyway", lag.total)
-    return cut, Lag(lag.partitions, time.monotonic() - started, decision == "give_up")
+    return cut, Lag(lag.partitions, time.monotonic() - started, decision == "give_up", open_transactions)

@@ -66,6 +66,7 @@ from connector.snapshot.routing import Route
 from connector.snapshot.run_config import Outcome, RunConfig, RunResult
 from connector.snapshot.run_report import JSON, report_plan, report_published, timed, write_report
 from connector.snapshot.schedule import decision_instant
+from connector.snapshot.transactions import TxCheck, check_transactions
 
 __all__ = ["ApiRoute", "Outcome", "RunConfig", "RunResult", "SnapshotRun"]
 
@@ -150,6 +151,7 @@ class SnapshotRun:
                 read = state.load()
             log.info("snapshot %s: read %d state records up to the cut", day, read)
             with timed(phases, "plan"):
+                transactions = self._transactions(state, Cut.from_json(record.cut))
                 plan = make_plan(
                     state,
                     policy=cfg.orphan_policy,
@@ -162,6 +164,7 @@ class SnapshotRun:
                     api_enabled=self._api is not None,
                     changes=digests.differ(state, last),
                     max_change_ratio=cfg.max_change_ratio,
+                    transactions=transactions,
                 )
                 report = write_report(self._storage, cfg.prefix, day, record, plan)
             with timed(phases, "deliver"):
@@ -209,6 +212,31 @@ class SnapshotRun:
         report_published(self._metrics, self._storage, manifest, plan, phases)
         log.info("snapshot %s published (%s): %s", day, outcome.value, {r.entity: r.records for r in results})
         return RunResult(outcome, day, key, manifest, phases)
+
+    def _transactions(self, state: StateReader | CompiledStateReader, cut: Cut) -> TxCheck | None:
+        """The cut's source transactions judged, with tracking on (``snapshot.transactions``):
+        as of the cut's own time, so a resumed run holds out the same rows."""
+        cfg = self._config
+        if cfg.transaction_tables is None:
+            return None
+        check = check_transactions(
+            state.reserved(),
+            tables=cfg.transaction_tables,
+            now=cut.taken_at,
+            horizon_s=cfg.transaction_horizon_s,
+        )
+        if self._metrics is not None:
+            self._metrics.set_incomplete_transactions(len(check.incomplete), len(check.expired))
+        if check.incomplete or check.expired:
+            log.warning(
+                "source transactions incomplete at the cut: their rows are held out",
+                extra={
+                    "incomplete": len(check.incomplete),
+                    "expired": len(check.expired),
+                    "tracked": check.tracked,
+                },
+            )
+        return check
 
     def _reader(self, cut: Cut) -> StateReader | CompiledStateReader:
         if self._config.work_dir is not None:  # a fresh volume (or a first run) has none yet

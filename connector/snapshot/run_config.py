@@ -57,6 +57,13 @@ class RunConfig:
     fast_path: Literal["auto", "on", "off"] = "auto"
     """Read the cut with the compiled spill and write CSV with the compiled writer
     (``CompiledStateReader``, docs/decisions/0013): auto when the extension is installed."""
+    transaction_tables: frozenset[str] | None = None
+    """With transaction tracking (the mapping's ``transactions.topic``): the source tables the
+    mapping consumes, whose events a transaction must have wholly in the state to be delivered
+    (``connector.snapshot.transactions``); None: tracking off."""
+    transaction_horizon_s: int = 0
+    """The ledger's purge horizon (``CARECLOUD_INGEST_TRANSACTION_LEDGER_PURGE_AFTER_S``):
+    transactions older than half of it are reported, not held; 0: every one is judged."""
 
 
 @dataclass(frozen=True, slots=True)

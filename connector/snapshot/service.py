@@ -25,6 +25,7 @@ from connector.snapshot.manifest import latest_manifest_before
 from connector.snapshot.run import ApiRoute, RunConfig, SnapshotRun
 from connector.snapshot.schedule import Schedule, run_window
 from connector.snapshot.scheduler import Scheduler, SchedulerEvents
+from connector.snapshot.transactions import incomplete_below
 
 __all__ = ["PortalRoute", "build_run", "build_scheduler", "build_storage", "schedule_of"]
 
@@ -147,9 +148,18 @@ def build_run(
         api = PortalRoute(settings, metrics)
     s, ingest = settings.snapshot, settings.ingest
     kafka = settings.kafka.client_config()
-    topics = sorted(load_mapping(ingest.mapping_file).topics)
+    spec = load_mapping(ingest.mapping_file)
+    topics = sorted(spec.topics)
+    tables = frozenset(spec.tables) if spec.transaction_topic is not None else None
+    if spec.transaction_topic is not None:
+        topics.append(spec.transaction_topic)  # its END records must be in before the cut too
+    horizon_s = ingest.transaction_ledger_purge_after_s
     schedule = schedule_of(settings)
     expected = dt.timedelta(seconds=s.expected_duration_s)
+
+    def incomplete(cut: Cut) -> int:
+        assert tables is not None
+        return incomplete_below(kafka, cut, tables=tables, horizon_s=horizon_s)
 
     def take_cut(day: dt.date) -> tuple[Cut, Lag]:
         return cut_when_caught_up(
@@ -161,6 +171,7 @@ def build_run(
             max_lag=s.max_lag_events,
             wait_until=run_window(schedule, day)[1] - expected,
             clock=clock,
+            incomplete=incomplete if tables is not None else None,
         )
 
     config = RunConfig(
@@ -178,6 +189,8 @@ def build_run(
         owner=s.owner,
         work_dir=s.work_dir,
         fast_path=s.fast_path,
+        transaction_tables=tables,
+        transaction_horizon_s=horizon_s,
     )
     return SnapshotRun(
         config,

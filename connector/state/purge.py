@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 
+from connector.state.ledger import LEDGER_SCAN, RESERVED, expired_records
 from connector.state.store import PartitionStore
 
 __all__ = ["MarkerPurge", "expired_markers", "purgeable"]
@@ -84,6 +85,7 @@ class MarkerPurge:
         self,
         horizon_s: int,
         *,
+        ledger_horizon_s: int = 0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -91,6 +93,12 @@ class MarkerPurge:
         self._interval_s = min(_MAX_SCAN_INTERVAL_S, horizon_s / 4)
         self._clock, self._monotonic = clock, monotonic
         self._next_scan: dict[int, float] = {}
+        self.ledger_horizon_ms = ledger_horizon_s * 1000
+        """Transaction ledger records (``connector.state.ledger``) go this long after they were
+        last written; 0 keeps them. Found by a prefix scan of the ledger's keys only (``~tx``),
+        which sort after every entity's: the rows are not read."""
+        self._ledger_interval_s = min(_MAX_SCAN_INTERVAL_S, ledger_horizon_s / 4)
+        self._next_ledger_scan: dict[int, float] = {}
 
     @property
     def enabled(self) -> bool:
@@ -101,14 +109,31 @@ class MarkerPurge:
         return int(self._clock() * 1000)
 
     def due(self, partition: int, store: PartitionStore) -> list[bytes]:
-        """Keys to tombstone in this batch's transaction for ``partition`` (empty if not due)."""
+        """Keys to tombstone in this batch's transaction for ``partition`` (empty if not due):
+        expired delete markers, then expired transaction ledger records."""
+        return self._markers_due(partition, store) + self._ledger_due(partition, store)
+
+    def _markers_due(self, partition: int, store: PartitionStore) -> list[bytes]:
         if not self.enabled or self._monotonic() < self._next_scan.get(partition, 0.0):
             return []
-        keys = expired_markers(store.items(), self.now_ms(), self.horizon_ms)
+        keys = [
+            k for k in expired_markers(store.items(), self.now_ms(), self.horizon_ms) if k[:1] != RESERVED
+        ]
         more = len(keys) >= _MAX_PER_BATCH
         self._next_scan[partition] = self._monotonic() + (0.0 if more else self._interval_s)
+        return keys
+
+    def _ledger_due(self, partition: int, store: PartitionStore) -> list[bytes]:
+        if self.ledger_horizon_ms <= 0 or self._monotonic() < self._next_ledger_scan.get(partition, 0.0):
+            return []
+        keys = expired_records(
+            store.items(LEDGER_SCAN), self.now_ms(), self.ledger_horizon_ms, _MAX_PER_BATCH
+        )
+        more = len(keys) >= _MAX_PER_BATCH
+        self._next_ledger_scan[partition] = self._monotonic() + (0.0 if more else self._ledger_interval_s)
         return keys
 
     def forget(self, partition: int) -> None:
         """The partition left this replica: its next owner scans it afresh."""
         self._next_scan.pop(partition, None)
+        self._next_ledger_scan.pop(partition, None)

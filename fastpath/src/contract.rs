@@ -10,4 +10,4 @@
 //! the handshake): an extension built from older sources, with a message naming `make venv`.
 
 /// The version of the contract this build implements.
-pub const CONTRACT_VERSION: u32 = 1;
+pub const CONTRACT_VERSION: u32 = 2;

@@ -24,6 +24,9 @@ struct Mapped<'a> {
     deleted: bool,
     version: [i128; 5],
     values: Vec<(&'a Field, Out<'a>)>,
+    /// `(table, transaction.id, data_collection_order)` when the event carries Debezium's
+    /// transaction block (the ingest's transaction ledger reads it).
+    transaction: Option<(String, String, i64)>,
 }
 
 fn nonempty_str<'a>(v: Option<&'a J>) -> R<&'a str> {
@@ -54,14 +57,17 @@ fn is_wrapped(doc: &J) -> bool {
     doc.pairs().is_some_and(|p| p.len() == 2) && doc.get("schema").is_some() && doc.get("payload").is_some()
 }
 
-fn check_transaction(doc: &J) -> R<()> {
+/// The transaction block's `(id, data_collection_order)`, `None` without one; declines a
+/// block the Python path would refuse (or an order beyond 64 bits).
+fn check_transaction(doc: &J) -> R<Option<(String, i64)>> {
     match doc.get("transaction") {
-        None | Some(J::Null) => Ok(()),
+        None | Some(J::Null) => Ok(None),
         Some(t @ J::Obj(_)) => {
-            t.get("id").and_then(J::as_str).ok_or(Decline)?;
+            let id = t.get("id").and_then(J::as_str).ok_or(Decline)?;
             int_of(t.get("total_order").ok_or(Decline)?)?;
-            int_of(t.get("data_collection_order").ok_or(Decline)?)?;
-            Ok(())
+            let order = int_of(t.get("data_collection_order").ok_or(Decline)?)?;
+            let order = i64::try_from(order).map_err(|_| Decline)?;
+            Ok(Some((id.to_string(), order)))
         }
         Some(_) => Err(Decline),
     }
@@ -239,7 +245,7 @@ fn map_message<'a>(
             }
         }
     }
-    check_transaction(doc)?;
+    let transaction = check_transaction(doc)?;
     let table = tables.get(&table_name).ok_or(Decline)?;
     if table
         .entity_id
@@ -262,6 +268,7 @@ fn map_message<'a>(
         deleted,
         version,
         values,
+        transaction: transaction.map(|(id, order)| (table_name, id, order)),
     })
 }
 
@@ -327,9 +334,11 @@ impl Core {
         })
     }
 
-    /// ``(entity, entity_id, deleted, version, key, row)`` or ``None`` (the Python path
-    /// decides): ``key`` is the state key, ``row`` the encoded state row of an upsert over
-    /// no stored row (``None`` for a delete).
+    /// ``(entity, entity_id, deleted, version, key, row, transaction)`` or ``None`` (the
+    /// Python path decides): ``key`` is the state key, ``row`` the encoded state row of an
+    /// upsert over no stored row (``None`` for a delete), ``transaction`` ``(table,
+    /// transaction.id, data_collection_order)`` of an event with a transaction block, else
+    /// ``None``.
     fn map<'py>(
         &self,
         py: Python<'py>,
@@ -378,6 +387,10 @@ impl Core {
                 PyTuple::new(py, m.version)?.into_any(),
                 PyBytes::new(py, &state_key).into_any(),
                 row,
+                match &m.transaction {
+                    Some((table, id, order)) => (table, id, *order).into_pyobject(py)?.into_any(),
+                    None => py.None().into_bound(py),
+                },
             ],
         )?))
     }

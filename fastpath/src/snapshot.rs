@@ -2,7 +2,7 @@
 //! `connector.snapshot.compiled_cut` (docs/decisions/0013). The heavy work runs without the GIL, so
 //! the compressing threads keep the second core busy meanwhile.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::PathBuf;
 use std::ptr;
@@ -34,6 +34,9 @@ pub struct CutSpill {
     #[pyo3(get)]
     records_read: u64,
     survey: Option<Arc<Survey>>,
+    /// Records under the reserved ``~`` keys (the transaction ledger), the later per key: kept
+    /// out of the sort, which holds entities only.
+    reserved: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 impl CutSpill {
@@ -56,6 +59,7 @@ impl CutSpill {
             seq: 0,
             records_read: 0,
             survey: None,
+            reserved: BTreeMap::new(),
         }
     }
 
@@ -110,6 +114,22 @@ impl CutSpill {
                 continue;
             }
             let (k, v) = (call(&key)?, call(&value)?);
+            if let Ok(k) = k.downcast::<PyBytes>() {
+                if k.as_bytes().first() == Some(&b'~') {
+                    // A ledger key lives in one partition, read in order: the later record
+                    // wins, and a tombstone (the purge) removes it, compacted or not.
+                    match v.downcast::<PyBytes>() {
+                        Ok(v) => {
+                            self.reserved.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+                            self.records_read += 1;
+                        }
+                        Err(_) => {
+                            self.reserved.remove(k.as_bytes());
+                        }
+                    }
+                    continue;
+                }
+            }
             let (Ok(k), Ok(v)) = (k.downcast::<PyBytes>(), v.downcast::<PyBytes>()) else {
                 continue; // a tombstone (None), or no key
             };
@@ -150,6 +170,16 @@ impl CutSpill {
             .map_err(os_error)?;
         self.survey = Some(Arc::new(survey));
         Ok(())
+    }
+
+    /// ``(key, value)`` of the reserved (``~``) records below the cut, the later per key, in
+    /// key order: the transaction ledger (``connector.state.ledger``).
+    fn reserved<'py>(&self, py: Python<'py>) -> PyResult<Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+        Ok(self
+            .reserved
+            .iter()
+            .map(|(k, v)| (PyBytes::new(py, k), PyBytes::new(py, v)))
+            .collect())
     }
 
     /// Complete rows of ``entity``.

@@ -81,6 +81,7 @@ def _fast(change: EntityChange) -> FastChange:
         version,
         KEY,
         row,
+        None,
         Position("t", 0, 1),  # type: ignore[arg-type]
     )
 

@@ -117,3 +117,42 @@ def test_yaml_syntax_error_names_the_line() -> None:
 def test_unreadable_file_is_a_clear_config_error(tmp_path: Path) -> None:
     with pytest.raises(MappingConfigError, match="cannot read mapping file"):
         load_mapping(tmp_path / "absent.yaml")
+
+
+TRACKED = """\
+version: 1
+topics:
+  pg.public.family: {format: debezium-json}
+transactions:
+  topic: pg.transaction
+tables:
+  public.family:
+    entity: Family
+    entity_id: "FAM-{family_id}"
+"""
+
+
+def test_the_transaction_topic_is_read_apart_from_the_source_topics() -> None:
+    spec = parse_mapping(TRACKED)
+    assert spec.transaction_topic == "pg.transaction"
+    assert list(spec.topics) == ["pg.public.family"]
+    assert (
+        parse_mapping(TRACKED.replace("transactions:\n  topic: pg.transaction\n", "")).transaction_topic
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ("transactions: pg.transaction\n", ":4: transactions: must be a mapping with topic"),
+        ("transactions: {}\n", "transactions.topic: required"),
+        ("transactions: {topic: pg.transaction, tables: x}\n", "transactions.tables: unknown setting"),
+        ("transactions: {topic: pg.public.family}\n", "transactions.topic: is listed under topics too"),
+    ],
+)
+def test_a_bad_transactions_setting_is_named_with_its_line(block: str, expected: str) -> None:
+    text = TRACKED.replace("transactions:\n  topic: pg.transaction\n", block)
+    with pytest.raises(MappingConfigError) as caught:
+        parse_mapping(text)
+    assert any(expected in problem for problem in caught.value.problems), caught.value.problems
