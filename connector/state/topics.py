@@ -95,24 +95,13 @@ def ensure_topics(
     """
     meta = admin.list_topics(timeout=_TIMEOUT_S)
     replication = replication_for(replication_factor, min_insync_replicas, len(meta.brokers))
-    if replication.lowered:
-        log.warning(
-            "THE CLUSTER HAS FEWER BROKERS THAN THE CONFIGURED REPLICATION FACTOR: the state and "
-            "dead-letter topics are created with fewer replicas and a lower min.insync.replicas, so "
-            "one broker's disk loss can lose committed state; fine for a demo or tests, never for "
-            "production",
-            extra={
-                "setting": "CARECLOUD_INGEST_REPLICATION_FACTOR",
-                "brokers": replication.brokers,
-                "replication_factor": replication.factor,
-                "min_insync_replicas": replication.min_insync,
-            },
-        )
     wanted = {
         state_topic: {"cleanup.policy": "compact", "min.compaction.lag.ms": str(_STATE_COMPACTION_LAG_MS)},
         dlq_topic: {"cleanup.policy": "delete", "retention.ms": str(dlq_retention_ms)},
     }
     missing = [name for name in wanted if name not in meta.topics]
+    if missing and replication.lowered:
+        _warn_lowered(replication)
     if dlq_topic not in missing:
         _check_retention(admin, dlq_topic, dlq_retention_ms)
     if missing:
@@ -200,9 +189,30 @@ def _await_topics(admin: AdminClient, names: list[str]) -> Any:
         time.sleep(0.05)
 
 
+def _warn_lowered(replication: Replication) -> None:
+    """Said when topics are about to be created thinner than configured, never on a start-up
+    that creates nothing (a restart while one broker of three is down lowers nothing)."""
+    log.warning(
+        "THE CLUSTER HAS FEWER BROKERS THAN THE CONFIGURED REPLICATION FACTOR: the connector's "
+        "topics are created with fewer replicas and a lower min.insync.replicas, so one broker's "
+        "disk loss can lose committed state; fine for a demo or tests, never for production",
+        extra={
+            "setting": "CARECLOUD_INGEST_REPLICATION_FACTOR",
+            "brokers": replication.brokers,
+            "replication_factor": replication.factor,
+            "min_insync_replicas": replication.min_insync,
+        },
+    )
+
+
 def _config(admin: AdminClient, topic: str) -> dict[str, Any]:
+    """The topic's configs in force. A broker that does not answer (one of three just died,
+    the request went to it) is a ``TransientError``: the process exits and starts again."""
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    result = admin.describe_configs([resource])[resource].result(_TIMEOUT_S)
+    try:
+        result = admin.describe_configs([resource])[resource].result(_TIMEOUT_S)
+    except KafkaException as exc:
+        raise TransientError(f"cannot read the configs of topic {topic}") from exc
     return {name: entry.value for name, entry in result.items()}
 
 

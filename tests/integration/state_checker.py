@@ -24,7 +24,8 @@ breaks the invariants:
 - **no dead letter twice**: no two committed dead letters name the same source position.
 
 Rows are decoded with ``connector.state.codec`` (bytes to values only; no decision of the
-connector's is reused).
+connector's is reused). Records whose key names no entity (the connector's own bookkeeping,
+keys starting ``~``) are read but not judged.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from connector.model import ENTITY_NAMES
 from connector.state.codec import decode_row, split_key
 from connector.state.resolve import StateRow
 from connector.state.topics import end_offsets
@@ -173,6 +175,8 @@ def _versions_in_order(
     repeated: list[str] = []
     for msg in committed:
         key = split_key(msg.key() or b"")
+        if key[0] not in ENTITY_NAMES:  # the connector's own bookkeeping ("~..." keys): not state
+            continue
         value = msg.value()
         row = None if value is None else decode_row(key[0], value)
         before = latest.get(key)

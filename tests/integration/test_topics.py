@@ -86,6 +86,10 @@ def test_on_one_broker_the_replication_is_lowered_with_a_warning_naming_the_sett
         config = _config(kafka, topic)
         assert (config["min.insync.replicas"], config["unclean.leader.election.enable"]) == ("1", "false")
     ensure_topics(kafka.admin(), state_topic=state, dlq_topic=dlq, partitions=2)  # accepted as created
+    lowered = [
+        r for r in caplog.records if r.__dict__.get("setting") == "CARECLOUD_INGEST_REPLICATION_FACTOR"
+    ]
+    assert len(lowered) == 1  # said when creating, not on every start-up that creates nothing
 
 
 @pytest.mark.parametrize(
