@@ -46,6 +46,11 @@ class IngestSettings(BaseSettings):
     """Compacted topic holding every entity's latest state: the source of truth."""
     dlq_topic: str = "carecloud.dlq"
     """Dead-letter topic: original bytes plus headers naming position, error and reason."""
+    carry_topic: str = ""
+    """The connector's own topic carrying a primary-key update's unchanged-TOAST values from the
+    old key's partition to the new key's (``connector.ingest.carry``); created with the state
+    topic's partition count and consumed with the source topics. Empty: the state topic's name
+    followed by ``.carry``, so each state topic has its own."""
     dlq_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=3600 * 1000, le=30 * 24 * 3600 * 1000)
     """The dead-letter topic's retention.ms, set when ingest creates the topic (an existing
     topic keeps its own; ingest warns when it differs). A dead letter is a source event's raw
@@ -108,6 +113,11 @@ class IngestSettings(BaseSettings):
     incomplete transaction older than that is reported as expired instead of held out. Above the
     longest a source transaction can take to reach the state whole: 7 days by default; 0 keeps
     them forever (docs/decisions/0020)."""
+
+    @property
+    def carry_topic_name(self) -> str:
+        """``carry_topic``, or the state topic's name with ``.carry`` when it is left empty."""
+        return self.carry_topic or f"{self.state_topic}.carry"
 
 
 class SnapshotSettings(BaseSettings):

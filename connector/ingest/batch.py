@@ -19,6 +19,7 @@ from connector.mapping.change import EntityChange
 from connector.mapping.fastpath import FastChange, Peek
 from connector.source.version import Version
 from connector.state.apply import Outcome, apply_change
+from connector.state.carry import CarryOffer
 from connector.state.codec import decode_row, encode_row, state_key, stored_values
 from connector.state.exceptions import StateRowTooLargeError
 from connector.state.ledger import Ledger, decode_ledger, encode_ledger, ledger_key
@@ -113,6 +114,9 @@ class BatchView:
     live_before: dict[tuple[str, str], bool] = field(default_factory=dict)
     """Whether each row read from the store was a live, complete entity (apply_change reads
     every row before it writes it): the batch's change to the live count."""
+    offers: list[CarryOffer] = field(default_factory=list)
+    """Primary-key updates' carry offers this batch made (``connector.state.carry``), for the
+    loop to send to every partition in the batch's transaction."""
     ledger: dict[str, Ledger] = field(default_factory=dict)
     """With transaction tracking: per source transaction, the orders and keys of its events
     this batch applied here (``connector.state.ledger``), written by ``emit_ledger``."""
@@ -184,8 +188,20 @@ class BatchView:
     def live_changes(self) -> Counter[str]:
         changes: Counter[str] = Counter()
         for (entity, entity_id), complete in self.complete_after.items():
-            changes[entity] += int(complete) - int(self.live_before.get((entity, entity_id), False))
+            if entity[:1] != "~":  # reserved records (pending carries) are not entities
+                changes[entity] += int(complete) - int(self.live_before.get((entity, entity_id), False))
         return changes
+
+    def offer(self, offer: CarryOffer) -> None:
+        self.offers.append(offer)
+
+    def drop(self, entity: str, entity_id: str) -> None:
+        """A tombstone for the key, in this batch's transaction (a taken pending carry)."""
+        key = state_key(entity, entity_id)
+        self.rows.pop((entity, entity_id), None)
+        self.complete_after.pop((entity, entity_id), None)
+        self.encoded[key] = None
+        self.emit(key, None)
 
     def put(self, entity: str, entity_id: str, row: StateRow) -> None:
         """Encode first, then record: an event whose row cannot be encoded or is too large

@@ -24,6 +24,7 @@ from connector.mapping.fastpath import FastPath
 from connector.source import Decoder, Position
 from connector.source.transactions import decode_boundary
 from connector.state.apply import Outcome, apply_change
+from connector.state.carry import decode_offer, receive
 from connector.state.codec import state_key
 from connector.state.ledger import TxEnd, encode_end, end_key, group_id
 
@@ -43,6 +44,8 @@ class Messages(Partitions):
     decoders: dict[str, Decoder]
     fast: dict[str, FastPath]
     _record_limit: int
+    carry_topic: str
+    """The connector's carry topic (``connector.ingest.carry``), consumed with the sources."""
     transaction_topic: str | None
     """Debezium's transaction topic when the mapping tracks transactions, else None."""
 
@@ -173,6 +176,20 @@ class Messages(Partitions):
             None if by_reference else key,
             headers=dead_letter_headers(position, error, reason),
         )
+
+    def _receive_carry(self, msg: Message, position: Position, view: BatchView, producer: Producer) -> None:
+        """One carry-topic record (``connector.ingest.carry``) into its partition's view: a
+        primary-key update's old row fills the new key's row here, or waits for it. Through
+        the same barrier as a source message: a record that is not an offer is a dead letter."""
+        try:
+            received = receive(view, decode_offer(msg.key(), msg.value()))
+        except BaseException as exc:
+            cause = dead_letter_cause(exc)
+            if cause is None:
+                raise
+            self._dead_letter(producer, msg, position, cause.error, cause.reason)
+            return
+        self.counts[f"carry_{received.value}"] += 1
 
 
 def _where(position: Position) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from connector.ingest.replay_transactions import TransactionSummary, Transaction
 from connector.mapping import Mapper, MappingSpec
 from connector.source import Decoder, Position, make_decoder
 from connector.state import MemoryStore, StateRow, apply_change
+from connector.state.carry import CarryOffer, receive
 
 __all__ = ["DeadLetter", "ReplayResult", "encode_json", "read_events", "replay"]
 
@@ -159,6 +160,7 @@ def replay(
     decoders: dict[str, Decoder] = {}
     stores: dict[int, MemoryStore] = {}  # as in ingest: state partition p holds source partition p
     last_position: dict[tuple[int, str, str], Position] = {}
+    offers: list[CarryOffer] = []  # primary-key updates' carry offers (connector.state.carry)
     result = ReplayResult()
     for msg in messages:
         topic = msg.position.topic
@@ -181,6 +183,8 @@ def replay(
         store = stores.get(partition)
         if store is None:
             store = stores[partition] = MemoryStore()
+            for offer in offers:  # what the carry topic would have brought this partition
+                receive(store, offer)
         try:  # the ingest's per-message barrier (connector.ingest.barrier): a dead letter, not a stop
             event = decoder.decode(msg.key, msg.value, msg.headers, msg.position)
             if event is None:
@@ -189,6 +193,11 @@ def replay(
             change = mapper.map(event)
             if apply_change(store, change).value == "stale":
                 result.stale += 1
+            for offer in store.offers:  # ingest sends them through the carry topic to every partition
+                offers.append(offer)
+                for each in stores.values():
+                    receive(each, offer)
+            store.offers.clear()
             tally.event(event, change)
         except BaseException as exc:
             cause = dead_letter_cause(exc)

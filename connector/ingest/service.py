@@ -72,6 +72,7 @@ class IngestService(Transactions):
         if not self.source_topics:
             raise ConfigError("the mapping lists no topics to consume")
         self.transaction_topic = spec.transaction_topic
+        self.carry_topic = self.ingest.carry_topic_name
         self._state_partitions = 1
         """The state topic's partition count (``start`` reads it): an END's ledger record goes
         to its transaction-topic partition modulo this."""
@@ -145,6 +146,7 @@ class IngestService(Transactions):
             dlq_topic=self.ingest.dlq_topic,
             partitions=partitions,
             dlq_retention_ms=self.ingest.dlq_retention_ms,
+            carry_topic=self.carry_topic,
             replication_factor=self.ingest.replication_factor,
             min_insync_replicas=self.ingest.min_insync_replicas,
         )
@@ -182,7 +184,7 @@ class IngestService(Transactions):
                 "queued.max.messages.kbytes": max(1024, min(65_536, self.ingest.batch_max_bytes // 2048)),
             }
         )
-        topics = list(self.source_topics)
+        topics = [*self.source_topics, self.carry_topic]
         if self.transaction_topic:
             topics.append(self.transaction_topic)
         self._consumer.subscribe(

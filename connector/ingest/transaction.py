@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from connector.errors import TerminalError, TransientError
 from connector.ingest.barrier import Cause
 from connector.ingest.batch import BatchView, Emitter
+from connector.ingest.carry import send_offers
 from connector.ingest.dead_letter import BY_REFERENCE_REASONS
 from connector.ingest.message import RECORD_OVERHEAD, Messages
 from connector.ingest.watchdog import Watchdog
@@ -110,8 +111,15 @@ class Transactions(Messages):
                     view = views[partition] = BatchView(
                         self._store(partition), self._emitter(producer, partition), now_ms, row_limit
                     )
+                if topic == self.carry_topic:
+                    self._receive_carry(msg, Position(topic, partition, offset), view, producer)
+                    continue
                 self._handle(msg, Position(topic, partition, offset), view, producer)
             for partition, view in views.items():
+                if view.offers:
+                    self.counts["carry_offers"] += send_offers(
+                        producer, self.carry_topic, self._state_partitions, view.offers
+                    )
                 self.counts["ledger_records"] += view.emit_ledger(partition)
                 for key in self.purge.due(partition, view.store):
                     if key not in view.encoded:  # a row this batch writes wins over the purge

@@ -5,8 +5,9 @@ delete under the old key (header ``__debezium.newkey``) and a create under the n
 (``__debezium.oldkey``), and the create may carry the unchanged-TOAST placeholder for a value
 that exists only under the old key. Whichever of the two arrives second carries the old
 row's values over, as an *older* fill of the new row, so the merge's order-independence
-holds. Both rows must live in the same store for this; across partitions the new row stays
-incomplete and the snapshot reports it (see docs/decisions).
+holds. When the two keys sit in different partitions, the delete's row is also *offered* to
+every partition (``connector.state.carry``): the store's ``offer`` sends it on, and the create
+takes a pending offer that arrived before it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from connector.mapping.change import EntityChange
+from connector.state.carry import CarryOffer, offer_of, take_pending
 from connector.state.resolve import StateRow, merge
 
 __all__ = ["MemoryStore", "Outcome", "RowStore", "apply_change"]
@@ -35,12 +37,26 @@ class RowStore(Protocol):
 
     def put(self, entity: str, entity_id: str, row: StateRow) -> None: ...
 
+    def drop(self, entity: str, entity_id: str) -> None:
+        """Remove a row (a pending carry once taken)."""
+
+    def offer(self, offer: CarryOffer) -> None:
+        """Send a primary-key update's carry offer to every partition (see ``state.carry``)."""
+
 
 class MemoryStore:
-    """A dict-backed ``RowStore`` for replay and tests."""
+    """A dict-backed ``RowStore`` for replay and tests; its offers wait in ``offers`` for the
+    caller to deliver to every partition's store."""
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], StateRow] = {}
+        self.offers: list[CarryOffer] = []
+
+    def drop(self, entity: str, entity_id: str) -> None:
+        self.rows.pop((entity, entity_id), None)
+
+    def offer(self, offer: CarryOffer) -> None:
+        self.offers.append(offer)
 
     def get(self, entity: str, entity_id: str) -> StateRow | None:
         return self.rows.get((entity, entity_id))
@@ -49,8 +65,9 @@ class MemoryStore:
         self.rows[(entity, entity_id)] = row
 
     def items(self) -> Iterator[tuple[tuple[str, str], StateRow]]:
-        """Rows sorted by entity then EntityId, for deterministic output."""
-        return iter(sorted(self.rows.items()))
+        """Entity rows sorted by entity then EntityId, for deterministic output (pending
+        carries, under reserved names, are not entities)."""
+        return iter(sorted((k, row) for k, row in self.rows.items() if not k[0].startswith("~")))
 
 
 def apply_change(store: RowStore, change: EntityChange) -> Outcome:
@@ -63,19 +80,29 @@ def apply_change(store: RowStore, change: EntityChange) -> Outcome:
     if change.previous_entity_id is not None and row.missing:
         donor = store.get(change.entity, change.previous_entity_id)
         if donor is not None:
-            _carry_over(store, change.entity, change.entity_id, row, donor)
+            row = _carry_over(store, change.entity, change.entity_id, row, donor)
+        if row.missing:  # the old key is in another partition: its offer may be here already
+            filled = take_pending(store, change, row)
+            if filled is not None:
+                store.put(change.entity, change.entity_id, filled)
     elif change.next_entity_id is not None and stored is not None and not stored.deleted:
         target = store.get(change.entity, change.next_entity_id)
         if target is not None and target.missing:
             _carry_over(store, change.entity, change.next_entity_id, target, stored)
+        offer = offer_of(change, stored)
+        if offer is not None:
+            store.offer(offer)
     return Outcome.APPLIED
 
 
-def _carry_over(store: RowStore, entity: str, entity_id: str, row: StateRow, donor: StateRow) -> None:
-    """Fill ``row``'s missing fields from the old key's values, as an older version would."""
+def _carry_over(store: RowStore, entity: str, entity_id: str, row: StateRow, donor: StateRow) -> StateRow:
+    """Fill ``row``'s missing fields from the old key's values, as an older version would;
+    returns the row as it now stands."""
     if donor.version >= row.version or not donor.values:
-        return
+        return row
     fill = EntityChange(entity, entity_id, False, donor.version, donor.values)
     filled = merge(row, fill)
-    if filled is not None:
-        store.put(entity, entity_id, filled)
+    if filled is None:
+        return row
+    store.put(entity, entity_id, filled)
+    return filled

@@ -38,12 +38,14 @@ from collections.abc import Callable, Iterable
 
 import orjson
 
+from connector.state.carry import PENDING_PREFIX
 from connector.state.ledger import LEDGER_SCAN, RESERVED, expired_records
 from connector.state.store import PartitionStore
 
 __all__ = ["MarkerPurge", "expired_markers", "purgeable"]
 
 _DELETED = b'"d":'  # only a marker has it: see codec.is_complete
+_PENDING_CARRY = PENDING_PREFIX.encode()
 _MAX_PER_BATCH = 10_000
 """Tombstones one transaction carries at most; the rest go in the next batches."""
 _MAX_SCAN_INTERVAL_S = 3600.0
@@ -117,7 +119,9 @@ class MarkerPurge:
         if not self.enabled or self._monotonic() < self._next_scan.get(partition, 0.0):
             return []
         keys = [
-            k for k in expired_markers(store.items(), self.now_ms(), self.horizon_ms) if k[:1] != RESERVED
+            k
+            for k in expired_markers(store.items(), self.now_ms(), self.horizon_ms)
+            if k[:1] != RESERVED or k.startswith(_PENDING_CARRY)  # pending carries age out as markers do
         ]
         more = len(keys) >= _MAX_PER_BATCH
         self._next_scan[partition] = self._monotonic() + (0.0 if more else self._interval_s)

@@ -65,6 +65,7 @@ this lag is compacted, so a cut stays readable for two days (a date's run lasts 
 
 
 _DLQ_RETENTION_MS: int = IngestSettings.model_fields["dlq_retention_ms"].default
+_CARRY_RETENTION_MS = 7 * 24 * 3600 * 1000
 """``CARECLOUD_INGEST_DLQ_RETENTION_MS``'s default, for a caller that passes none."""
 _FACTOR: int = IngestSettings.model_fields["replication_factor"].default
 _MIN_ISR: int = IngestSettings.model_fields["min_insync_replicas"].default
@@ -79,8 +80,9 @@ def ensure_topics(
     dlq_retention_ms: int = _DLQ_RETENTION_MS,
     replication_factor: int = _FACTOR,
     min_insync_replicas: int = _MIN_ISR,
+    carry_topic: str | None = None,
 ) -> Replication:
-    """Create the state and dead-letter topics if missing; verify them if present.
+    """Create the state, dead-letter and carry topics if missing; verify them if present.
 
     Both are created with ``replication_factor`` replicas and ``min_insync_replicas``
     (``CARECLOUD_INGEST_REPLICATION_FACTOR`` / ``_MIN_INSYNC_REPLICAS``), lowered with a
@@ -99,16 +101,21 @@ def ensure_topics(
         state_topic: {"cleanup.policy": "compact", "min.compaction.lag.ms": str(_STATE_COMPACTION_LAG_MS)},
         dlq_topic: {"cleanup.policy": "delete", "retention.ms": str(dlq_retention_ms)},
     }
+    if carry_topic is not None:
+        # Offers are consumed within seconds; a week outlasts any outage of the ingest.
+        wanted[carry_topic] = {"cleanup.policy": "delete", "retention.ms": str(_CARRY_RETENTION_MS)}
     missing = [name for name in wanted if name not in meta.topics]
     if missing and replication.lowered:
         _warn_lowered(replication)
     if dlq_topic not in missing:
         _check_retention(admin, dlq_topic, dlq_retention_ms)
     if missing:
-        _create(admin, missing, wanted, state_topic, partitions, replication)
+        _create(admin, missing, wanted, {state_topic, carry_topic}, partitions, replication)
         meta = _await_topics(admin, list(wanted))
     state = _facts(admin, meta, state_topic)
     problems = state_topic_problems(state, partitions=partitions, replication=replication)
+    if carry_topic is not None:
+        problems += carry_topic_problems(_facts(admin, meta, carry_topic), partitions)
     if problems:
         raise TopicConfigError("; ".join(problems))
     for facts in (state, _facts(admin, meta, dlq_topic)):
@@ -121,14 +128,14 @@ def _create(
     admin: AdminClient,
     names: list[str],
     wanted: dict[str, dict[str, str]],
-    state_topic: str,
+    partitioned: set[str | None],
     partitions: int,
     replication: Replication,
 ) -> None:
     new = [
         NewTopic(
             name,
-            partitions if name == state_topic else 1,
+            partitions if name in partitioned else 1,
             replication.factor,
             config=created_config(wanted[name], replication),
         )
@@ -140,6 +147,19 @@ def _create(
         except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):  # another replica won the race
                 raise TransientError(f"cannot create topic {name}") from exc
+
+
+def carry_topic_problems(facts: TopicFacts, partitions: int) -> list[str]:
+    """The carry topic must have exactly the state's partition count: under the range assignor
+    its partition p then goes to the replica that owns state partition p, which alone can fill
+    the new key's row (``connector.ingest.carry``)."""
+    if facts.partitions == partitions:
+        return []
+    return [
+        f"the carry topic {facts.name} has {facts.partitions} partitions, not the state topic's {partitions} "
+        f"(CARECLOUD_INGEST_CARRY_TOPIC): delete it while ingest is stopped and no offer is pending "
+        f"(kafka-topics.sh --delete --topic {facts.name}); ingest recreates it"
+    ]
 
 
 def _facts(admin: AdminClient, meta: Any, topic: str) -> TopicFacts:

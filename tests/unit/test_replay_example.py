@@ -226,22 +226,20 @@ def test_primary_key_update_whose_delete_arrives_after_the_create_still_carries_
     assert result.dead_letters == []
 
 
-def test_primary_key_update_across_partitions_reports_the_new_row_incomplete() -> None:
-    """State partition p holds source partition p: the old key's value is not there to carry."""
+@pytest.mark.parametrize("create_first", [False, True], ids=["delete-first", "create-first"])
+def test_primary_key_update_across_partitions_carries_the_toast_value(create_first: bool) -> None:
+    """State partition p holds source partition p: the old key's value is not there, so the old
+    key's partition offers it to every partition (the carry topic) and the new row is complete
+    whichever partition replay (or ingest) reads first."""
     payments = example_messages(PAYMENT)
     create = payments[3]
     moved = RawMessage(Position(PAYMENT, 1, 0), create.key, create.value, create.headers)
-    result = replay(load_mapping(MAPPING), [payments[0], payments[1], payments[2], moved])
-    assert result.live == []  # not delivered with an empty PaymentReference
-    assert [d.as_json() for d in result.dead_letters] == [
-        {
-            "topic": PAYMENT,
-            "partition": 1,
-            "offset": 0,
-            "error": "IncompleteRow",
-            "reason": "toast_without_previous_value",
-        }
-    ]
+    before = [payments[0], payments[1], payments[2]]
+    order = [moved, *before] if create_first else [*before, moved]
+    result = replay(load_mapping(MAPPING), order)
+    assert result.dead_letters == []
+    assert [(entity, entity_id) for entity, entity_id, _ in result.live] == [("EOP", "EOP-5")]
+    assert result.live[0][2]["PaymentReference"] == "ACH-77"
 
 
 def _family_update(read: RawMessage, name: str, lsn: int, offset: int, tx_id: str | None) -> RawMessage:
