@@ -1,6 +1,7 @@
 """Ingest throughput: the whole ingest path beside the minimal exactly-once loop, on one broker.
 
     .venv/bin/python bench/ingest.py [--events 200000] [--batch 5000] [--rounds 3] [--profile] [--no-faust]
+                                     [--transactions]
 
 Starts the project's broker on loopback, seeds a 3-partition topic with N ~1 KB Debezium
 PostgreSQL JSON events (``family_events_full``, mapped by the example mapping's Family table),
@@ -12,9 +13,11 @@ offsets, commit), alternating for ``--rounds`` rounds and compared by their medi
 consume loop, a faust-streaming agent with a Table (``_faust_baseline``), and
 ``restore_partitions`` rebuilding deleted stores from a state topic of ``--restore-records``
 records (the ingest's own state records, copied with distinct keys; median of ``--rounds``).
-``--profile`` adds an ingest pass under a wall-clock sampler of the main thread (unbiased,
-unlike cProfile) and prints where each event's time goes. Targets live in
-``docs/benchmarks.md``; the last line printed is one JSON object.
+``--transactions`` turns transaction tracking on (the mapping's ``transactions.topic``, an empty
+transaction topic): every event carries its own transaction block, so each adds a ledger record,
+the worst case of docs/decisions/0020. ``--profile`` adds an ingest pass under a wall-clock
+sampler of the main thread (unbiased, unlike cProfile) and prints where each event's time goes.
+Targets live in ``docs/benchmarks.md``; the last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ from connector.state.restore import restore_partitions
 from connector.state.store import PartitionStore
 
 TOPIC, PARTITIONS = "benefits.public.family", 3
+TRANSACTIONS = "benefits.transaction"
+TRACKING = False
+"""``--transactions``: the mapping names Debezium's transaction topic (set once in ``main``)."""
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mapping.yaml"
 CONSUMER = {  # what IngestService.start() sets, minus static membership
     "enable.auto.commit": False,
@@ -88,12 +94,16 @@ def _mapping() -> str:
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["topics"] = {TOPIC: doc["topics"][TOPIC]}
     doc["tables"] = {"public.family": doc["tables"]["public.family"]}
+    if TRACKING:
+        doc["transactions"] = {"topic": TRANSACTIONS}
     return yaml.safe_dump(doc, sort_keys=False)
 
 
 def _seed(base: dict[str, Any], events: list[tuple[bytes, bytes | None]]) -> None:
     admin = AdminClient(base)
     admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])[TOPIC].result(30)
+    if TRACKING:
+        admin.create_topics([NewTopic(TRANSACTIONS, 1, 1)])[TRANSACTIONS].result(30)
     # log_level 3: not the "coordinator load in progress" warning a just-started broker gives
     producer = Producer({**base, "enable.idempotence": True, "linger.ms": 20, "log_level": 3})
     for key, value in events:
@@ -361,7 +371,12 @@ def main() -> None:
     parser.add_argument(
         "--fast-path", choices=["auto", "on", "off"], default="auto", help="ingest.fast_path of the ingest"
     )
+    parser.add_argument(
+        "--transactions", action="store_true", help="transaction tracking on: a ledger record per event"
+    )
     args = parser.parse_args()
+    global TRACKING
+    TRACKING = args.transactions
     if not args.no_faust:
         require_faust()  # before minutes of measuring: `make bench-deps` installs it
     for sig in (signal.SIGINT, signal.SIGTERM):  # unwind (stop the broker) on either; a background
@@ -382,6 +397,7 @@ def main() -> None:
         "rounds": args.rounds,
         "wrapped": args.wrapped,
         "fast_path": args.fast_path,
+        "transactions": args.transactions,
         **m,
         **{k: round(m[k]) for k in rates},
     }

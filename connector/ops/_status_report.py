@@ -62,6 +62,9 @@ class Status:
     today_published: bool | None = None
     today_held: dict[str, Any] | None = None
     """Today's date held open (``_pending.json``, no manifest): ``waiting`` entities, ``decide_by``."""
+    transactions: dict[str, Any] | None = None
+    """The latest manifest's ``checks.transactions`` (transaction tracking on): source
+    transactions tracked at its cut, incomplete ones and the rows they held out, per entity."""
 
     @property
     def failed(self) -> bool:
@@ -88,6 +91,7 @@ class Status:
                 "held": self.today_held,
             },
             "storage": {"name": self.storage, "error": self.storage_error},
+            "transactions": self.transactions,
         }
 
 
@@ -128,6 +132,17 @@ def _changes(changes: dict[str, Any] | None) -> list[Any]:
     if changes is None:
         return [None, None, None, None]
     return [changes["added"], changes["removed"], changes["changed"], changes["since"]]
+
+
+def _transactions_line(day: dt.date | None, tx: dict[str, Any]) -> str:
+    """``source transactions at the 2026-11-25 cut: 812 tracked, 1 incomplete (held out: Claim 1,
+    EOP 2; listed in _report.json), 0 expired``."""
+    held = ", ".join(f"{entity} {n}" for entity, n in tx.get("held_out", {}).items()) or "nothing"
+    return (
+        f"source transactions at the {day} cut: {tx.get('tracked', 0)} tracked, "
+        f"{tx.get('incomplete', 0)} incomplete (held out: {held}; listed in _report.json), "
+        f"{tx.get('expired', 0)} expired"
+    )
 
 
 def format_status(status: Status) -> str:
@@ -172,6 +187,8 @@ def format_status(status: Status) -> str:
         headers = ["entity", "state", "latest run", "last delivered", "route", "records", "created_at"]
         headers += ["added", "removed", "changed", "since"]
         out.append(table(headers, rows))
+        if status.transactions is not None:
+            out.append(_transactions_line(status.manifest_day, status.transactions))
     out.append("")
     out.append(status.schedule.describe())
     published = {None: "unknown", True: "published", False: "not published"}[status.today_published]

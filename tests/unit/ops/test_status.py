@@ -154,3 +154,22 @@ def test_a_held_date_says_what_it_waits_for_and_until_when(tmp_path: Path) -> No
         format_status(status)
     )
     assert status.as_json()["today"]["held"]["waiting"] == ["Family"]
+
+
+def test_rows_held_out_for_an_incomplete_source_transaction_get_a_line(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    day = dt.date(2026, 3, 7)
+    entities = tuple(EntityResult(name, "delivered", "file", 10, "fp", storage="s3") for name in ENTITY_NAMES)
+    created = dt.datetime.combine(day, dt.time(9, 15), tzinfo=dt.UTC)
+    checks = {
+        "transactions": {"tracked": 812, "incomplete": 1, "expired": 0, "held_out": {"Claim": 1, "EOP": 2}}
+    }
+    manifest = Manifest("id", day, created, {}, {}, checks, entities, "report")
+    storage.put_bytes(manifest_key(PREFIX, day), manifest.to_bytes(), content_type="application/json")
+    status = Status("g", schedule_status(Schedule(), dt.datetime(2026, 3, 7, 12, tzinfo=dt.UTC)))
+    gather_storage(status, storage, PREFIX, day)
+    assert status.as_json()["transactions"] == checks["transactions"]
+    assert (
+        "source transactions at the 2026-03-07 cut: 812 tracked, 1 incomplete (held out: Claim 1, EOP 2; "
+        "listed in _report.json), 0 expired"
+    ) in format_status(status)
