@@ -22,7 +22,7 @@ from connector.state.apply import Outcome, apply_change
 from connector.state.carry import CarryOffer
 from connector.state.codec import decode_row, encode_row, state_key, stored_values
 from connector.state.exceptions import StateRowTooLargeError
-from connector.state.ledger import Ledger, decode_ledger, encode_ledger, ledger_key
+from connector.state.ledger import Ledger, decode_ledger, encode_ledger, ledger_key, single_ledger
 from connector.state.resolve import StateRow
 from connector.state.store import PartitionStore
 
@@ -117,16 +117,18 @@ class BatchView:
     offers: list[CarryOffer] = field(default_factory=list)
     """Primary-key updates' carry offers this batch made (``connector.state.carry``), for the
     loop to send to every partition in the batch's transaction."""
-    ledger: dict[str, Ledger] = field(default_factory=dict)
-    """With transaction tracking: per source transaction, the orders and keys of its events
-    this batch applied here (``connector.state.ledger``), written by ``emit_ledger``."""
+    ledger: dict[str, list[tuple[str, int, bytes]]] = field(default_factory=dict)
+    """With transaction tracking: per source transaction, ``(table, order, state key)`` of its
+    events this batch applied here (``connector.state.ledger``), written by ``emit_ledger``."""
 
     def note_transaction(self, txid: str, table: str, order: int, key: bytes) -> None:
-        """One applied (or stale: the state holds it or newer) event of a source transaction."""
+        """One applied (or stale: the state holds it or newer) event of a source transaction.
+        Only noted here (a list append): the ledger record is built once per batch."""
         notes = self.ledger.get(txid)
         if notes is None:
-            notes = self.ledger[txid] = Ledger()
-        notes.note(table, order, key.decode())
+            self.ledger[txid] = [(table, order, key)]
+        else:
+            notes.append((table, order, key))
 
     def emit_ledger(self, partition: int) -> int:
         """Step 2's end: each noted transaction's ledger record, merged with the one held, to
@@ -136,12 +138,19 @@ class BatchView:
         for txid, notes in self.ledger.items():
             key = ledger_key(txid, partition)
             raw = self.encoded[key] if key in self.encoded else self.store.get(key)
-            held = None if raw is None else decode_ledger(raw)
-            merged = notes if held is None else held.merged(notes)
-            if held is not None and merged.size == held.size:
-                continue
-            merged.stamp_ms = self.stamp_ms
-            value = encode_ledger(merged, self.row_limit - len(key))
+            limit = self.row_limit - len(key)
+            if raw is None and len(notes) == 1:  # the common one-event transaction, built directly
+                value = single_ledger(*notes[0], self.stamp_ms, limit)
+            else:
+                held = None if raw is None else decode_ledger(raw)
+                found = Ledger()
+                for table, order, state_key in notes:
+                    found.note(table, order, state_key.decode())
+                merged = found if held is None else held.merged(found)
+                if held is not None and merged.size == held.size:
+                    continue
+                merged.stamp_ms = self.stamp_ms
+                value = encode_ledger(merged, limit)
             self.encoded[key] = value
             self.emit(key, value)
             written += 1

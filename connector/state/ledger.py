@@ -33,7 +33,6 @@ colon (``group_id``); other sources' ids (a MySQL GTID) are kept whole.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -60,6 +59,7 @@ __all__ = [
     "judge",
     "ledger_key",
     "merge_ranges",
+    "single_ledger",
 ]
 
 RESERVED = b"~"
@@ -72,8 +72,6 @@ LEDGER_SCAN = b"~tx"
 Ranges = list[tuple[int, int]]
 """Sorted, disjoint, non-adjacent closed ranges of orders (``[(1, 3), (5, 5)]``)."""
 
-_POSTGRES_ID = re.compile(r"^(\d+):\d+$")
-
 
 def is_reserved(key: bytes) -> bool:
     """Whether a state key is a reserved record's (the ledger's, or another's), not an entity's."""
@@ -83,8 +81,8 @@ def is_reserved(key: bytes) -> bool:
 def group_id(raw: str) -> str:
     """The transaction a Debezium ``transaction.id`` belongs to: PostgreSQL's ``txId`` of
     ``"<txId>:<lsn>"`` (the LSN changes within one transaction), any other id as it is."""
-    found = _POSTGRES_ID.match(raw)
-    return found.group(1) if found else raw
+    head, colon, tail = raw.partition(":")
+    return head if colon and head.isdigit() and tail.isdigit() and head.isascii() and tail.isascii() else raw
 
 
 def ledger_key(txid: str, partition: int) -> bytes:
@@ -180,6 +178,24 @@ def encode_ledger(ledger: Ledger, limit: int = 1 << 62) -> bytes:
     data = orjson.dumps(doc)
     if len(data) > limit and ledger.keys:
         ledger.keys, ledger.overflow = set(), True
+        return encode_ledger(ledger, limit)
+    return data
+
+
+def single_ledger(table: str, order: int, key: bytes, stamp_ms: int, limit: int = 1 << 62) -> bytes:
+    """``encode_ledger`` of a ledger of one event (the common one-row transaction), built
+    without the ``Ledger``: the same bytes (a unit test holds them equal)."""
+    entity = key.partition(b"/")[0].decode()
+    doc = {
+        "v": [0, 0, 0, 0, 3],
+        "t": stamp_ms,
+        "c": {table: [[order, order]]},
+        "k": [key.decode()],
+        "e": [entity],
+    }
+    data = orjson.dumps(doc)
+    if len(data) > limit:
+        ledger = Ledger({table: [(order, order)]}, {key.decode()}, stamp_ms, {entity})
         return encode_ledger(ledger, limit)
     return data
 

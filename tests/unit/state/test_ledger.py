@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,6 +27,7 @@ from connector.state.ledger import (
     judge,
     ledger_key,
     merge_ranges,
+    single_ledger,
 )
 from connector.state.purge import purgeable
 
@@ -217,3 +219,15 @@ def test_expired_records_are_the_ledgers_older_than_the_horizon_only() -> None:
 def test_the_two_prefixes_never_hold_each_others_keys() -> None:
     assert not END_PREFIX.startswith(LEDGER_PREFIX)
     assert not LEDGER_PREFIX.startswith(END_PREFIX)
+
+
+def test_a_one_event_ledger_is_built_directly_as_the_ledger_encodes_it() -> None:
+    ledger = Ledger(stamp_ms=42)
+    ledger.note("public.claim", 3, "Claim/CLM-1")
+    assert single_ledger("public.claim", 3, b"Claim/CLM-1", 42) == encode_ledger(ledger)
+    assert decode_ledger(single_ledger("public.claim", 3, b"Claim/CLM-" + b"9" * 500, 42, limit=200)).overflow
+
+
+@pytest.mark.parametrize("raw", ["731:", ":26384288", "73a:1", "731:2:3", "\u0661:2"])
+def test_an_id_not_of_postgres_shape_is_kept_whole(raw: str) -> None:
+    assert group_id(raw) == raw
