@@ -150,17 +150,23 @@ def cut_when_caught_up(
     clock: Callable[[], dt.datetime],
     sleep: Callable[[float], None] = time.sleep,
     poll_s: float = 5.0,
-    incomplete: Callable[[Cut], int] | None = None,
+    incomplete: Callable[[Cut], tuple[int, int]] | None = None,
 ) -> tuple[Cut, Lag]:
     """Measure the lag, wait per ``policy`` (never past ``wait_until``), then take the cut.
 
     With ``incomplete`` (transaction tracking: how many source transactions below a cut are
-    incomplete, ``snapshot.transactions.incomplete_below``), a cut inside a transaction is
-    taken again after ``poll_s`` until none is, bounded by the same ``wait_until`` (whatever
-    the lag policy: a transaction is never delivered half-applied); at the bound the cut goes
-    ahead and the run holds those transactions' rows out."""
+    incomplete, and how many of those have their END below it too:
+    ``snapshot.transactions.incomplete_below``), a cut inside a transaction is taken again
+    after ``poll_s`` until none is, bounded by the same ``wait_until`` (whatever the lag
+    policy: a transaction is never delivered half-applied); at the bound the cut goes ahead and
+    the run holds those transactions' rows out. It goes ahead sooner when waiting cannot help:
+    on two cuts in a row every incomplete transaction had its END in and nothing was left to
+    ingest (Debezium writes the END after the transaction's events, so what is missing was
+    dead-lettered or is of a table not consumed); one poll of grace covers events still in
+    Debezium's producer when its END landed."""
     topics = sorted(set(source_topics))
     started = time.monotonic()
+    stuck = 0
     while True:
         while True:
             lag = measure_lag(base, group_id, topics)
@@ -172,8 +178,16 @@ def cut_when_caught_up(
             log.info("ingest lag %d event(s) above %d; waiting before the cut", lag.total, max_lag)
             sleep(poll_s)
         cut = take_cut(base, state_topic)
-        open_transactions = None if incomplete is None else incomplete(cut)
+        open_transactions, ended = (None, 0) if incomplete is None else incomplete(cut)
         if not open_transactions:
+            break
+        stuck = stuck + 1 if ended == open_transactions and lag.total == 0 else 0
+        if stuck >= 2:
+            log.warning(
+                "source transactions incomplete with their END in and nothing left to ingest: "
+                "waiting cannot complete them; cutting, their rows held out",
+                extra={"incomplete": open_transactions},
+            )
             break
         if clock() >= wait_until:
             log.warning(

@@ -157,7 +157,7 @@ def build_run(
     schedule = schedule_of(settings)
     expected = dt.timedelta(seconds=s.expected_duration_s)
 
-    def incomplete(cut: Cut) -> int:
+    def incomplete(cut: Cut) -> tuple[int, int]:
         assert tables is not None
         return incomplete_below(kafka, cut, tables=tables, horizon_s=horizon_s)
 

@@ -139,7 +139,10 @@ def read_ledger(base: dict[str, Any], cut: Cut) -> list[tuple[bytes, bytes]]:
     return sorted(found.items())
 
 
-def incomplete_below(base: dict[str, Any], cut: Cut, *, tables: Iterable[str], horizon_s: int) -> int:
-    """How many judged source transactions below ``cut`` are incomplete."""
+def incomplete_below(
+    base: dict[str, Any], cut: Cut, *, tables: Iterable[str], horizon_s: int
+) -> tuple[int, int]:
+    """How many judged source transactions below ``cut`` are incomplete, and how many of those
+    have their END below it (``cut_when_caught_up`` stops waiting for those sooner)."""
     check = check_transactions(read_ledger(base, cut), tables=tables, now=cut.taken_at, horizon_s=horizon_s)
-    return len(check.incomplete)
+    return len(check.incomplete), sum(1 for v in check.incomplete if v.ended)
