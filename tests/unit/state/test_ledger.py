@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -29,7 +30,8 @@ from connector.state.ledger import (
     merge_ranges,
     single_ledger,
 )
-from connector.state.purge import purgeable
+from connector.state.purge import MarkerPurge, purgeable
+from connector.state.store import PartitionStore
 
 DAY_MS = 86_400_000
 
@@ -231,3 +233,32 @@ def test_a_one_event_ledger_is_built_directly_as_the_ledger_encodes_it() -> None
 @pytest.mark.parametrize("raw", ["731:", ":26384288", "73a:1", "731:2:3", "\u0661:2"])
 def test_an_id_not_of_postgres_shape_is_kept_whole(raw: str) -> None:
     assert group_id(raw) == raw
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_the_purge_drops_ledger_records_past_their_horizon_and_no_other_row(tmp_path: Path) -> None:
+    clock = _Clock()
+    purge = MarkerPurge(0, ledger_horizon_s=400, clock=clock, monotonic=clock)
+    store = PartitionStore(tmp_path / "p0")
+    now = purge.now_ms()
+    store.write(
+        {
+            b"Claim/CLM-1": b'{"v":[1,0,0,0,0],"r":{}}',
+            ledger_key("7", 0): encode_ledger(_ledger({"public.claim": [(1, 1)]}, {"Claim/CLM-1"}, now)),
+            end_key("7"): encode_end(TxEnd("7", 1, {"public.claim": 1}, now)),
+            b"~carry/x": b"another reserved record: not the ledger's",
+        },
+        1,
+    )
+    assert purge.due(0, store) == []  # too young
+    clock.t += 500  # past the horizon and past the next scan (a quarter of it)
+    assert purge.due(0, store) == [ledger_key("7", 0), end_key("7")]
+    assert MarkerPurge(0).due(0, store) == []  # tracking off: nothing
+    store.close()
