@@ -45,8 +45,9 @@ __all__ = [
 ]
 
 EXTENSION = "carecloud_fastpath"
-CONTRACT_VERSION = 2
-"""The contract this package expects; fastpath/src/contract.rs holds the extension's."""
+CONTRACT_VERSION = 3
+"""The contract this package expects; fastpath/src/contract.rs holds the extension's.
+Contract 3: ``Core.map`` takes the source partition's snapshot generation (docs/decisions/0019)."""
 REBUILD = "make venv"
 """The command that rebuilds the extension from this checkout's sources (the Makefile)."""
 
@@ -61,7 +62,7 @@ Contract 2 added the last element, and ``CutSpill.reserved`` (the transaction le
 class Core(Protocol):
     """One topic's compiled mapping (``Core(plan_json, markers)``)."""
 
-    def map(self, key: bytes, value: bytes, offset: int) -> Mapped | None: ...
+    def map(self, key: bytes, value: bytes, offset: int, generation: int) -> Mapped | None: ...
 
 
 class Extension(Protocol):

@@ -209,8 +209,9 @@ def build() -> None:
         tx=700,
     )
 
-    # Streaming. Family 2 suspended (tx 801), then a re-snapshot row for family 2 arrives
-    # later with the old status: a snapshot read never outranks a streaming change.
+    # Streaming. Family 2 suspended (tx 801), then the initial snapshot's read of family 2 is
+    # delivered again, later, with the old status: a read never outranks a change streamed after
+    # its snapshot (a re-snapshot, at a later LSN, would: docs/decisions/0019).
     emit(
         "family",
         "u",
@@ -220,7 +221,7 @@ def build() -> None:
         commit=24_090_000,
         tx=801,
     )
-    emit("family", "r", {"family_id": 2}, family(2, "Lindqvist", "A"), lsn=24_500_000, commit=None, tx=900)
+    emit("family", "r", {"family_id": 2}, family(2, "Lindqvist", "A"), lsn=SNAPSHOT_LSN, commit=None, tx=700)
 
     # Claim 1: two updates delivered out of order (PAID, commit 24_300_000, lands before
     # APPROVED, commit 24_200_000); then a duplicate of the PAID message (same offset).

@@ -163,10 +163,18 @@ class Unit:
     def finish(self, reread_tables: tuple[str, ...]) -> Plan:
         """Final rows, and a few stale re-snapshot reads of ``reread_tables``: only tables never
         sent with a TOAST placeholder, as an older read may fill a field a newer change left
-        unavailable, and what a stale read should fill is not well defined."""
+        unavailable, and what a stale read should fill is not well defined. A stale read is a
+        redelivered read of the initial snapshot (its LSN): only rows that snapshot read have
+        one, as a read at a later LSN is a re-snapshot, which rightly wins (version.py)."""
         self.plan.final, self.plan.first = self.rows, self.first
+        snapshotted = {(change.table, change.pk) for change in self.plan.initial}
         for key in sorted(self.streamed):
-            if key[0] in reread_tables and key in self.rows and self.rng.random() < 0.05:
+            if (
+                key[0] in reread_tables
+                and key in self.rows
+                and self.rng.random() < 0.05
+                and key in snapshotted
+            ):
                 self.plan.rereads.append(Change(key[0], "r", key[1], self.first[key]))
         return self.plan
 

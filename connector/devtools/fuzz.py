@@ -61,6 +61,7 @@ from connector.errors import SchemaValidationError
 from connector.ingest.barrier import INTERNAL_REASON
 from connector.model import validate
 from connector.state.codec import decode_row, split_key
+from connector.state.ledger import is_reserved
 
 __all__ = [
     "MUTATIONS",
@@ -110,8 +111,8 @@ def invalid_row(rows: dict[bytes, bytes | None]) -> str | None:
     reach CareCloud through the snapshot. The message names the field, never the value.
     """
     for key, value in rows.items():
-        if value is None:
-            continue
+        if value is None or is_reserved(key):
+            continue  # a tombstone, or one of the connector's own records (a ~ key), not an entity
         entity, _ = split_key(key)
         row = decode_row(entity, value)
         if not row.complete:

@@ -19,6 +19,7 @@ from connector.ingest.barrier import INTERNAL_REASON, Cause, dead_letter_cause
 from connector.ingest.batch import BatchView
 from connector.ingest.dead_letter import BY_REFERENCE_REASONS, dead_letter_headers
 from connector.ingest.partitions import Partitions
+from connector.ingest.resnapshot import Resnapshots
 from connector.mapping import Mapper
 from connector.mapping.fastpath import FastPath
 from connector.source import Decoder, Position
@@ -37,7 +38,7 @@ RECORD_OVERHEAD = 1024
 a state row or dead letter this close to the limit is refused before ``produce`` is called."""
 
 
-class Messages(Partitions):
+class Messages(Partitions, Resnapshots):
     """Each message of a batch through the barrier, into the batch's view or the dead letters."""
 
     mapper: Mapper
@@ -125,8 +126,11 @@ class Messages(Partitions):
         fast = self.fast.get(position.topic)
         quick = None
         if fast is not None and value is not None:
-            quick = fast.map(key, value, headers, position)
+            quick = fast.map(
+                key, value, headers, position, self.generations.get(position.topic, position.partition)
+            )
         if fast is not None and quick is not None:
+            self.generations.observe(position.topic, position.partition, quick.version[0])
             self.counts["fast_path"] += 1
             self.report.fast_path()
             outcome = view.apply_fast(quick, fast.peek)
@@ -139,8 +143,11 @@ class Messages(Partitions):
             if event is None:
                 self.counts["tombstones"] += 1
                 return
+            event.version = self.generations.stamp(position.topic, position.partition, event.version)
             change = self.mapper.map(event)
             outcome = apply_change(view, change)
+            if event.snapshot_end is not None:
+                self._snapshot_completed(event.snapshot_end, event.version, view)
             entity, deleted = change.entity, change.deleted
             tx = event.transaction
             if tx is not None and self.transaction_topic is not None:

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from connector.config import Settings
 from connector.config.settings import IngestSettings
 from connector.errors import TerminalError
+from connector.ingest.generations import Generations
 from connector.ingest.report import IngestReport
 from connector.ops.health import Heartbeat
 from connector.ops.metrics import Metrics
@@ -30,6 +31,9 @@ __all__ = ["Partitions"]
 
 log = logging.getLogger(__name__)
 
+_COMMITTED_TIMEOUT_S = 30.0
+"""How long reading the assigned partitions' committed offsets (and generations) may take."""
+
 
 class Partitions:
     """The partitions this replica owns and their stores (``IngestService`` sets the fields)."""
@@ -41,6 +45,7 @@ class Partitions:
     report: IngestReport
     stores: dict[int, PartitionStore]
     purge: MarkerPurge
+    generations: Generations
     counts: Counter[str]
     ready: threading.Event
     _restore_stall_s: float
@@ -59,6 +64,8 @@ class Partitions:
         # An exception escaping a librdkafka callback surfaces as an opaque SystemError from
         # consume(); keep it and re-raise it from run_batch with its real type and message.
         try:
+            # Each partition's snapshot generation travels with its committed offset.
+            self.generations.load(consumer.committed(partitions, _COMMITTED_TIMEOUT_S))
             self._assign(partitions)
         except Exception as exc:
             self._callback_error = exc
@@ -96,6 +103,7 @@ class Partitions:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalances += 1
         self.report.revoked(partitions)
+        self.generations.forget(partitions)
         for p in {tp.partition for tp in partitions}:
             self.purge.forget(p)
             store = self.stores.pop(p, None)

@@ -2,7 +2,9 @@
 (the ``replay`` command, ``connector.ingest.commands``).
 
 The operator's mapping check before a deployment, and the reference the integration tests
-compare the Kafka path with: both run the same decoders, mapper and merge.
+compare the Kafka path with: both run the same decoders, mapper and merge, and compute each
+partition's snapshot generation from the input's order, sweeping what a completed re-snapshot
+did not read (docs/decisions/0019).
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import orjson
 
 from connector.errors import ConfigError
 from connector.ingest.barrier import dead_letter_cause
+from connector.ingest.generations import Generations
 from connector.ingest.replay_transactions import TransactionSummary, TransactionTally
+from connector.ingest.resnapshot import source_entities
 from connector.mapping import Mapper, MappingSpec
 from connector.source import Decoder, Position, make_decoder
+from connector.source.version import Version, predates, snapshot_generation
 from connector.state import MemoryStore, StateRow, apply_change
 from connector.state.carry import CarryOffer, receive
 
@@ -56,6 +61,8 @@ class ReplayResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     tombstones: int = 0
     stale: int = 0
+    swept: int = 0
+    """Rows a completed re-snapshot did not read (``connector.state.sweep``): left out."""
     transactions: TransactionSummary = field(default_factory=TransactionSummary)
     """The transaction topic's records and the events' transaction blocks (``replay_transactions``)."""
 
@@ -142,6 +149,20 @@ def read_events(path: str | Path) -> Iterator[RawMessage]:
             )
 
 
+def _completed(
+    completions: dict[str, tuple[int, tuple[str, ...]]],
+    source: str,
+    version: Version,
+    mapper: Mapper,
+    topics: list[str],
+) -> None:
+    """A snapshot's ``last`` read: its generation sweeps the source's entities (as the cut does,
+    with the whole input read: no end offsets to wait for)."""
+    generation = snapshot_generation(version)
+    if generation:
+        completions[source] = (generation, source_entities(mapper, topics, source)[1])
+
+
 def replay(
     spec: MappingSpec,
     messages: Iterable[RawMessage],
@@ -162,6 +183,9 @@ def replay(
     last_position: dict[tuple[int, str, str], Position] = {}
     offers: list[CarryOffer] = []  # primary-key updates' carry offers (connector.state.carry)
     result = ReplayResult()
+    generations = Generations()  # as the ingest's: each partition's, in the input's order
+    completions: dict[str, tuple[int, tuple[str, ...]]] = {}
+    topics = sorted(spec.topics)
     for msg in messages:
         topic = msg.position.topic
 
@@ -190,6 +214,9 @@ def replay(
             if event is None:
                 result.tombstones += 1
                 continue
+            event.version = generations.stamp(topic, partition, event.version)
+            if event.snapshot_end is not None:
+                _completed(completions, event.snapshot_end, event.version, mapper, topics)
             change = mapper.map(event)
             if apply_change(store, change).value == "stale":
                 result.stale += 1
@@ -213,8 +240,15 @@ def replay(
             held = chosen.get(key)
             if held is None or row.version >= held[0].version:
                 chosen[key] = (row, last_position[(partition, *key)])
+    sweep: dict[str, int] = {}
+    for generation, entities in completions.values():
+        for entity in entities:
+            sweep[entity] = max(sweep.get(entity, 0), generation)
     for (entity, entity_id), (row, position) in sorted(chosen.items(), key=lambda item: item[0]):
         if row.deleted:
+            continue
+        if entity in sweep and predates(row.version, sweep[entity]):
+            result.swept += 1  # not read by the source's completed re-snapshot: deleted in the gap
             continue
         if row.missing:
             result.dead_letters.append(DeadLetter(position, "IncompleteRow", "toast_without_previous_value"))

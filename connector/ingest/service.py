@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 from connector._fastpath import fastpath_available
 from connector.config import Settings
 from connector.errors import ConfigError, TransientError
+from connector.ingest.generations import Generations
 from connector.ingest.report import IngestReport
 from connector.ingest.transaction import CALL_TIMEOUT_S, RECORD_OVERHEAD, Transactions
 from connector.ingest.watchdog import Watchdog
@@ -86,6 +87,8 @@ class IngestService(Transactions):
         self.fast = self._fast_paths(spec)
         """The compiled decode-and-map path per Debezium JSON topic (``_fast_paths``)."""
         self.stores: dict[int, PartitionStore] = {}
+        self.generations = Generations()
+        """Each owned source partition's snapshot generation (``connector.ingest.generations``)."""
         self.purge = MarkerPurge(
             self.ingest.marker_purge_after_s,
             ledger_horizon_s=self.ingest.transaction_ledger_purge_after_s if spec.transaction_topic else 0,

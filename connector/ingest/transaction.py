@@ -115,6 +115,7 @@ class Transactions(Messages):
                     self._receive_carry(msg, Position(topic, partition, offset), view, producer)
                     continue
                 self._handle(msg, Position(topic, partition, offset), view, producer)
+            self.emit_positions(views, last)  # the sweep's guard (connector.state.sweep)
             for partition, view in views.items():
                 if view.offers:
                     self.counts["carry_offers"] += send_offers(
@@ -127,7 +128,8 @@ class Transactions(Messages):
                         view.emit(key, None)
                         purged[partition] = purged.get(partition, 0) + 1
                 view.emit.finish()
-            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+            # Each partition's snapshot generation goes as its offset's metadata.
+            offsets = self.generations.offsets((t, p, o + 1) for (t, p), o in last.items())
             committed = self._commit(producer, consumer, offsets)
         except (TransientError, StoreCorruptedError) as exc:
             # Nothing of this batch may become visible: abort, rewind, and let the caller back
@@ -141,6 +143,7 @@ class Transactions(Messages):
         if not committed:
             self._rewind(consumer, first)
             return 0
+        self.generations.commit()
         for partition, view in views.items():
             if view.encoded:
                 view.store.write(view.encoded, self._delivered[partition] + 1)
@@ -234,6 +237,7 @@ class Transactions(Messages):
         """Seek back to the batch's first offsets: the aborted batch is consumed again."""
         for (topic, partition), offset in first.items():
             consumer.seek(TopicPartition(topic, partition, offset))
+        self.generations.abort()  # the batch is consumed again from where its generations were
         self.counts["aborted_batches"] += 1
         self.metrics.aborted_transactions.inc()
 

@@ -212,13 +212,19 @@ class FastPath:
         value: bytes,
         headers: Sequence[tuple[str, Any]] | None,
         position: Position,
+        generation: int = 0,
     ) -> FastChange | None:
-        """The change in one message, or None when the Python path must decode and map it."""
+        """The change in one message, or None when the Python path must decode and map it.
+
+        ``generation``: the source partition's snapshot generation at this message, which a
+        streamed change's version carries (``connector.source.version.with_generation``); the
+        extension declines a snapshot's ``last`` read, whose completion the Python path records.
+        """
         if key is None:
             return None
         if headers and any(name in _KEY_HEADERS for name, _ in headers):
             return None  # a primary-key update: the Python path links the old and new EntityId
-        out = self._core.map(key, value, position.offset)
+        out = self._core.map(key, value, position.offset, generation)
         if out is None:
             return None
         return FastChange(*out, position)

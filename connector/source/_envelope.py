@@ -102,6 +102,16 @@ def _table(connector: Any, source: Mapping[str, Any]) -> tuple[str, Callable[...
     return f"{first}.{second}", version
 
 
+def _snapshot_end(connector: Any, snapshot: Any, source: Mapping[str, Any]) -> str | None:
+    """The source's logical name (``source.name``, the topic prefix) when this read is the last
+    of a PostgreSQL initial snapshot (``source.snapshot == "last"``), else None: the ingest
+    records the completed generation for the sweep (docs/decisions/0019)."""
+    if snapshot != "last" or connector != "postgresql":
+        return None
+    name = source.get("name")
+    return name if isinstance(name, str) and name else None  # no name: no sweep, the row still applies
+
+
 def _transaction(block: Any) -> Transaction | None:
     if block is None:
         return None
@@ -168,7 +178,10 @@ class Envelope:
             raise DecodeError("source block missing or not an object", reason="missing_source")
         connector = source.get("connector")
         table, version_of = _table(connector, source)
-        version = version_of(source, snapshot=op is Op.READ, offset=position.offset)
+        snapshot = source.get("snapshot") if op is Op.READ else None
+        # An incremental snapshot's read is ordered among the streamed changes (version.py).
+        initial = op is Op.READ and snapshot != "incremental"
+        version = version_of(source, snapshot=initial, offset=position.offset)
 
         field = "before" if op is Op.DELETE else "after"
         row_plan = None if row_plans is None else row_plans[0 if op is Op.DELETE else 1]
@@ -215,4 +228,5 @@ class Envelope:
             new_key=new_key,
             source_ts_ms=ts_ms if type(ts_ms) is int else None,
             transaction=_transaction(payload.get("transaction")),
+            snapshot_end=_snapshot_end(connector, snapshot, source),
         )

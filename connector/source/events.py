@@ -66,11 +66,14 @@ class ChangeEvent:
     ``old_key``/``new_key`` come from Debezium's ``__debezium.oldkey``/``newkey`` headers on
     a primary-key update. ``transaction`` is Debezium's transaction block, when the
     connector emits one. For the native envelope, ``entity``/``entity_id`` are set and
-    ``row`` already has the entity's fields.
+    ``row`` already has the entity's fields. ``snapshot_end`` is the source's logical name on
+    the last read of a PostgreSQL initial snapshot (Debezium's ``snapshot: "last"``), where the
+    snapshot's generation is complete (docs/decisions/0019).
 
     Not ``frozen``: a frozen dataclass sets each field through ``object.__setattr__``, which
     made construction about four times slower on the per-event path (bench/ingest.py). It is
-    still treated as immutable: nothing assigns to it after construction.
+    still treated as immutable but for one field: the ingest re-stamps ``version`` with its
+    partition's snapshot generation (``connector.ingest.generations``) before mapping it.
     """
 
     position: Position
@@ -86,3 +89,4 @@ class ChangeEvent:
     entity_id: str | None = None
     source_ts_ms: int | None = field(default=None, compare=False)
     transaction: Transaction | None = field(default=None, compare=False)
+    snapshot_end: str | None = field(default=None, compare=False)

@@ -8,9 +8,22 @@ with every commit and the second orders the events inside one transaction, so th
 compared lexicographically, follows commit order. MySQL's binlog is already in commit order:
 (file number, position, row). The native envelope carries its own ``SourceVersion``.
 
-A snapshot read (``op=r``) must never outrank a streaming change of the same row (a
-re-snapshot after newer changes would otherwise regress the row), hence ``phase`` first. The
-Kafka offset breaks ties, so a replay of the same message compares equal and is ignored.
+``phase`` comes first and carries the snapshot generation (docs/decisions/0019). Each source
+topic partition has a generation ``G``: the snapshot LSN (``L_snap``) of the newest initial
+snapshot or re-snapshot read seen in that partition's log, 0 before any. A snapshot read taken
+at ``L_snap`` gets phase ``2 * L_snap``; a streamed change, and an incremental-snapshot read
+(``source.snapshot == "incremental"``, ordered by its ``sequence`` among the streamed changes),
+gets ``2 * G + 1`` and then its sequence. So a re-snapshot taken after a lost replication slot
+outranks every change streamed before it (``L_snap`` is above every earlier LSN), and every
+change streamed after it outranks the re-snapshot; a read redelivered from an older snapshot
+never does. Rows written before generations existed (phase 0 reads, phase 1 changes) are
+generation 0 and compare as before.
+
+The decoders cannot know ``G`` (it is a property of the log, not of the message), so they
+write generation 0 (a streamed change's phase is 1) and the ingest re-stamps it with the
+partition's generation (``with_generation``, ``connector.ingest.generations``). MySQL keeps the
+old order (reads 0, changes 1): its re-snapshots are not generation-tagged yet. The Kafka
+offset breaks ties, so a replay of the same message compares equal and is ignored.
 """
 
 from __future__ import annotations
@@ -28,11 +41,18 @@ __all__ = [
     "mysql_version",
     "native_version",
     "postgres_version",
+    "predates",
+    "snapshot_generation",
+    "with_generation",
 ]
 
 _U64_MAX = 2**64 - 1
+_LSN_GENERATION_MAX = 2**63 - 1
+"""The largest snapshot LSN a generation can be: ``2 * G + 1`` is stored as a u64."""
 PHASE_SNAPSHOT = 0
+"""A snapshot read of generation 0 (MySQL, and rows written before generations existed)."""
 PHASE_STREAM = 1
+"""A streamed change of generation 0; ``with_generation`` lifts it to ``2 * G + 1``."""
 
 
 class Version(NamedTuple):
@@ -64,8 +84,23 @@ def _lsn(value: Any, field: str) -> int:
 
 
 def postgres_version(source: dict[str, Any], *, snapshot: bool, offset: int) -> Version:
-    """Version of a PostgreSQL Debezium event from ``source.sequence``, else ``source.lsn``."""
-    phase = PHASE_SNAPSHOT if snapshot else PHASE_STREAM
+    """Version of a PostgreSQL Debezium event from ``source.sequence``, else ``source.lsn``.
+
+    ``snapshot``: an initial snapshot's (or a re-snapshot's) read, whose phase is twice its
+    snapshot LSN; everything else, incremental-snapshot reads included, is a streamed change of
+    generation 0 here (``with_generation`` re-stamps it).
+    """
+    version = _postgres_position(source, offset)
+    if snapshot:
+        lsn = max(version.major, version.minor)
+        if lsn > _LSN_GENERATION_MAX:  # its phase, and its changes' (2 * G + 1), must fit a u64
+            raise DecodeError("a snapshot's LSN is beyond 63 bits", reason="bad_source_position")
+        return Version(2 * lsn, version.major, version.minor, version.row, version.offset)
+    return version
+
+
+def _postgres_position(source: dict[str, Any], offset: int) -> Version:
+    phase = PHASE_STREAM
     seq = source.get("sequence")
     if seq is not None:
         try:
@@ -74,7 +109,12 @@ def postgres_version(source: dict[str, Any], *, snapshot: bool, offset: int) -> 
             raise DecodeError("source.sequence is not a JSON array", reason="bad_source_position") from None
         if not isinstance(pair, list) or len(pair) != 2:
             raise DecodeError("source.sequence is not a two-element array", reason="bad_source_position")
-        return Version(phase, _lsn(pair[0], "sequence[0]"), _lsn(pair[1], "sequence[1]"), 0, offset)
+        minor = _lsn(pair[1], "sequence[1]")
+        # The first transaction after a (re-)snapshot has no last commit (null): it follows every
+        # commit before its own LSN, so that LSN stands in for it; 0 would put it below the
+        # changes streamed before a lost slot (docs/decisions/0019).
+        major = minor if pair[0] is None else _lsn(pair[0], "sequence[0]")
+        return Version(phase, major, minor, 0, offset)
     if "lsn" in source and source["lsn"] is not None:
         # Without ``sequence`` the commit order is unknown: order by the event LSN alone, which
         # is right for events of one transaction and for non-overlapping transactions.
@@ -101,3 +141,33 @@ def mysql_version(source: dict[str, Any], *, snapshot: bool, offset: int) -> Ver
 def native_version(source_version: int, *, offset: int) -> Version:
     """Version of a native-envelope event: the producer's own ``SourceVersion``."""
     return Version(PHASE_STREAM, source_version, 0, 0, offset)
+
+
+def with_generation(version: Version, generation: int) -> Version:
+    """``version`` of a streamed change (odd phase) re-stamped into ``generation``; a snapshot
+    read's (even phase) is its own generation and stays as it is."""
+    if version.phase & 1 and generation:
+        return Version(2 * generation + 1, version.major, version.minor, version.row, version.offset)
+    return version
+
+
+def snapshot_generation(version: Version) -> int | None:
+    """The generation a snapshot read opens (its snapshot LSN), None for a streamed change."""
+    return None if version.phase & 1 else version.phase >> 1
+
+
+def predates(version: Version, generation: int) -> bool:
+    """Whether a row last written at ``version`` is older than the snapshot of ``generation``
+    (taken at LSN ``generation``), so a completed snapshot that did not read it means the row
+    was deleted before that snapshot (the sweep, docs/decisions/0019).
+
+    A read of an older snapshot predates it. A streamed change of an older generation predates
+    it unless its own position (``sequence``) is at or past the snapshot's LSN: a change
+    streamed after the re-snapshot into a partition that the re-snapshot read nothing from is
+    still of the older generation there, but its LSN is above the snapshot's.
+    """
+    if version.phase >= 2 * generation:
+        return False
+    if not version.phase & 1:
+        return True
+    return max(version.major, version.minor) < generation

@@ -10,4 +10,6 @@
 //! the handshake): an extension built from older sources, with a message naming `make venv`.
 
 /// The version of the contract this build implements.
-pub const CONTRACT_VERSION: u32 = 2;
+/// 3: `Core.map(key, value, offset, generation)`, the snapshot generation of the message's
+/// source partition (docs/decisions/0019).
+pub const CONTRACT_VERSION: u32 = 3;

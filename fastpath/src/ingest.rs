@@ -16,7 +16,7 @@ use crate::convert::{absent, converted, int_of, logical_value, Decline, Out, R};
 use crate::json::{self, J};
 use crate::plan::{Conv, Field, Plan, Seg, Source, Table};
 use crate::row;
-use crate::version::{mysql_version, postgres_version};
+use crate::version::{mysql_version, postgres_phase, postgres_version};
 
 struct Mapped<'a> {
     table: &'a Table,
@@ -194,6 +194,7 @@ fn map_message<'a>(
     doc: &'a J,
     key: &'a J,
     offset: i64,
+    generation: u64,
     schemas: &Schemas,
 ) -> R<Mapped<'a>> {
     let doc_pairs = object(doc)?;
@@ -201,7 +202,7 @@ fn map_message<'a>(
     if is_wrapped(doc) || is_wrapped(key) || doc_pairs.is_empty() {
         return Err(Decline);
     }
-    let (deleted, snapshot) = match doc.get("op").and_then(J::as_str) {
+    let (deleted, read) = match doc.get("op").and_then(J::as_str) {
         Some("c" | "u") => (false, false),
         Some("r") => (false, true),
         Some("d") => (true, false),
@@ -209,10 +210,31 @@ fn map_message<'a>(
     };
     let source = doc.get("source").ok_or(Decline)?;
     object(source)?;
-    let phase = if snapshot { 0 } else { 1 };
+    let snapshot = if read {
+        source.get("snapshot").and_then(J::as_str)
+    } else {
+        None
+    };
+    if snapshot == Some("last") {
+        return Err(Decline); // the snapshot's completion: the Python path records it
+    }
+    let initial = read && snapshot != Some("incremental");
     let (table_name, version) = match source.get("connector").and_then(J::as_str) {
-        Some("postgresql") => (table_name(source, "schema")?, postgres_version(source, phase)?),
-        Some("mysql") => (table_name(source, "db")?, mysql_version(source, phase)?),
+        Some("postgresql") => (
+            table_name(source, "schema")?,
+            postgres_phase(postgres_version(source, 0)?, initial, generation)?,
+        ),
+        Some("mysql") => (
+            table_name(source, "db")?,
+            mysql_version(
+                source,
+                if initial {
+                    0
+                } else {
+                    2 * i128::from(generation) + 1
+                },
+            )?,
+        ),
         _ => return Err(Decline),
     };
     let row = match doc.get(if deleted { "before" } else { "after" }) {
@@ -303,7 +325,8 @@ fn unwrap<T>(raw: &[u8], kinds: impl FnOnce(&[u8]) -> Option<Arc<T>>) -> Option<
     }
 }
 
-/// One topic's compiled mapping: ``Core(plan_json, markers).map(key, value, offset)``.
+/// One topic's compiled mapping: ``Core(plan_json, markers).map(key, value, offset, generation)``,
+/// ``generation`` the snapshot generation of the message's source partition.
 #[pyclass(frozen, module = "carecloud_fastpath")]
 pub struct Core {
     tables: HashMap<String, Table>,
@@ -345,6 +368,7 @@ impl Core {
         key: &[u8],
         value: &[u8],
         offset: i64,
+        generation: u64,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         if self.markers.iter().any(|m| m.find(value).is_some()) {
             return Ok(None); // may hold an unchanged-TOAST placeholder
@@ -362,7 +386,7 @@ impl Core {
             value: value_kinds.as_deref(),
             key: key_kinds.as_deref(),
         };
-        let Ok(m) = map_message(&self.tables, &doc, &key, offset, &schemas) else {
+        let Ok(m) = map_message(&self.tables, &doc, &key, offset, generation, &schemas) else {
             return Ok(None);
         };
         let row = if m.deleted {

@@ -1,6 +1,8 @@
 //! The version of a change, from the Debezium source block as `connector.source.version`
-//! reads it: `[phase, position..]` (the ingest appends the Kafka offset), phase 0 for a
-//! snapshot read and 1 for a streamed change.
+//! reads it: `[phase, position..]` (the ingest appends the Kafka offset). PostgreSQL: phase
+//! `2 * L_snap` for an initial snapshot's read, `2 * G + 1` for a streamed change or an
+//! incremental snapshot's read, `G` the source partition's generation (docs/decisions/0019).
+//! MySQL: 0 for a read, `2 * G + 1` (1: its partitions stay generation 0) for a change.
 
 use crate::convert::{absent, int_of, Decline, R};
 use crate::json::{self, J};
@@ -35,7 +37,16 @@ pub fn postgres_version(source: &J, phase: i128) -> R<[i128; 4]> {
         other => other,
     };
     match pair {
-        J::Arr(items) if items.len() == 2 => Ok([phase, lsn(&items[0])?, lsn(&items[1])?, 0]),
+        J::Arr(items) if items.len() == 2 => {
+            // A null last commit (the first transaction after a snapshot): its own LSN stands in.
+            let minor = lsn(&items[1])?;
+            let major = if matches!(items[0], J::Null) {
+                minor
+            } else {
+                lsn(&items[0])?
+            };
+            Ok([phase, major, minor, 0])
+        }
         _ => Err(Decline),
     }
 }
@@ -53,4 +64,20 @@ pub fn mysql_version(source: &J, phase: i128) -> R<[i128; 4]> {
         Some(v) => int_of(v)?,
     };
     Ok([phase, digits.parse().map_err(|_| Decline)?, pos, row])
+}
+
+/// A PostgreSQL position (`postgres_version`'s) with its phase: twice the snapshot LSN for an
+/// initial snapshot's read, else the generation's streamed phase (`version.py`).
+/// A snapshot LSN beyond 63 bits is declined (Python refuses it: `2 * G + 1` must fit a u64).
+pub fn postgres_phase(position: [i128; 4], initial: bool, generation: u64) -> R<[i128; 4]> {
+    let phase = if initial {
+        let lsn = position[1].max(position[2]);
+        if lsn > i128::from(i64::MAX) {
+            return Err(Decline);
+        }
+        2 * lsn
+    } else {
+        2 * i128::from(generation) + 1
+    };
+    Ok([phase, position[1], position[2], position[3]])
 }

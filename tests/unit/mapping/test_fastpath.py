@@ -32,6 +32,7 @@ from connector.mapping import EntityChange, Mapper, load_mapping
 from connector.mapping.convert import FIRST_DAY, LAST_DAY
 from connector.mapping.fastpath import FastPath, fastpath_plan
 from connector.source import Position, make_decoder
+from connector.source.version import with_generation
 from connector.state.codec import encode_row, state_key
 from connector.state.resolve import merge
 
@@ -49,20 +50,26 @@ class Paths:
         self.fast = {topic: FastPath(mapper, topic) for topic in mapper.spec.topics}
         self.decoders = {topic: make_decoder("debezium-json") for topic in mapper.spec.topics}
 
-    def reference(self, topic: str, key: bytes, value: bytes, offset: int) -> EntityChange | str | None:
-        """The Python path: the change, the dead letter's reason, or None for a tombstone."""
+    def reference(
+        self, topic: str, key: bytes, value: bytes, offset: int, generation: int = 0
+    ) -> EntityChange | str | None:
+        """The Python path: the change, the dead letter's reason, or None for a tombstone;
+        stamped with the partition's ``generation`` as the ingest stamps it."""
         try:
             event = self.decoders[topic].decode(key, value, None, Position(topic, 0, offset))
-            return None if event is None else self.mapper.map(event)
+            if event is None:
+                return None
+            event.version = with_generation(event.version, generation)
+            return self.mapper.map(event)
         except BadInputError as exc:
             return exc.reason
 
-    def check(self, topic: str, key: bytes, value: bytes, offset: int = 41) -> bool:
+    def check(self, topic: str, key: bytes, value: bytes, offset: int = 41, generation: int = 0) -> bool:
         """Assert the property for one message; True when the fast path took it."""
-        fast = self.fast[topic].map(key, value, None, Position(topic, 0, offset))
+        fast = self.fast[topic].map(key, value, None, Position(topic, 0, offset), generation)
         if fast is None:
             return False
-        ref = self.reference(topic, key, value, offset)
+        ref = self.reference(topic, key, value, offset, generation)
         assert isinstance(ref, EntityChange), f"fast path mapped a message the Python path gives {ref!r}"
         assert ref.missing == frozenset()
         assert (fast.entity, fast.entity_id, fast.deleted, fast.version) == (
@@ -350,6 +357,8 @@ SOURCES: list[Any] = [
     {"connector": "postgresql", "schema": "public", "sequence": '{"a": 1}'},
     {"connector": "postgresql", "schema": "public", "sequence": "oops"},
     {"connector": "postgresql", "schema": "public", "sequence": '["99999999999999999999", "0"]'},
+    {"connector": "postgresql", "schema": "public", "sequence": '[null, "9223372036854775807"]'},
+    {"connector": "postgresql", "schema": "public", "sequence": '[null, "9223372036854775808"]'},
     {"connector": "postgresql", "schema": "public", "sequence": '["999999999999999999999", "0"]'},
     {"connector": "postgresql", "schema": "public", "sequence": '["-1", "0"]'},
     {"connector": "postgresql", "schema": "public", "sequence": '["", "0"]'},
@@ -381,21 +390,51 @@ SOURCES: list[Any] = [
 ]
 
 
+SNAPSHOT_MARKS: list[Any] = [
+    "true",
+    "first",
+    "last",
+    "incremental",
+    "false",
+    None,
+    7,
+    "first_in_data_collection",
+]
+"""``source.snapshot`` values: an initial read's phase is its LSN's, an incremental read's the
+generation's; ``last`` is declined (its completion is the Python path's)."""
+
+
+@pytest.mark.parametrize("generation", [0, 26387816, 2**63 - 1])
 def test_source_blocks_give_the_same_version_or_decline(
-    paths: Paths, messages: list[tuple[str, bytes, bytes]]
+    paths: Paths, messages: list[tuple[str, bytes, bytes]], generation: int
 ) -> None:
     outcomes: Counter[bool] = Counter()
-    for topic, key, doc in _creates(paths, messages):
+    for index, (topic, key, doc) in enumerate(_creates(paths, messages)):
         table = doc["source"]["table"]
-        for source in SOURCES:
+        for number, source in enumerate(SOURCES):
+            mark = SNAPSHOT_MARKS[(index + number) % len(SNAPSHOT_MARKS)]
             for op in ("c", "u", "r", "d", "x"):
-                mutated = {**doc, "op": op, "source": {"table": table, **source}}
+                mutated = {**doc, "op": op, "source": {"table": table, **source, "snapshot": mark}}
                 if op == "d":
                     mutated["before"] = mutated["after"]
-                outcomes[paths.check(topic, key, _dumps(mutated, True))] += 1
-                outcomes[paths.check(topic, key, _dumps({**mutated, "before": None}, True))] += 1
+                outcomes[paths.check(topic, key, _dumps(mutated, True), generation=generation)] += 1
+                outcomes[
+                    paths.check(topic, key, _dumps({**mutated, "before": None}, True), generation=generation)
+                ] += 1
     assert outcomes[True] > 300, outcomes
     assert outcomes[False] > 300, outcomes
+
+
+def test_the_last_read_of_a_snapshot_is_declined(
+    paths: Paths, messages: list[tuple[str, bytes, bytes]]
+) -> None:
+    """The Python path records the snapshot's completion (connector.ingest.resnapshot)."""
+    topic, key, doc = next(iter(_creates(paths, messages)))
+    source = {**doc["source"], "connector": "postgresql", "lsn": 9, "sequence": '[null, "9"]'}
+    assert paths.check(topic, key, _dumps({**doc, "op": "r", "source": {**source, "snapshot": "true"}}, True))
+    assert not paths.check(
+        topic, key, _dumps({**doc, "op": "r", "source": {**source, "snapshot": "last"}}, True)
+    )
 
 
 # Raw JSON tokens put in place of one value: invalid ones must be declined (orjson refuses

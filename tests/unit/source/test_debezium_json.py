@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connector.ingest.generations import Generations
 from connector.source import ChangeEvent, DebeziumJsonDecoder, Op, Transaction
 from connector.source.debezium import _Wrapped
 from connector.source.version import PHASE_SNAPSHOT, PHASE_STREAM, Version
@@ -50,7 +51,9 @@ def test_postgres_snapshot_read_is_typed_and_versioned_as_snapshot() -> None:
     event = decode("pg_read_snapshot_first.json")
     assert event is not None
     assert (event.table, event.op, event.key) == ("public.families", Op.READ, {"id": 1001})
-    assert event.version == Version(PHASE_SNAPSHOT, 0, 34389280, 0, 0)
+    # Phase: twice the snapshot's LSN (its generation); a null last commit takes the LSN.
+    assert event.version == Version(2 * 34389280, 34389280, 34389280, 0, 0)
+    assert event.snapshot_end is None  # "first": the snapshot goes on
     assert event.row == {
         "id": 1001,
         "family_name": "Rivera",
@@ -75,10 +78,22 @@ def test_snapshot_rows_share_one_lsn_and_are_ordered_by_offset() -> None:
     assert first.version < last.version
 
 
-def test_snapshot_never_outranks_a_streamed_change() -> None:
+def test_a_streamed_change_after_the_snapshot_outranks_its_reads_in_log_order() -> None:
+    """The decoder writes generation 0; the ingest re-stamps a change with its partition's
+    generation, which the snapshot's reads before it opened (connector.ingest.generations)."""
     read, create = events("pg_read_snapshot_first.json", "pg_create.json")
     assert create.version.phase == PHASE_STREAM
-    assert read.version < create.version
+    generations = Generations()
+    stamped = [generations.stamp("t", 0, e.version) for e in (read, create)]
+    assert stamped[0] == read.version
+    assert stamped[1].phase == 2 * 34389280 + 1
+    assert stamped[0] < stamped[1]
+
+
+def test_the_last_read_of_a_snapshot_names_its_source() -> None:
+    last = decode("pg_read_snapshot_last.json")
+    assert last is not None
+    assert last.snapshot_end == "carecloud"  # source.name: the topic prefix
 
 
 def test_postgres_create_carries_sequence_version_and_transaction() -> None:
