@@ -327,7 +327,7 @@ def _ends(kafka: KafkaTestCluster, topics: list[str]) -> dict[tuple[str, int], i
         consumer.close()
 
 
-def _key_moves(kafka: KafkaTestCluster, topic: str) -> list[tuple[int, int]]:
+def _key_moves(kafka: KafkaTestCluster, topic: str, count: int = 2) -> list[tuple[int, int]]:
     """(old key's partition, new key's partition) of each primary-key update Debezium sent: the
     delete names the new key in its ``__debezium.newkey`` header, the create is keyed by it."""
 
@@ -354,7 +354,7 @@ def _key_moves(kafka: KafkaTestCluster, topic: str) -> list[tuple[int, int]]:
                 created_at[payload(msg.key())] = msg.partition() or 0
     finally:
         consumer.close()
-    assert len(deleted_at) == 2, deleted_at
+    assert len(deleted_at) == count, deleted_at
     assert deleted_at.keys() == created_at.keys(), (deleted_at, created_at)
     return [(deleted_at[key], created_at[key]) for key in sorted(deleted_at)]
 
