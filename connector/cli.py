@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from connector import __version__
 from connector.config.commands import add_validate_command
 from connector.errors import ConnectorError
+from connector.ingest.backfill import add_backfill_command
 from connector.ingest.commands import add_dlq_command, add_ingest_command, add_replay_command
 from connector.model.commands import add_schemas_command
 from connector.ops.logs import configure_logging
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_validate_command(sub)
     add_rebuild_store_command(sub)
     add_dlq_command(sub)
+    add_backfill_command(sub)
     _add_dev_commands(sub)
     return parser
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from connector.errors import DecodeError, TransientError
+from connector.errors import DecodeError, TerminalError, TransientError
 
-__all__ = ["DecodeError", "SchemaRegistryUnavailable", "UnknownSchemaError"]
+__all__ = ["DecodeError", "SchemaRegistryUnavailable", "SignalError", "UnknownSchemaError"]
 
 
 class UnknownSchemaError(DecodeError):
@@ -15,3 +15,7 @@ class UnknownSchemaError(DecodeError):
 
 class SchemaRegistryUnavailable(TransientError):  # noqa: N818 - the name other stages already use
     """The registry did not answer: back off, keep offsets; this is not bad input."""
+
+
+class SignalError(TerminalError):
+    """A Debezium signal was not delivered: its topic is missing, or the broker refused it."""
