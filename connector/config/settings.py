@@ -114,6 +114,23 @@ class IngestSettings(BaseSettings):
     longest a source transaction can take to reach the state whole: 7 days by default; 0 keeps
     them forever (docs/decisions/0020)."""
 
+    mapping_topic: str = ""
+    """The mapping registry (``connector.state.mapping_registry``): a compacted one-partition
+    topic recording each entity's mapping, its versions and since when; read at every start-up
+    to refuse an EntityId change, and by the snapshot to judge rows' mapping versions. Empty:
+    the state topic's name followed by ``.mappings``."""
+    allow_entity_id_change: bool = False
+    """Start with a mapping that moves stored EntityIds (a table's entity_id template, or the
+    template or columns a references field reads). Off, such a mapping is refused at start-up
+    with the tables and how many EntityIds would change; on, the change goes ahead and is
+    delivered as removals and additions (which the snapshot's change gate then blocks until
+    overridden). Turn it off again after the rollout."""
+
+    @property
+    def mapping_topic_name(self) -> str:
+        """``mapping_topic``, or the state topic's name with ``.mappings`` when left empty."""
+        return self.mapping_topic or f"{self.state_topic}.mappings"
+
     @property
     def carry_topic_name(self) -> str:
         """``carry_topic``, or the state topic's name with ``.carry`` when it is left empty."""
@@ -170,6 +187,12 @@ class SnapshotSettings(BaseSettings):
     """An entity of which more than this share of its last delivery changed content or went
     away is blocked unless overridden: the count can stay level while every value or every
     EntityId moved (1.0 turns the check off)."""
+    mapping_policy: Literal["hold", "wait"] = "hold"
+    """An entity whose rows at the cut span mapping versions (a mapping rolled out and not
+    every row re-mapped yet) is never delivered mixed: hold blocks it at once with the reason
+    (like a failed gate: the date waits for a fix or an override until the decision time, then
+    goes without it); wait first waits for the re-mapping to finish, taking the cut again,
+    bounded like the lag wait, and blocks it if it is still mixed (docs/decisions/0022)."""
     lag_policy: Literal["wait", "go"] = "wait"
     """Before the cut: wait for ingest to catch up (bounded by the deadline) or cut at once."""
     max_lag_events: int = Field(default=0, ge=0)

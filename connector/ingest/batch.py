@@ -20,7 +20,7 @@ from connector.mapping.fastpath import FastChange, Peek
 from connector.source.version import Version
 from connector.state.apply import Outcome, apply_change
 from connector.state.carry import CarryOffer
-from connector.state.codec import decode_row, encode_row, state_key, stored_values
+from connector.state.codec import decode_row, encode_row, state_key, stored_values, with_mapping_version
 from connector.state.exceptions import StateRowTooLargeError
 from connector.state.ledger import Ledger, decode_ledger, encode_ledger, ledger_key, single_ledger
 from connector.state.resolve import StateRow
@@ -40,6 +40,7 @@ def as_change(change: FastChange) -> EntityChange:
         Version(*change.version),
         values,
         position=change.position,
+        mapping_version=change.mapping_version,
     )
 
 
@@ -177,11 +178,12 @@ class BatchView:
                 return apply_change(self, as_change(change))
             if change.version <= stored:
                 return Outcome.STALE
-        self._check_size(change.key, change.row)
+        row = with_mapping_version(change.row, change.mapping_version)
+        self._check_size(change.key, row)
         self.live_before.setdefault(ident, raw is not None)
-        self.encoded[change.key] = change.row
+        self.encoded[change.key] = row
         self.complete_after[ident] = True
-        self.emit(change.key, change.row)
+        self.emit(change.key, row)
         return Outcome.APPLIED
 
     def get(self, entity: str, entity_id: str) -> StateRow | None:

@@ -31,6 +31,7 @@ from connector.config import Settings
 from connector.errors import ConfigError, TransientError
 from connector.ingest.generations import Generations
 from connector.ingest.report import IngestReport
+from connector.ingest.rollout import check_rollout
 from connector.ingest.transaction import CALL_TIMEOUT_S, RECORD_OVERHEAD, Transactions
 from connector.ingest.watchdog import Watchdog
 from connector.mapping import Mapper, MappingSpec
@@ -153,6 +154,9 @@ class IngestService(Transactions):
             replication_factor=self.ingest.replication_factor,
             min_insync_replicas=self.ingest.min_insync_replicas,
         )
+        # A mapping that would move EntityIds is refused before anything is consumed; one that
+        # goes ahead is recorded as each entity's current mapping (connector.ingest.rollout).
+        self.rollout = check_rollout(base, self.ingest, self.mapper.spec)
         # The producer refuses what the topics would refuse, and the loop refuses it before the
         # producer does: a state row or dead letter over the limit is a dead letter by
         # reference, never a produce() error that aborts the batch on every restart.

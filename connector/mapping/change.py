@@ -36,3 +36,6 @@ class EntityChange:
     previous_entity_id: str | None = None
     next_entity_id: str | None = None
     position: Position | None = field(default=None, compare=False)
+    mapping_version: str | None = None
+    """The version of the mapping that made this change (``connector.mapping.versions``); the
+    row it writes carries it. None: not made by a mapping file's table (the native envelope)."""

@@ -195,6 +195,8 @@ class FastChange:
     transaction: tuple[str, str, int] | None
     """``(table, transaction.id, data_collection_order)`` of Debezium's transaction block."""
     position: Position
+    mapping_version: str | None = None
+    """The entity's mapping version (``Mapper.versions``), which the state row carries."""
 
 
 class FastPath:
@@ -204,6 +206,7 @@ class FastPath:
         plan, self.python_only = fastpath_plan(mapper, topic)
         markers = Placeholder(mapper.spec.topic(topic).unavailable_placeholder).json_markers
         self._core = _fastpath.core(plan, markers)  # the plan validated against the contract
+        self._versions = mapper.versions
         self.peek: Peek = _fastpath.load().peek
 
     def map(
@@ -227,4 +230,4 @@ class FastPath:
         out = self._core.map(key, value, position.offset, generation)
         if out is None:
             return None
-        return FastChange(*out, position)
+        return FastChange(*out, position, self._versions.get(out[0]))

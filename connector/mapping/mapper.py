@@ -25,6 +25,7 @@ from connector.mapping.change import EntityChange
 from connector.mapping.convert import ConversionError, converter_for
 from connector.mapping.exceptions import MappingError
 from connector.mapping.spec import MappingSpec, TableSpec
+from connector.mapping.versions import entity_versions
 from connector.model import raw_schema
 from connector.source.events import ChangeEvent
 
@@ -38,6 +39,8 @@ class _TablePlan:
     fill: Fill
     """Puts every field's value into ``values``, or its name into ``missing`` (``fill_function``)."""
     entity_id: Callable[[dict[str, Any] | None, dict[str, Any]], str]
+    version: str
+    """The entity's mapping version (``connector.mapping.versions``), which each change carries."""
 
 
 class Mapper:
@@ -45,6 +48,8 @@ class Mapper:
 
     def __init__(self, spec: MappingSpec) -> None:
         self.spec = spec
+        self.versions = entity_versions(spec)
+        """``{entity: mapping version}``: what every row this mapping writes carries."""
         self._plans: dict[tuple[str, str], _TablePlan] = {}
         for table in spec.tables.values():
             self._compile("*", table)  # fail at start-up, not on the first event
@@ -65,7 +70,14 @@ class Mapper:
         if event.op.is_delete:
             nxt = _format_id(t, event.new_key, {}, t.entity) if event.new_key else None
             return EntityChange(
-                t.entity, entity_id, True, event.version, {}, next_entity_id=nxt, position=event.position
+                t.entity,
+                entity_id,
+                True,
+                event.version,
+                {},
+                next_entity_id=nxt,
+                position=event.position,
+                mapping_version=plan.version,
             )
         values: dict[str, Any] = {"EntityId": entity_id}
         missing: set[str] = set()
@@ -80,6 +92,7 @@ class Mapper:
             frozenset(missing),
             previous_entity_id=prev,
             position=event.position,
+            mapping_version=plan.version,
         )
 
     def field_plans(self, topic: str, table: TableSpec) -> tuple[FieldPlan, ...]:
@@ -108,7 +121,13 @@ class Mapper:
                         reason=exc.reason,
                     ) from None
             plans.append(FieldPlan(spec.name, spec, conv, nullable, const))
-        plan = _TablePlan(table, tuple(plans), fill_function(tuple(plans), table.entity), _id_maker(table))
+        plan = _TablePlan(
+            table,
+            tuple(plans),
+            fill_function(tuple(plans), table.entity),
+            _id_maker(table),
+            self.versions[table.entity],
+        )
         self._plans[(topic, table.table)] = plan
         return plan
 

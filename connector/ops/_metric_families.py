@@ -194,6 +194,13 @@ class Families:
             "(transaction tracking on; 0 otherwise).",
             registry=r,
         )
+        self.older_mapping_rows = Gauge(
+            "carecloud_state_rows_older_mapping",
+            "Complete rows of the entity at the latest run's cut written under another mapping "
+            "version than the current one (not yet re-mapped); any mix of versions blocks the entity.",
+            ["entity"],
+            registry=r,
+        )
         self.expired_transactions = Gauge(
             "carecloud_snapshot_expired_transactions",
             "Source transactions still incomplete at the latest run's cut but older than half the "

@@ -65,6 +65,9 @@ class Status:
     transactions: dict[str, Any] | None = None
     """The latest manifest's ``checks.transactions`` (transaction tracking on): source
     transactions tracked at its cut, incomplete ones and the rows they held out, per entity."""
+    mapping: dict[str, Any] | None = None
+    """The latest manifest's ``checks.mapping``: per entity, its rows by mapping version at the
+    cut, the current version, how many are under older ones, and whether they were mixed."""
 
     @property
     def failed(self) -> bool:
@@ -92,6 +95,7 @@ class Status:
             },
             "storage": {"name": self.storage, "error": self.storage_error},
             "transactions": self.transactions,
+            "mapping": self.mapping,
         }
 
 
@@ -145,6 +149,20 @@ def _transactions_line(day: dt.date | None, tx: dict[str, Any]) -> str:
     )
 
 
+def _mapping_line(day: dt.date | None, mapping: dict[str, Any]) -> str:
+    """``mapping versions at the 2026-11-25 cut: Claim 120 rows under older versions (mixed:
+    blocked); the other entities all current``."""
+    older = [
+        f"{entity} {body['older']} rows under older versions"
+        + (" (mixed: blocked)" if body.get("mixed") else "")
+        for entity, body in sorted(mapping.items())
+        if body.get("older") or body.get("mixed")
+    ]
+    if not older:
+        return f"mapping versions at the {day} cut: every entity's rows under its current mapping"
+    return f"mapping versions at the {day} cut: {'; '.join(older)}; the other entities all current"
+
+
 def format_status(status: Status) -> str:
     """Tables for people: lag per partition, then per entity, then the schedule."""
     from connector._table import table
@@ -189,6 +207,8 @@ def format_status(status: Status) -> str:
         out.append(table(headers, rows))
         if status.transactions is not None:
             out.append(_transactions_line(status.manifest_day, status.transactions))
+        if status.mapping is not None:
+            out.append(_mapping_line(status.manifest_day, status.mapping))
     out.append("")
     out.append(status.schedule.describe())
     published = {None: "unknown", True: "published", False: "not published"}[status.today_published]

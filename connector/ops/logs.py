@@ -66,6 +66,9 @@ ALLOWED_FIELDS = frozenset(
         "slack_s deadline next_run "
         # source transactions at a snapshot's cut (counts: connector.snapshot.transactions)
         "incomplete expired tracked "
+        # a mapping's rollout (connector.ingest.rollout, snapshot.mapping_check): the source table,
+        # what of it changed (entity_id or a field's name), mapping versions (hashes), counts
+        "table what version previous versions older rows removed added "
         # how a topic is replicated (counts of brokers and replicas: the cluster's shape, no data)
         "brokers replication_factor min_insync_replicas "
         # what went wrong, by name (exception class, librdkafka error name, setting name), and

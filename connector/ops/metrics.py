@@ -31,6 +31,7 @@ carecloud_snapshot_phase_duration_seconds                       histogram  phase
 carecloud_snapshot_changed_records                              gauge      entity, change
 carecloud_snapshot_incomplete_transactions                      gauge      -
 carecloud_snapshot_expired_transactions                         gauge      -
+carecloud_state_rows_older_mapping                              gauge      entity
 carecloud_delivered_records_total                               counter    route, entity
 carecloud_delivered_bytes_total                                 counter    route, entity
 carecloud_api_responses_total                                   counter    status_class
@@ -174,6 +175,10 @@ class Metrics(Families):
         label = check_label(entity, ENTITY_NAMES, "entity")
         for change, n in zip(CHANGES, (added, removed, changed), strict=True):
             self.changed_records.labels(entity=label, change=change).set(n)
+
+    def set_older_mapping_rows(self, entity: str, rows: int) -> None:
+        """Rows of ``entity`` at the latest cut under an older mapping version than the current."""
+        self.older_mapping_rows.labels(entity=check_label(entity, ENTITY_NAMES, "entity")).set(rows)
 
     def set_incomplete_transactions(self, held: int, expired: int) -> None:
         """Source transactions incomplete at the latest cut: held out, and too old to hold."""

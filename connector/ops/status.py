@@ -111,6 +111,7 @@ def gather_storage(status: Status, storage: Storage, prefix: str, today: dt.date
         status.manifest_day = latest.day
         status.counts = {r.entity: r.records + r.held_out for r in latest.entities}
         status.transactions = latest.checks.get("transactions")
+        status.mapping = latest.checks.get("mapping")
 
 
 def _held(storage: Storage, prefix: str, day: dt.date) -> dict[str, Any] | None:

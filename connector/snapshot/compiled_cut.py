@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Collection, Container, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +31,7 @@ from confluent_kafka import Message
 from connector import _fastpath
 from connector.model import ENTITY_NAMES, REFERENCES
 from connector.snapshot.cut import Cut, consume_to_cut
-from connector.state.codec import restore_values, stored_values
+from connector.state.codec import restore_values, row_mapping_version, stored_values
 
 __all__ = ["SORT_BUDGET", "CompiledStateReader", "Spill"]
 
@@ -120,6 +121,15 @@ class CompiledStateReader:
 
     def count(self, entity: str) -> int:
         return self.spill.count(entity)
+
+    def mapping_versions(self, entity: str) -> Counter[str | None]:
+        """How many of the entity's complete rows are under each mapping version (None: a row
+        written before rows carried one): the extension's tally when it keeps one, else read
+        from the rows (``StateReader.mapping_versions``)."""
+        tally = getattr(self.spill, "mapping_versions", None)
+        if tally is not None:
+            return Counter(tally(entity))
+        return Counter(row_mapping_version(row) for _, row in self.spill.rows(entity))
 
     def reserved(self) -> list[tuple[bytes, bytes]]:
         """The transaction ledger's records below the cut (``StateReader.reserved``)."""

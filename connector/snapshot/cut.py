@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Container, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -39,6 +39,7 @@ from connector.state.codec import (
     is_complete,
     is_deleted,
     restore_values,
+    row_mapping_version,
     split_key,
     stored_version,
 )
@@ -101,6 +102,7 @@ class StateReader:
         self.records_read = 0
         self._chosen: dict[bytes, bytes] = {}
         self._complete_rows: Counter[str] = Counter()
+        self._versions: defaultdict[str, Counter[str | None]] = defaultdict(Counter)
         self._incomplete_ids: dict[str, list[str]] = {}
         self._reserved: dict[bytes, bytes] = {}
         """Records under the reserved ``~`` keys (the transaction ledger), the later per key."""
@@ -175,6 +177,7 @@ class StateReader:
             if is_complete(value):
                 batch.put(key, b"")
                 complete += 1
+                self._versions[entity][row_mapping_version(value)] += 1
                 if complete % BATCH == 0:
                     self._present.write(batch, self._no_wal)
                     batch = WriteBatch(raw_mode=True)
@@ -211,6 +214,11 @@ class StateReader:
     def count(self, entity: str) -> int:
         """How many records ``entities(entity)`` yields (counted while loading)."""
         return self._complete_rows[entity]
+
+    def mapping_versions(self, entity: str) -> Counter[str | None]:
+        """How many of the records ``entities(entity)`` yields are under each mapping version
+        (None: a row written before rows carried one); counted while loading."""
+        return Counter(self._versions.get(entity, {}))
 
     def references(self, entity: str, fields: Sequence[str]) -> Iterator[tuple[str, ...]]:
         """``(EntityId, value of each field...)`` for every record ``entities(entity)`` yields."""

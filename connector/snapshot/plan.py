@@ -12,7 +12,8 @@ rows of a source transaction incomplete at the cut (``transactions``: they are t
 parents' presence too, so their children are held as orphans) and, under ``hold_out``, orphans
 (with the cascade of ``checks.orphans``). Blocked: entities whose count dropped too far (unless
 overridden), under ``block`` entities with orphans, and entities of an incomplete transaction
-too large to hold out row by row; a blocked entity blocks its children.
+too large to hold out row by row, and entities whose rows span mapping versions
+(``mapping_check``); a blocked entity blocks its children.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from connector.snapshot.checks import (
     orphans,
 )
 from connector.snapshot.digest import Changes
+from connector.snapshot.mapping_check import MappingCheck
 from connector.snapshot.routing import Route, route_for
 from connector.snapshot.transactions import TxCheck
 
@@ -82,6 +84,8 @@ class Plan:
     changes: tuple[ChangeCheck, ...] = ()
     transactions: TxCheck | None = None
     """The cut's source transactions, with transaction tracking on; else None."""
+    mapping: MappingCheck | None = None
+    """The cut's rows by mapping version (``snapshot.mapping_check``); None: not checked."""
 
     def checks_json(self) -> dict[str, Any]:
         """For the manifest, logs and metrics: counts and verdicts, never an EntityId."""
@@ -94,6 +98,8 @@ class Plan:
         }
         if self.transactions is not None:
             body["transactions"] = self.transactions.counts_json()
+        if self.mapping is not None:
+            body["mapping"] = self.mapping.counts_json()
         return body
 
     def report_json(self) -> dict[str, Any]:
@@ -106,6 +112,8 @@ class Plan:
         }
         if self.transactions is not None:
             body["transactions"] = self.transactions.report_json()
+        if self.mapping is not None:
+            body["mapping"] = self.mapping.counts_json()
         return body
 
 
@@ -128,16 +136,19 @@ def make_plan(
     changes: Differ | None = None,
     max_change_ratio: float = 0.5,
     transactions: TxCheck | None = None,
+    mapping: MappingCheck | None = None,
 ) -> Plan:
     """Run the checks over the cut's state and route every entity.
 
     ``changes`` is asked once, with what each entity would hold out, for what each delivery
     changes against the entity's last one; ``overrides`` lift the change check too.
     ``transactions``: the cut's source transactions judged (``snapshot.transactions``); the
-    rows of an incomplete one are held out."""
+    rows of an incomplete one are held out. ``mapping``: the cut's rows by mapping version; an
+    entity whose rows span versions is blocked (``snapshot.mapping_check``)."""
     incomplete = {entity: tuple(state.incomplete(entity)) for entity in ENTITY_NAMES}
     in_tx = transactions.held() if transactions is not None else {}
     tx_blocked = transactions.blocked() if transactions is not None else frozenset()
+    mixed = mapping.mixed() if mapping is not None else frozenset()
     # Rows of an incomplete transaction that the cut would deliver (complete rows): held out,
     # and not present as parents, so the orphan check holds their children too.
     tx_held = {
@@ -166,6 +177,7 @@ def make_plan(
     blocked = [check.entity for check in checks if check.blocked]
     blocked += [entity for entity in ENTITY_NAMES if entity in jumped and entity not in blocked]
     blocked += [entity for entity in ENTITY_NAMES if entity in tx_blocked and entity not in blocked]
+    blocked += [entity for entity in ENTITY_NAMES if entity in mixed and entity not in blocked]
     if blocked:  # rare: scan again so the block cascades to the children, as the check defines
         report = _checked(
             state, orphans(_association_rows(state, every_row), present, policy=policy, blocked=blocked)
@@ -175,7 +187,9 @@ def make_plan(
     for result in report.entities:
         entity = result.entity
         because = result.blocked_because
-        if entity in jumped:
+        if entity in mixed and mapping is not None:  # a mix is never delivered, overrides or not
+            because = mapping.reason(entity)
+        elif entity in jumped:
             because = "changed records beyond the allowed ratio"
         elif entity in tx_blocked:
             because = "an incomplete source transaction too large to hold out row by row"
@@ -197,7 +211,7 @@ def make_plan(
                 found[entity],
             )
         )
-    return Plan(tuple(plans), report, checks, incomplete, churn, transactions)
+    return Plan(tuple(plans), report, checks, incomplete, churn, transactions, mapping)
 
 
 def _association_rows(state: StateView, every_row: bool = False) -> dict[str, Iterator[tuple[str, ...]]]:

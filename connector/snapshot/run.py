@@ -60,6 +60,7 @@ from connector.snapshot.exceptions import (
 from connector.snapshot.lag import Lag
 from connector.snapshot.lease import Lease
 from connector.snapshot.manifest import EntityResult, Manifest, RunRecord, last_deliveries
+from connector.snapshot.mapping_check import MappingCheck, check_mapping
 from connector.snapshot.pending import delivered_earlier, hold
 from connector.snapshot.plan import Plan, make_plan
 from connector.snapshot.routing import Route
@@ -67,6 +68,7 @@ from connector.snapshot.run_config import Outcome, RunConfig, RunResult
 from connector.snapshot.run_report import JSON, report_plan, report_published, timed, write_report
 from connector.snapshot.schedule import decision_instant
 from connector.snapshot.transactions import TxCheck, check_transactions
+from connector.state.mapping_registry import Registry, read_registry
 
 __all__ = ["ApiRoute", "Outcome", "RunConfig", "RunResult", "SnapshotRun"]
 
@@ -165,6 +167,7 @@ class SnapshotRun:
                     changes=digests.differ(state, last),
                     max_change_ratio=cfg.max_change_ratio,
                     transactions=transactions,
+                    mapping=self._mapping(state),
                 )
                 report = write_report(self._storage, cfg.prefix, day, record, plan)
             with timed(phases, "deliver"):
@@ -234,6 +237,27 @@ class SnapshotRun:
                     "incomplete": len(check.incomplete),
                     "expired": len(check.expired),
                     "tracked": check.tracked,
+                },
+            )
+        return check
+
+    def _mapping(self, state: StateReader | CompiledStateReader) -> MappingCheck:
+        """The cut's rows by mapping version (``snapshot.mapping_check``), rows without one
+        resolved through the mapping registry; a mixed entity is blocked by the plan."""
+        topic = self._config.mapping_topic
+        registry = read_registry(self._kafka, topic) if topic else Registry()
+        current = {entity: d.version for entity, d in registry.current.items()}
+        check = check_mapping(state, current, registry.unversioned)
+        if self._metrics is not None:
+            for entity in check.versions:
+                self._metrics.set_older_mapping_rows(entity, check.older(entity))
+        for entity in sorted(check.mixed()):
+            log.warning(
+                "an entity's rows span mapping versions: blocked until re-mapped",
+                extra={
+                    "entity": entity,
+                    "versions": len(check.versions[entity]),
+                    "older": check.older(entity),
                 },
             )
         return check

@@ -61,6 +61,12 @@ class RunConfig:
     """With transaction tracking (the mapping's ``transactions.topic``): the source tables the
     mapping consumes, whose events a transaction must have wholly in the state to be delivered
     (``connector.snapshot.transactions``); None: tracking off."""
+    mapping_topic: str | None = None
+    """The mapping registry (``CARECLOUD_INGEST_MAPPING_TOPIC``): the current mapping version of
+    each entity and what rows without one are under; None: rows are tallied by version and a mix
+    still blocks, without naming the current version."""
+    mapping_policy: Literal["hold", "wait"] = "hold"
+    """``CARECLOUD_SNAPSHOT_MAPPING_POLICY`` (``connector.snapshot.mapping_check``)."""
     transaction_horizon_s: int = 0
     """The ledger's purge horizon (``CARECLOUD_INGEST_TRANSACTION_LEDGER_PURGE_AFTER_S``):
     transactions older than half of it are reported, not held; 0: every one is judged."""

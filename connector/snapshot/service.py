@@ -191,6 +191,8 @@ def build_run(
         fast_path=s.fast_path,
         transaction_tables=tables,
         transaction_horizon_s=horizon_s,
+        mapping_topic=ingest.mapping_topic_name,
+        mapping_policy=s.mapping_policy,
     )
     return SnapshotRun(
         config,

@@ -30,10 +30,12 @@ __all__ = [
     "is_complete",
     "is_deleted",
     "restore_values",
+    "row_mapping_version",
     "split_key",
     "state_key",
     "stored_values",
     "stored_version",
+    "with_mapping_version",
 ]
 
 _SEP = b"/"
@@ -62,6 +64,9 @@ def encode_row(row: StateRow, *, deleted_at_ms: int | None = None) -> bytes:
     ``deleted_at_ms`` stamps a delete marker with when ingest wrote it (``"dt"``, epoch ms):
     the age the purge rule reads (``connector.state.purge``). It is not part of ``StateRow``:
     the merge is pure and never sees a clock, and ``decode_row`` ignores it.
+
+    ``"mv"``, the row's mapping version (``connector.mapping.versions``), comes last, so the
+    compiled path's row (which ends at its values) takes it by ``with_mapping_version``.
     """
     doc: dict[str, Any] = {"v": list(row.version), "r": row.values}
     if row.deleted:
@@ -74,7 +79,32 @@ def encode_row(row: StateRow, *, deleted_at_ms: int | None = None) -> bytes:
         doc["fv"] = {name: list(v) for name, v in row.field_versions.items()}
     if row.delete_floor is not None:
         doc["df"] = list(row.delete_floor)
+    if row.mapping_version is not None:
+        doc["mv"] = row.mapping_version
     return orjson.dumps(doc, default=_default)
+
+
+_MV = b'"mv":"'
+
+
+def with_mapping_version(row: bytes, mapping_version: str | None) -> bytes:
+    """An encoded row without ``"mv"`` (the compiled path's ``{"v":..,"r":{..}}``) with it
+    added, byte for byte as ``encode_row`` would write it: the version is hex, needing no
+    escape, and goes last."""
+    if mapping_version is None:
+        return row
+    return row[:-1] + b',"mv":"' + mapping_version.encode() + b'"}'
+
+
+def row_mapping_version(data: bytes) -> str | None:
+    """A row's mapping version without parsing; None for a row written before rows carried
+    it. ``"mv":"`` unescaped can only be the row's own key (the argument of ``is_complete``:
+    no entity has a field named ``mv``), and the version is the hex up to the next quote."""
+    at = data.rfind(_MV)
+    if at < 0:
+        return None
+    start = at + len(_MV)
+    return data[start : data.index(b'"', start)].decode()
 
 
 def is_complete(data: bytes) -> bool:
@@ -133,6 +163,7 @@ def decode_row(entity: str, data: bytes, *, typed: bool = True) -> StateRow:
         frozenset(doc.get("m", ())),
         {k: Version(*v) for k, v in doc.get("fv", {}).items()},
         None if floor is None else Version(*floor),
+        doc.get("mv"),
     )
 
 

@@ -50,6 +50,9 @@ class StateRow:
     missing: frozenset[str] = frozenset()
     field_versions: dict[str, Version] = field(default_factory=dict)
     delete_floor: Version | None = None
+    mapping_version: str | None = None
+    """The version of the mapping whose output the row's values are (``"mv"`` in the encoded
+    row); None for a row written before rows carried it, or by no mapping file."""
 
     @property
     def complete(self) -> bool:
@@ -70,12 +73,19 @@ def merge(stored: StateRow | None, change: EntityChange) -> StateRow | None:
     """
     if stored is None:
         if change.deleted:
-            return StateRow(change.version, True, {}, delete_floor=change.version)
-        return StateRow(change.version, False, dict(change.values), change.missing)
+            return StateRow(
+                change.version, True, {}, delete_floor=change.version, mapping_version=change.mapping_version
+            )
+        return StateRow(
+            change.version, False, dict(change.values), change.missing, mapping_version=change.mapping_version
+        )
 
     if change.version > stored.version:
         if change.deleted:
-            return StateRow(change.version, True, stored.values, frozenset(), {}, change.version)
+            # The marker keeps the values it had, so it keeps their mapping version too.
+            return StateRow(
+                change.version, True, stored.values, frozenset(), {}, change.version, stored.mapping_version
+            )
         return _newer_upsert(stored, change)
 
     if change.version == stored.version:
@@ -87,7 +97,13 @@ def merge(stored: StateRow | None, change: EntityChange) -> StateRow | None:
 
 def _newer_upsert(stored: StateRow, change: EntityChange) -> StateRow:
     if not change.missing:
-        return StateRow(change.version, False, dict(change.values), delete_floor=stored.delete_floor)
+        return StateRow(
+            change.version,
+            False,
+            dict(change.values),
+            delete_floor=stored.delete_floor,
+            mapping_version=change.mapping_version,
+        )
     values = dict(change.values)
     missing: set[str] = set()
     field_versions: dict[str, Version] = {}
@@ -97,7 +113,25 @@ def _newer_upsert(stored: StateRow, change: EntityChange) -> StateRow:
             field_versions[name] = stored.field_versions.get(name, stored.version)
         else:
             missing.add(name)
-    return StateRow(change.version, False, values, frozenset(missing), field_versions, stored.delete_floor)
+    return StateRow(
+        change.version,
+        False,
+        values,
+        frozenset(missing),
+        field_versions,
+        stored.delete_floor,
+        _mixed_version(stored, change, bool(field_versions)),
+    )
+
+
+def _mixed_version(stored: StateRow, change: EntityChange, kept_values: bool) -> str | None:
+    """The mapping version of a row whose values come partly from ``stored`` (unchanged-TOAST
+    fields kept): the change's when no value was kept or both agree, else the stored row's,
+    which is older (or None): a row is never labelled with a mapping that did not make all of
+    its values, so the snapshot's version check sees it as not yet re-mapped."""
+    if not kept_values or stored.mapping_version == change.mapping_version:
+        return change.mapping_version
+    return stored.mapping_version
 
 
 def _older_fill(stored: StateRow, change: EntityChange) -> StateRow | None:
@@ -118,6 +152,7 @@ def _older_fill(stored: StateRow, change: EntityChange) -> StateRow | None:
         stored.missing - filled.keys(),
         {**stored.field_versions, **dict.fromkeys(filled, change.version)},
         stored.delete_floor,
+        _mixed_version(stored, change, True),
     )
 
 
@@ -128,8 +163,22 @@ def _older_delete(stored: StateRow, version: Version) -> StateRow | None:
     dropped = {name for name, v in stored.field_versions.items() if v < version}
     if not dropped:
         return StateRow(
-            stored.version, stored.deleted, stored.values, stored.missing, stored.field_versions, version
+            stored.version,
+            stored.deleted,
+            stored.values,
+            stored.missing,
+            stored.field_versions,
+            version,
+            stored.mapping_version,
         )
     values = {k: v for k, v in stored.values.items() if k not in dropped}
     kept = {k: v for k, v in stored.field_versions.items() if k not in dropped}
-    return StateRow(stored.version, stored.deleted, values, stored.missing | dropped, kept, version)
+    return StateRow(
+        stored.version,
+        stored.deleted,
+        values,
+        stored.missing | dropped,
+        kept,
+        version,
+        stored.mapping_version,
+    )

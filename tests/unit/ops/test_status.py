@@ -173,3 +173,25 @@ def test_rows_held_out_for_an_incomplete_source_transaction_get_a_line(tmp_path:
         "source transactions at the 2026-03-07 cut: 812 tracked, 1 incomplete (held out: Claim 1, EOP 2; "
         "listed in _report.json), 0 expired"
     ) in format_status(status)
+
+
+def test_rows_under_older_mapping_versions_get_a_line_per_entity(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    day = dt.date(2026, 3, 7)
+    entities = tuple(EntityResult(name, "delivered", "file", 10, "fp", storage="s3") for name in ENTITY_NAMES)
+    created = dt.datetime.combine(day, dt.time(9, 15), tzinfo=dt.UTC)
+    checks = {
+        "mapping": {
+            "Claim": {"versions": {"aaa": 120, "bbb": 880}, "current": "bbb", "older": 120, "mixed": True},
+            "Family": {"versions": {"ccc": 10}, "current": "ccc", "older": 0, "mixed": False},
+        }
+    }
+    manifest = Manifest("id", day, created, {}, {}, checks, entities, "report")
+    storage.put_bytes(manifest_key(PREFIX, day), manifest.to_bytes(), content_type="application/json")
+    status = Status("g", schedule_status(Schedule(), dt.datetime(2026, 3, 7, 12, tzinfo=dt.UTC)))
+    gather_storage(status, storage, PREFIX, day)
+    assert status.as_json()["mapping"] == checks["mapping"]
+    assert (
+        "mapping versions at the 2026-03-07 cut: Claim 120 rows under older versions (mixed: blocked); "
+        "the other entities all current"
+    ) in format_status(status)

@@ -81,3 +81,30 @@ def test_rows_read_untyped_and_merged_write_the_same_bytes_as_typed_ones() -> No
             assert typed is not None
             assert untyped is not None
             assert encode_row(untyped) == encode_row(typed)
+
+
+def test_the_mapping_version_round_trips_and_is_read_without_parsing() -> None:
+    from connector.state.codec import row_mapping_version, with_mapping_version
+
+    values = {"EntityId": "FAM-1", "FamilyName": '"mv":"0000"'}
+    plain = StateRow(Version(1, 2, 3, 4, 5), False, values)
+    versioned = StateRow(Version(1, 2, 3, 4, 5), False, values, mapping_version="a1b2c3d4e5f6")
+    data = encode_row(versioned)
+    assert decode_row("Family", data) == versioned
+    assert row_mapping_version(data) == "a1b2c3d4e5f6"
+    assert row_mapping_version(encode_row(plain)) is None  # a row from before versions: unknown
+    assert decode_row("Family", encode_row(plain)).mapping_version is None
+    # The compiled path's row (no "mv") takes it as encode_row writes it, byte for byte.
+    assert with_mapping_version(encode_row(plain), "a1b2c3d4e5f6") == data
+    assert with_mapping_version(encode_row(plain), None) == encode_row(plain)
+    marker = StateRow(
+        Version(1, 2, 3, 4, 6), True, {}, delete_floor=Version(1, 2, 3, 4, 6), mapping_version="ff"
+    )
+    assert is_complete(encode_row(marker)) is False
+    assert decode_row("Family", encode_row(marker, deleted_at_ms=5)) == marker
+
+
+def test_no_entity_has_a_field_named_like_the_mapping_version() -> None:
+    from connector.model import field_names
+
+    assert all("mv" not in field_names(entity) for entity in ENTITY_NAMES)

@@ -133,3 +133,40 @@ def test_toast_placeholder_with_no_earlier_value_leaves_the_row_incomplete() -> 
     assert row is not None
     assert not row.complete
     assert row.missing == {"Notes"}
+
+
+def test_a_row_is_labelled_only_with_a_mapping_that_made_all_of_its_values() -> None:
+    """A newer update under a new mapping that keeps an unchanged-TOAST value mapped by the old
+    one keeps the old version: the snapshot must still see the row as not re-mapped."""
+    from connector.mapping.change import EntityChange as Change
+
+    old = merge(
+        None, Change("Family", "FAM-1", False, Version(1, 1, 0, 0, 0), {"A": 1, "B": 2}, mapping_version="v1")
+    )
+    assert old is not None
+    assert old.mapping_version == "v1"
+    whole = merge(
+        old, Change("Family", "FAM-1", False, Version(1, 2, 0, 0, 0), {"A": 3, "B": 4}, mapping_version="v2")
+    )
+    assert whole is not None
+    assert whole.mapping_version == "v2"
+    partial = merge(
+        old,
+        Change(
+            "Family", "FAM-1", False, Version(1, 2, 0, 0, 0), {"A": 3}, frozenset({"B"}), mapping_version="v2"
+        ),
+    )
+    assert partial is not None
+    assert partial.values == {"A": 3, "B": 2}
+    assert partial.mapping_version == "v1"
+    again = merge(
+        whole,
+        Change(
+            "Family", "FAM-1", False, Version(1, 3, 0, 0, 0), {"A": 5}, frozenset({"B"}), mapping_version="v2"
+        ),
+    )
+    assert again is not None
+    assert again.mapping_version == "v2"
+    deleted = merge(whole, Change("Family", "FAM-1", True, Version(1, 4, 0, 0, 0), {}, mapping_version="v3"))
+    assert deleted is not None
+    assert deleted.mapping_version == "v2"

@@ -1,0 +1,93 @@
+"""No entity is delivered with rows of two mappings (docs/decisions/0022).
+
+Each state row carries the version of the mapping that produced it (``"mv"``,
+``connector.mapping.versions``). At the cut, the complete rows of each entity are tallied by
+version (the readers count them while loading); rows without a version (written before rows
+carried one) are read as the registry's ``unversioned`` version of the entity
+(``connector.state.mapping_registry``). An entity whose rows span more than one version is
+*mixed*: a mapping was rolled out and not every row is re-mapped yet. A mixed entity is
+blocked with the versions and counts as its reason (``CARECLOUD_SNAPSHOT_MAPPING_POLICY``:
+hold, the default, at once; wait, after waiting for the re-mapping first), and its children
+with it, as a blocked entity always blocks its children.
+
+An entity whose rows are all under one version is delivered, even if that version is older
+than the current mapping: it is consistent, and the rows are what the state holds. The counts
+of rows under versions other than the current one are reported per entity (the manifest's
+``checks.mapping``, ``status``, ``carecloud_state_rows_older_mapping``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from connector.model import ENTITY_NAMES
+
+__all__ = ["UNVERSIONED", "MappingCheck", "VersionTally", "check_mapping"]
+
+UNVERSIONED = "unversioned"
+"""How a row without a version that the registry cannot resolve is named in reports."""
+
+
+class VersionTally(Protocol):
+    """The part of a cut reader the check needs."""
+
+    def mapping_versions(self, entity: str) -> Counter[str | None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MappingCheck:
+    """Each entity's complete rows at the cut by mapping version, and the current versions."""
+
+    versions: dict[str, dict[str, int]]
+    """``{entity: {version: rows}}``, rows without a version resolved through the registry."""
+    current: dict[str, str]
+    """``{entity: version}`` of the mapping ingest runs now (the registry's current)."""
+
+    def mixed(self) -> frozenset[str]:
+        """Entities whose rows span mapping versions: never delivered as they are."""
+        return frozenset(entity for entity, found in self.versions.items() if len(found) > 1)
+
+    def older(self, entity: str) -> int:
+        """Rows of ``entity`` under another version than the current one (0 without one)."""
+        current = self.current.get(entity)
+        if current is None:
+            return 0
+        return sum(n for version, n in self.versions.get(entity, {}).items() if version != current)
+
+    def reason(self, entity: str) -> str:
+        found = ", ".join(f"{version}: {n}" for version, n in sorted(self.versions[entity].items()))
+        current = self.current.get(entity, "unknown")
+        return (
+            f"rows under {len(self.versions[entity])} mapping versions ({found}; current {current}): "
+            "not every row is re-mapped yet"
+        )
+
+    def counts_json(self) -> dict[str, Any]:
+        """For the manifest (and ``status``): versions and counts, never an EntityId."""
+        return {
+            entity: {
+                "versions": dict(sorted(found.items())),
+                "current": self.current.get(entity),
+                "older": self.older(entity),
+                "mixed": len(found) > 1,
+            }
+            for entity, found in self.versions.items()
+        }
+
+
+def check_mapping(
+    state: VersionTally, current: Mapping[str, str], unversioned: Mapping[str, str]
+) -> MappingCheck:
+    """Tally the cut's rows by version (``unversioned``: what a row without one is under, per
+    entity, from the registry)."""
+    versions: dict[str, dict[str, int]] = {}
+    for entity in ENTITY_NAMES:
+        found: Counter[str] = Counter()
+        for version, n in state.mapping_versions(entity).items():
+            found[version if version is not None else unversioned.get(entity, UNVERSIONED)] += n
+        if found:
+            versions[entity] = dict(found)
+    return MappingCheck(versions, dict(current))
