@@ -28,6 +28,7 @@ from connector.config.commands import add_validate_command
 from connector.errors import ConnectorError
 from connector.ingest.backfill import add_backfill_command
 from connector.ingest.commands import add_dlq_command, add_ingest_command, add_replay_command
+from connector.ingest.preview import preview_mapping
 from connector.model.commands import add_schemas_command
 from connector.ops.logs import configure_logging
 from connector.ops.status import add_status_command
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest_command(sub, beside=_daily_snapshot)
     add_snapshot_command(sub)
     add_status_command(sub)
-    add_validate_command(sub)
+    add_validate_command(sub, preview=preview_mapping)
     add_rebuild_store_command(sub)
     add_dlq_command(sub)
     add_backfill_command(sub)

@@ -74,7 +74,13 @@ class Report:
         }
 
 
-def add_validate_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+Preview = typing.Callable[[Path], Any]
+"""``connector.ingest.preview.preview_mapping``, handed in by the CLI (config imports no stage)."""
+
+
+def add_validate_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], preview: Preview | None = None
+) -> None:
     p = sub.add_parser(
         "validate",
         help="check the CARECLOUD_* settings and the mapping file without connecting to anything",
@@ -86,8 +92,18 @@ def add_validate_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
         default=None,
         help="mapping file to check (default: CARECLOUD_INGEST_MAPPING_FILE)",
     )
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="also compare the mapping with the current one against the live state: per entity, records "
+        "and fields that change, records the new mapping would refuse, EntityIds removed and added "
+        "(connects to Kafka, read-only; writes nothing)",
+    )
+    p.add_argument(
+        "--examples", action="store_true", help="with --preview, show a few EntityIds (a terminal only)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
-    p.set_defaults(handler=_cmd_validate)
+    p.set_defaults(handler=_cmd_validate, preview_hook=preview)
 
 
 def validate(mapping: Path | None = None) -> Report:
@@ -215,8 +231,15 @@ def format_report(report: Report) -> str:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     report = validate(mapping=args.mapping)
+    diff = None
+    if args.preview and report.valid and report.mapping_file is not None and args.preview_hook is not None:
+        diff = args.preview_hook(Path(report.mapping_file))
     if args.json:
-        sys.stdout.buffer.write(orjson.dumps(report.as_json()) + b"\n")
+        body = report.as_json() | ({"preview": diff.as_json()} if diff is not None else {})
+        sys.stdout.buffer.write(orjson.dumps(body) + b"\n")
     else:
         print(format_report(report))
+        if diff is not None:
+            print("against the live state (read-only):")
+            print(diff.describe(examples=args.examples))
     return 0 if report.valid else 1

@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connector.ingest.dlq_commands import add_dlq_command, format_replay, parse_timestamp
 
@@ -97,6 +97,13 @@ def add_replay_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         ),
     )
     p.add_argument("--mapping", required=True, help="the mapping YAML file")
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="NEW",
+        help="a new mapping: replay the events under both and show, per entity, records and fields that "
+        "change, EntityIds removed and added, and events the new one refuses (a preview before a rollout)",
+    )
     p.add_argument("--input", required=True, help="the events file (JSON Lines)")
     p.add_argument("--schema-registry", default=None, help="Schema Registry URL for Avro topics")
     p.add_argument(
@@ -129,6 +136,8 @@ def _cmd_offline_replay(args: argparse.Namespace) -> int:
         skip_topics=args.skip_topic,
     )
     out = sys.stdout.buffer
+    if args.compare is not None:
+        return _compare(args, result)
     if args.json:
         for entity, entity_id, record in result.live:
             out.write(encode_json({"entity": entity, "entity_id": entity_id, "record": record}) + b"\n")
@@ -153,4 +162,27 @@ def _cmd_offline_replay(args: argparse.Namespace) -> int:
     for dead in result.dead_letters:
         p = dead.position
         print(f"  {p.topic}[{p.partition}]@{p.offset}: {dead.error} ({dead.reason})")
+    return 0
+
+
+def _compare(args: argparse.Namespace, current: Any) -> int:
+    """``replay --compare NEW``: the same events under the new mapping, the two states compared."""
+    from connector.ingest.mapping_diff import replay_diff
+    from connector.ingest.replay import encode_json, read_events, replay
+    from connector.mapping import Mapper, load_mapping
+
+    old_spec, new_spec = load_mapping(args.mapping), load_mapping(args.compare)
+    new = replay(
+        new_spec,
+        read_events(args.input),
+        schema_registry_url=args.schema_registry,
+        transaction_topics=args.transaction_topic,
+        skip_topics=args.skip_topic,
+    )
+    diff = replay_diff(current, new, Mapper(old_spec).versions, Mapper(new_spec).versions)
+    if args.json:
+        sys.stdout.buffer.write(encode_json(diff.as_json()) + b"\n")
+    else:
+        print(f"{args.compare} against {args.mapping} on {args.input}:")
+        print(diff.describe())
     return 0
