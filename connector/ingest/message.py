@@ -20,6 +20,7 @@ from connector.ingest.batch import BatchView
 from connector.ingest.dead_letter import BY_REFERENCE_REASONS, dead_letter_headers
 from connector.ingest.partitions import Partitions
 from connector.ingest.resnapshot import Resnapshots
+from connector.ingest.schema_watch import SchemaWatch
 from connector.mapping import Mapper
 from connector.mapping.fastpath import FastPath
 from connector.source import Decoder, Position
@@ -49,6 +50,8 @@ class Messages(Partitions, Resnapshots):
     """The connector's carry topic (``connector.ingest.carry``), consumed with the sources."""
     transaction_topic: str | None
     """Debezium's transaction topic when the mapping tracks transactions, else None."""
+    schema_watch: SchemaWatch
+    """Checks each source schema against the mapping when a message first shows it."""
 
     def _handle(self, msg: Message, position: Position, view: BatchView, producer: Producer) -> None:
         cause = self.handle_message(msg.key(), msg.value(), msg.headers(), position, view)
@@ -67,6 +70,7 @@ class Messages(Partitions, Resnapshots):
         refused = self._refused_size(key, value, raw_headers)
         if refused is not None:
             return refused
+        self.schema_watch.observe(position.topic, value)  # never raises: it only looks
         try:
             self._apply(key, value, _headers(raw_headers), position, view)
         except BaseException as exc:  # the barrier: PanicException derives from BaseException

@@ -32,6 +32,7 @@ from connector.errors import ConfigError, TransientError
 from connector.ingest.generations import Generations
 from connector.ingest.report import IngestReport
 from connector.ingest.rollout import check_rollout
+from connector.ingest.schema_watch import SchemaWatch
 from connector.ingest.transaction import CALL_TIMEOUT_S, RECORD_OVERHEAD, Transactions
 from connector.ingest.watchdog import Watchdog
 from connector.mapping import Mapper, MappingSpec
@@ -87,6 +88,10 @@ class IngestService(Transactions):
             self.decoders[name] = make_decoder(topic.format, **options)
         self.fast = self._fast_paths(spec)
         """The compiled decode-and-map path per Debezium JSON topic (``_fast_paths``)."""
+        self.schema_watch = SchemaWatch(
+            spec, metrics=self.metrics, registry_url=self.ingest.schema_registry_url
+        )
+        """Each source schema checked against the mapping when first seen (``schema_watch``)."""
         self.stores: dict[int, PartitionStore] = {}
         self.generations = Generations()
         """Each owned source partition's snapshot generation (``connector.ingest.generations``)."""

@@ -27,6 +27,7 @@ __all__ = [
     "OUTCOMES",
     "PHASES",
     "ROUTES",
+    "SCHEMA_PROBLEMS",
     "STATUS_CLASSES",
     "Families",
     "check_label",
@@ -46,6 +47,9 @@ ALLOWED_LABELS = frozenset(
         "phase",
         "status_class",
         "change",
+        "table",
+        "column",
+        "problem",
     }
 )
 """The only label names any metric may have (a test checks every metric against it)."""
@@ -63,6 +67,9 @@ PHASES = ("cut", "read", "plan", "deliver", "publish")
 """The timed phases of a snapshot run, in order (``connector.snapshot.run.RunResult.phases``)."""
 CHANGES = ("added", "removed", "changed")
 """What a delivered set changed against the entity's last delivery (``snapshot.digest``)."""
+SCHEMA_PROBLEMS = ("dropped", "retyped")
+"""What a source schema change did to a column the mapping reads (``connector.mapping.schema_check``);
+the ``table`` and ``column`` labels beside it are names from the mapping file, never data."""
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "error", "other")
 """Portal API outcomes: HTTP status classes, ``error`` for no response (timeout, connection)."""
 
@@ -241,6 +248,13 @@ class Families:
         )
         self.ready = Gauge(
             "carecloud_ready", "1 when the state is caught up and partitions are assigned.", registry=r
+        )
+        self.source_schema_mismatch = Gauge(
+            "carecloud_source_schema_mismatch",
+            "1 while the latest source schema seen for a mapped table lacks a column the mapping "
+            "reads (dropped) or types it so its field cannot take it (retyped); 0 once it fits again.",
+            ["table", "column", "problem"],
+            registry=r,
         )
         self.deadline_slack.set(math.nan)
         self._initialise_series()

@@ -5,13 +5,14 @@
 counts. The health server (``connector.ops.health``) serves the registry on ``/metrics``.
 
 Labels carry only names from fixed vocabularies or from configuration, never data: ``entity``
-is one of the six entity names, ``operation``/``route``/``outcome``/``phase``/``status_class``
-come from the tuples below, ``reason`` is a dead-letter reason code (unknown codes are counted
-as ``other``), ``topic`` is a configured topic name and ``partition`` a number. The helper
-methods check this, so a record value or an EntityId cannot become a label (and a label set
-cannot grow without bound). Series of the fixed vocabularies are created at zero when the
-registry is made, so ``increase()`` sees the first event and every series the alerts and the
-dashboard query exists from the first scrape.
+is one of the six entity names; ``operation``/``route``/``outcome``/``phase``/``status_class``/
+``problem`` come from the tuples below; ``reason`` is a dead-letter reason code (unknown codes
+are counted as ``other``); ``topic`` is a configured topic name and ``partition`` a number;
+``table`` and ``column`` are names from the mapping file (a source schema's problem is reported
+only for a column the mapping reads). The helper methods check this, so a record value or an
+EntityId cannot become a label (and a label set cannot grow without bound). Series of the fixed
+vocabularies are created at zero when the registry is made, so ``increase()`` sees the first
+event and every series the alerts and the dashboard query exists from the first scrape.
 
 =============================================================  =========  =====================
 metric                                                          type       labels
@@ -39,6 +40,7 @@ carecloud_api_retries_total                                     counter    statu
 carecloud_last_successful_delivery_timestamp_seconds            gauge      entity
 carecloud_deadline_slack_seconds                                gauge      -
 carecloud_ready                                                 gauge      -
+carecloud_source_schema_mismatch                                gauge      table, column, problem
 =============================================================  =========  =====================
 
 docs/metrics.md explains each one and the alerts built on them.
@@ -61,6 +63,7 @@ from connector.ops._metric_families import (
     OUTCOMES,
     PHASES,
     ROUTES,
+    SCHEMA_PROBLEMS,
     STATUS_CLASSES,
     Families,
     check_label,
@@ -77,6 +80,7 @@ __all__ = [
     "OUTCOMES",
     "PHASES",
     "ROUTES",
+    "SCHEMA_PROBLEMS",
     "STATUS_CLASSES",
     "Metrics",
     "dlq_reason",
@@ -139,6 +143,14 @@ class Metrics(Families):
     def set_ready(self, ready: bool) -> None:
         """Readiness as a metric (the health server sets it from the same check as ``/readyz``)."""
         self.ready.set(1 if ready else 0)
+
+    def set_schema_mismatch(self, table: str, column: str, problem: str, present: bool) -> None:
+        """A mapped column's source schema problem (``connector.ingest.schema_watch``): 1 while the
+        latest schema of ``table`` has it, 0 once it fits again. ``table`` and ``column`` come from
+        the mapping file (the watch reports only columns the mapping reads), ``problem`` from
+        ``SCHEMA_PROBLEMS``."""
+        label = check_label(problem, SCHEMA_PROBLEMS, "schema problem")
+        self.source_schema_mismatch.labels(table=table, column=column, problem=label).set(1 if present else 0)
 
     # -- snapshot and delivery ---------------------------------------------------------------
 

@@ -127,6 +127,7 @@ def test_every_alert_has_a_firing_and_a_quiet_promtool_case() -> None:
         "CareCloudNoDeliveryFor26Hours",
         "CareCloudNotReady",
         "CareCloudRowsUnderOlderMapping",
+        "CareCloudSourceSchemaMismatch",
     }
     assert alerts - firing == set(), "alerts never shown firing"
     assert alerts - quiet == set(), "alerts never shown not firing"
@@ -284,6 +285,7 @@ def test_a_scrape_of_the_health_server_has_every_series_the_alerts_and_dashboard
     m.set_lag("db.public.claim", 0, 10)
     m.set_state_entities("Claim", 3)
     m.set_older_mapping_rows("Claim", 0)
+    m.set_schema_mismatch("public.claim", "paid", "dropped", False)
     m.restore_progress(0, 5, 0)
     m.delivery_succeeded("Claim", dt.datetime.now(dt.UTC))
     m.set_deadline_slack(3600)
