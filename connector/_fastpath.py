@@ -45,9 +45,10 @@ __all__ = [
 ]
 
 EXTENSION = "carecloud_fastpath"
-CONTRACT_VERSION = 3
+CONTRACT_VERSION = 4
 """The contract this package expects; fastpath/src/contract.rs holds the extension's.
-Contract 3: ``Core.map`` takes the source partition's snapshot generation (docs/decisions/0019)."""
+Contract 3: ``Core.map`` takes the source partition's snapshot generation (docs/decisions/0019);
+4: ``CutSpill.sweep`` and ``CutSpill.swept`` (the re-snapshot's sweep)."""
 REBUILD = "make venv"
 """The command that rebuilds the extension from this checkout's sources (the Makefile)."""
 

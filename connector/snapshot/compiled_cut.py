@@ -32,6 +32,7 @@ from connector import _fastpath
 from connector.model import ENTITY_NAMES, REFERENCES
 from connector.snapshot.cut import Cut, consume_to_cut
 from connector.state.codec import restore_values, row_mapping_version, stored_values
+from connector.state.sweep import SweepPlan, sweep_plan, sweep_report
 
 __all__ = ["SORT_BUDGET", "CompiledStateReader", "Spill"]
 
@@ -55,6 +56,10 @@ class Spill(Protocol):
     def count(self, entity: str) -> int: ...
 
     def reserved(self) -> list[tuple[bytes, bytes]]: ...
+
+    def sweep(self, generations: dict[str, int]) -> None: ...
+
+    def swept(self, entity: str) -> int: ...
 
     def incomplete(self, entity: str) -> list[str]: ...
 
@@ -88,6 +93,8 @@ class CompiledStateReader:
         self._base = {k: v for k, v in base.items() if k != "error_cb"}
         self._dir = Path(tempfile.mkdtemp(prefix="carecloud-cut-", dir=work_dir))
         self.spill: Spill = spill(str(self._dir), budget)
+        self.sweep = SweepPlan()
+        """What the cut sweeps (``state.sweep``), known once the records are read."""
 
     @property
     def records_read(self) -> int:
@@ -100,7 +107,10 @@ class CompiledStateReader:
         return self.spill.records_read
 
     def finish(self) -> None:
-        """Merge what was absorbed and survey it (``load`` does it after the last batch)."""
+        """Merge what was absorbed and survey it (``load`` does it after the last batch), sweeping
+        what a completed re-snapshot did not read (``state.sweep``)."""
+        self.sweep = sweep_plan(self.spill.reserved())
+        self.spill.sweep(self.sweep.generations)
         rank = {entity: i for i, entity in enumerate(ENTITY_NAMES)}
         links = [[(ref.field, rank[ref.parent]) for ref in REFERENCES[entity]] for entity in ENTITY_NAMES]
         self.spill.finish(list(ENTITY_NAMES), links)
@@ -130,6 +140,13 @@ class CompiledStateReader:
         if tally is not None:
             return Counter(tally(entity))
         return Counter(row_mapping_version(row) for _, row in self.spill.rows(entity))
+
+    def swept(self, entity: str) -> int:
+        return self.spill.swept(entity)
+
+    def sweep_json(self) -> dict[str, Any]:
+        """The sweep at this cut (``StateReader.sweep_json``)."""
+        return sweep_report(self.sweep, {entity: self.swept(entity) for entity in self.sweep.generations})
 
     def reserved(self) -> list[tuple[bytes, bytes]]:
         """The transaction ledger's records below the cut (``StateReader.reserved``)."""

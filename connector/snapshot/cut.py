@@ -33,6 +33,7 @@ from confluent_kafka import Message
 from rocksdict import BlockBasedOptions, Cache, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
 
 from connector.snapshot.cut_offsets import BATCH, Cut, consume_to_cut, take_cut
+from connector.source.version import predates
 from connector.state.codec import (
     complete_values,
     decode_row,
@@ -44,6 +45,7 @@ from connector.state.codec import (
     stored_version,
 )
 from connector.state.ledger import RESERVED
+from connector.state.sweep import SweepPlan, sweep_plan, sweep_report
 
 __all__ = ["Cut", "StateReader", "consume_to_cut", "take_cut"]
 
@@ -104,11 +106,15 @@ class StateReader:
         self._complete_rows: Counter[str] = Counter()
         self._versions: defaultdict[str, Counter[str | None]] = defaultdict(Counter)
         self._incomplete_ids: dict[str, list[str]] = {}
+        self._swept_rows: Counter[str] = Counter()
+        self.sweep = SweepPlan()
+        """What the cut sweeps (``state.sweep``), known once the records are read."""
         self._reserved: dict[bytes, bytes] = {}
         """Records under the reserved ``~`` keys (the transaction ledger), the later per key."""
 
     def load(self) -> int:
-        """Read every partition up to the cut, then survey it; returns the number of records read."""
+        """Read every partition up to the cut, then survey it; returns the number of records read.
+        The survey sweeps what a completed re-snapshot did not read (``state.sweep``)."""
         self._read()
         self._survey()
         return self.records_read
@@ -165,15 +171,22 @@ class StateReader:
             chosen[key] = value
 
     def _survey(self) -> None:
-        """One pass in key order: complete-row counts, incomplete EntityIds, the presence index."""
+        """One pass in key order: complete-row counts, incomplete EntityIds, the presence index;
+        live rows a completed re-snapshot did not read are swept first (``state.sweep``)."""
+        self.sweep = sweep_plan(self.reserved())
         batch = WriteBatch(raw_mode=True)
         prefix, entity, complete = b"\xff", "", 0  # keys of one entity are contiguous
+        generation: int | None = None
         rows = cast("Iterator[tuple[bytes, bytes]]", self._db.items())  # raw mode: bytes
         for key, value in rows:
             if not key.startswith(prefix):
                 self._complete_rows[entity] += complete
                 cut = key.index(b"/") + 1
                 prefix, entity, complete = key[:cut], key[: cut - 1].decode(), 0
+                generation = self.sweep.generations.get(entity)
+            if generation is not None and self._swept(value, generation):
+                self._swept_rows[entity] += 1
+                continue
             if is_complete(value):
                 batch.put(key, b"")
                 complete += 1
@@ -186,6 +199,19 @@ class StateReader:
         self._complete_rows[entity] += complete
         del self._complete_rows[""]
         self._present.write(batch, self._no_wal)
+
+    @staticmethod
+    def _swept(value: bytes, generation: int) -> bool:
+        """A live row whose version predates a completed snapshot that did not read it."""
+        return not is_deleted(value) and predates(stored_version(value), generation)
+
+    def swept(self, entity: str) -> int:
+        """Live rows of ``entity`` the sweep took out (``state.sweep``): not counted, not delivered."""
+        return self._swept_rows[entity]
+
+    def sweep_json(self) -> dict[str, Any]:
+        """The sweep at this cut, for the manifest's checks (counts, never an EntityId)."""
+        return sweep_report(self.sweep, {entity: self.swept(entity) for entity in self.sweep.generations})
 
     def reserved(self) -> list[tuple[bytes, bytes]]:
         """``(key, value)`` of the transaction ledger's records below the cut, in key order
@@ -237,14 +263,16 @@ class StateReader:
         """(EntityId, values as stored) of the complete rows in EntityId order: cheap for checks."""
         prefix = entity.encode() + b"/"
         skip = len(prefix)
+        generation = self.sweep.generations.get(entity)
         it = self._db.iter()
         it.seek(prefix)
         while it.valid():
             key = bytes(it.key())
             if not key.startswith(prefix):
                 break
-            values = complete_values(it.value())
-            if values is not None:
+            value = it.value()
+            values = complete_values(value)
+            if values is not None and (generation is None or not self._swept(value, generation)):
                 yield key[skip:].decode(), values
             it.next()
         it.status()

@@ -152,6 +152,9 @@ class SnapshotRun:
             with timed(phases, "read"):
                 read = state.load()
             log.info("snapshot %s: read %d state records up to the cut", day, read)
+            sweep = state.sweep_json()  # what a completed re-snapshot swept (connector.state.sweep)
+            if sweep["swept"] or sweep["waiting"]:
+                log.info("snapshot %s: rows a re-snapshot did not read swept: %s", day, sweep)
             with timed(phases, "plan"):
                 transactions = self._transactions(state, Cut.from_json(record.cut))
                 plan = make_plan(
@@ -198,7 +201,7 @@ class SnapshotRun:
                 self._clock(),
                 record.cut,
                 record.lag,
-                plan.checks_json(),
+                plan.checks_json() | ({"sweep": sweep} if sweep["generations"] or sweep["waiting"] else {}),
                 tuple(results),
                 report,
             )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -42,6 +43,7 @@ __all__ = [
     "encode_position",
     "position_key",
     "sweep_plan",
+    "sweep_report",
 ]
 
 SNAPSHOT_PREFIX = b"~snapshot/"
@@ -107,6 +109,11 @@ class SweepPlan:
             "generations": dict(sorted(self.generations.items())),
             "waiting": dict(sorted(self.waiting.items())),
         }
+
+
+def sweep_report(plan: SweepPlan, swept: Mapping[str, int]) -> dict[str, Any]:
+    """The sweep as the manifest's checks hold it: generations, sources waiting, rows swept."""
+    return {**plan.as_json(), "swept": {entity: n for entity, n in sorted(swept.items()) if n}}
 
 
 def sweep_plan(reserved: Iterable[tuple[bytes, bytes]]) -> SweepPlan:

@@ -11,5 +11,5 @@
 
 /// The version of the contract this build implements.
 /// 3: `Core.map(key, value, offset, generation)`, the snapshot generation of the message's
-/// source partition (docs/decisions/0019).
-pub const CONTRACT_VERSION: u32 = 3;
+/// source partition (docs/decisions/0019). 4: `CutSpill.sweep` and `CutSpill.swept`.
+pub const CONTRACT_VERSION: u32 = 4;

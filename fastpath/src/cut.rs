@@ -32,29 +32,39 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use crate::json::Scalar;
 use crate::row::{self, is_complete};
 use crate::sort::{read_into, Merge, Rec, Run, Sorter, INDEX_EVERY};
+use crate::version::predates;
+
+/// Whether a live row is swept: its version predates the generation of a completed snapshot
+/// of its source that did not read it (`connector.state.sweep`).
+pub fn swept(row: &[u8], generation: Option<i128>) -> bool {
+    generation
+        .is_some_and(|g| !row::is_deleted(row) && row::head_version(row).is_some_and(|v| predates(&v, g)))
+}
 
 /// An entity's complete rows, in EntityId order, read from its range of every run.
 pub struct Scan {
     merge: Merge,
     rec: Rec,
     skip: usize,
+    sweep: Option<i128>,
 }
 
 impl Scan {
-    pub fn open(runs: &[Run], entity: &str) -> io::Result<Scan> {
+    pub fn open(runs: &[Run], entity: &str, sweep: Option<i128>) -> io::Result<Scan> {
         let mut prefix = entity.as_bytes().to_vec();
         prefix.push(b'/');
         Ok(Scan {
             skip: prefix.len(),
             merge: Merge::open(runs, &prefix)?,
             rec: Rec::default(),
+            sweep,
         })
     }
 
-    /// `(EntityId, row)` of the next complete row.
+    /// `(EntityId, row)` of the next complete row that is not swept.
     pub fn next(&mut self) -> io::Result<Option<(&[u8], &[u8])>> {
         while self.merge.next_key(&mut self.rec)? {
-            if is_complete(&self.rec.value) {
+            if is_complete(&self.rec.value) && !swept(&self.rec.value, self.sweep) {
                 return Ok(Some((&self.rec.key[self.skip..], &self.rec.value)));
             }
         }
@@ -67,6 +77,8 @@ pub struct EntityIds {
     path: PathBuf,
     pub count: u64,
     pub incomplete: Vec<String>,
+    /// Live rows swept (`swept`): not counted, not present, not delivered.
+    pub swept: u64,
     /// Every `INDEX_EVERY`th EntityId and its offset in the file, for `contains`.
     index: Vec<(Vec<u8>, u64)>,
     size: u64,
@@ -124,6 +136,7 @@ impl IdWriter {
                 path,
                 count: 0,
                 incomplete: Vec::new(),
+                swept: 0,
                 index: Vec::new(),
                 size: 0,
             },
@@ -174,6 +187,7 @@ pub fn survey(
     order: &[String],
     links: &[Links],
     budget: usize,
+    sweep: &HashMap<String, i128>,
 ) -> io::Result<Survey> {
     let next = AtomicUsize::new(0);
     let done: Vec<io::Result<Surveyed>> = std::thread::scope(|scope| {
@@ -181,7 +195,7 @@ pub fn survey(
             .into_iter()
             .map(|tag| {
                 let pairs = Sorter::new(dir, tag, budget / PAIR_SHARE);
-                scope.spawn(|| survey_entities(&runs, dir, order, links, pairs, &next))
+                scope.spawn(|| survey_entities(&runs, dir, order, links, pairs, &next, sweep))
             })
             .collect();
         workers
@@ -225,6 +239,7 @@ fn survey_entities(
     links: &[Links],
     mut pairs: Sorter,
     next: &AtomicUsize,
+    sweep: &HashMap<String, i128>,
 ) -> io::Result<Surveyed> {
     let mut entities = Vec::new();
     let (mut pair_key, mut pair_value, mut seq) = (Vec::new(), Vec::new(), 0u64);
@@ -236,8 +251,13 @@ fn survey_entities(
         let mut merge = Merge::open(runs, &prefix)?;
         let mut writer = IdWriter::create(dir.join(format!("ids-{rank}")))?;
         let mut found = HashSet::new();
+        let generation = sweep.get(entity).copied();
         while merge.next_key(&mut rec)? {
             let id = &rec.key[prefix.len()..];
+            if swept(&rec.value, generation) {
+                writer.ids.swept += 1;
+                continue;
+            }
             if !is_complete(&rec.value) {
                 if !row::is_deleted(&rec.value) {
                     writer

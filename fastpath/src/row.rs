@@ -108,10 +108,16 @@ pub fn is_deleted(row: &[u8]) -> bool {
 /// and no delete floor, read from the head `encode` writes; `None` for any other row (the
 /// caller parses it).
 pub fn plain_version(raw: &[u8]) -> Option<[i128; 5]> {
-    let rest = raw.strip_prefix(HEAD)?;
     if !is_complete(raw) || FIELD_VERSIONS.find(raw).is_some() || DELETE_FLOOR.find(raw).is_some() {
         return None;
     }
+    head_version(raw)
+}
+
+/// Any stored row's version, read from the head `encode` writes without parsing the rest;
+/// `None` for a row that does not start with it.
+pub fn head_version(raw: &[u8]) -> Option<[i128; 5]> {
+    let rest = raw.strip_prefix(HEAD)?;
     let end = rest.iter().position(|&b| b == b']')?;
     let text = std::str::from_utf8(&rest[..end]).ok()?;
     let mut version = [0i128; 5];

@@ -2,7 +2,7 @@
 //! `connector.snapshot.compiled_cut` (docs/decisions/0013). The heavy work runs without the GIL, so
 //! the compressing threads keep the second core busy meanwhile.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
 use std::ptr;
@@ -37,6 +37,8 @@ pub struct CutSpill {
     /// Records under the reserved ``~`` keys (the transaction ledger), the later per key: kept
     /// out of the sort, which holds entities only.
     reserved: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Per entity, the generation its rows must not predate (``sweep``).
+    sweep: HashMap<String, i128>,
 }
 
 impl CutSpill {
@@ -60,6 +62,7 @@ impl CutSpill {
             records_read: 0,
             survey: None,
             reserved: BTreeMap::new(),
+            sweep: HashMap::new(),
         }
     }
 
@@ -160,12 +163,12 @@ impl CutSpill {
             ));
         }
         let links: Vec<Links> = links.into_iter().map(|fields| Links { fields }).collect();
-        let (dir, budget) = (self.dir.clone(), self.budget);
+        let (dir, budget, sweep) = (self.dir.clone(), self.budget, self.sweep.clone());
         let survey = py
             .allow_threads(|| {
                 sorter
                     .finish()
-                    .and_then(|runs| cut::survey(runs, &dir, &order, &links, budget))
+                    .and_then(|runs| cut::survey(runs, &dir, &order, &links, budget, &sweep))
             })
             .map_err(os_error)?;
         self.survey = Some(Arc::new(survey));
@@ -180,6 +183,24 @@ impl CutSpill {
             .iter()
             .map(|(k, v)| (PyBytes::new(py, k), PyBytes::new(py, v)))
             .collect())
+    }
+
+    /// Sweep, in ``finish`` and every read after it, the live rows of each entity whose version
+    /// predates its generation (``{entity: generation}``, ``connector.state.sweep``): they are
+    /// not counted, not present and not delivered. Called before ``finish``.
+    fn sweep(&mut self, generations: HashMap<String, u64>) -> PyResult<()> {
+        if self.survey.is_some() {
+            return Err(PyRuntimeError::new_err(
+                "the sweep is set before the spill is finished",
+            ));
+        }
+        self.sweep = generations.into_iter().map(|(e, g)| (e, i128::from(g))).collect();
+        Ok(())
+    }
+
+    /// Live rows of ``entity`` the sweep took out.
+    fn swept(&self, entity: &str) -> PyResult<u64> {
+        Ok(self.survey()?.entities.get(entity).map_or(0, |e| e.swept))
     }
 
     /// Complete rows of ``entity``.
@@ -225,7 +246,7 @@ impl CutSpill {
         if only.as_ref().is_some_and(HashSet::is_empty) {
             return Ok(Rows { scan: None, only }); // no candidate: nothing to read
         }
-        let scan = Scan::open(&survey.runs, entity).map_err(os_error)?;
+        let scan = Scan::open(&survey.runs, entity, self.sweep.get(entity).copied()).map_err(os_error)?;
         Ok(Rows {
             scan: Some(scan),
             only,

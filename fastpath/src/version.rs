@@ -81,3 +81,15 @@ pub fn postgres_phase(position: [i128; 4], initial: bool, generation: u64) -> R<
     };
     Ok([phase, position[1], position[2], position[3]])
 }
+
+/// Whether a row last written at `version` is older than the snapshot of `generation`, which
+/// then, complete and not having read it, swept it (`connector.source.version.predates`).
+pub fn predates(version: &[i128; 5], generation: i128) -> bool {
+    if version[0] >= 2 * generation {
+        return false;
+    }
+    if version[0] & 1 == 0 {
+        return true;
+    }
+    version[1].max(version[2]) < generation
+}
