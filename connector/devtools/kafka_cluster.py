@@ -199,18 +199,25 @@ class KafkaCluster:
 
     def rolling_restart(self) -> None:
         """Restart the nodes one by one as operators do: clean stop (leaderships handed over),
-        start, wait until every replica is in sync again, then the next node."""
+        start, wait until every replica is in sync again, then the next node.
+
+        Call it from the thread that lives as long as the cluster (the main thread): a node dies
+        with the thread that started it (``KafkaBroker``'s parent-death signal)."""
         for broker in self.brokers:
             broker.restart()
             self.wait_in_sync()
 
     def heal(self) -> None:
         """Resume paused nodes, start stopped ones and wait until all are in sync: what a test
-        that kills or pauses nodes leaves behind for the next one."""
+        that kills or pauses nodes leaves behind for the next one. The stopped ones are launched
+        together: with two of three down, one alone cannot reach a controller quorum."""
         for broker in self.brokers:
             broker.resume()
-            if not broker.running:
-                broker.start()
+        stopped = [broker for broker in self.brokers if not broker.running]
+        for broker in stopped:
+            broker.launch()
+        for broker in stopped:
+            broker.wait_ready()
         self.wait_in_sync()
 
     def _wait(self, done: Any, what: str, timeout: float | None) -> None:

@@ -8,6 +8,7 @@ ingest has written since. Both cut readers (``cut.StateReader`` and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,9 @@ __all__ = ["BATCH", "Cut", "consume_to_cut", "take_cut"]
 
 BATCH = 10_000
 """Messages per ``consume()`` by default."""
+STALL_TIMEOUT_S = 60.0
+"""How long a cut's read may go without moving before it fails (``consume_to_cut``): far longer
+than a leader's failover (seconds), far shorter than a night."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ def consume_to_cut(
     absorb: Callable[[list[Message], dict[int, int]], list[Message]],
     after_batch: Callable[[], None] = lambda: None,
     batch: int = BATCH,
+    stall_timeout_s: float | None = None,
 ) -> None:
     """Read every partition of the cut's topic from its start up to the cut, batch by batch.
 
@@ -66,6 +71,13 @@ def consume_to_cut(
     transaction markers at the end of a range are not records). ``batch``: messages per
     ``consume()``; batches of about a thousand keep the messages in the CPU's caches and
     consume at twice the rate of ten thousand (docs/decisions/0013).
+
+    A read that moves no partition for ``stall_timeout_s`` (``STALL_TIMEOUT_S`` when None, read
+    at the call so a test can shorten it) raises a ``TransientError``: with
+    every replica of a partition unreachable librdkafka waits for a leader without reporting
+    an error, and ``after_batch`` (which renews the run's lease) would keep a run that cannot
+    finish alive all night (issue 21: every broker killed after the cut hung the run). A
+    leader's failover or a rolling restart stalls a read for seconds, and the run goes on.
     """
     pending = {p: end for p, end in cut.end_offsets.items() if end > 0}
     if not pending:
@@ -82,6 +94,9 @@ def consume_to_cut(
     )
     try:
         consumer.assign([TopicPartition(cut.topic, p, 0) for p in pending])
+        seen: list[tuple[int, int]] = []
+        moved = time.monotonic()
+        stall = STALL_TIMEOUT_S if stall_timeout_s is None else stall_timeout_s
         while pending:
             done: set[int] = set()
             for msg in absorb(consumer.consume(batch, 1.0), pending):
@@ -92,7 +107,15 @@ def consume_to_cut(
                 if p in pending and offset >= pending[p]:  # control records end the range
                     done.add(p)
             after_batch()
-            for tp in consumer.position([TopicPartition(cut.topic, p) for p in list(pending)]):
+            positions = consumer.position([TopicPartition(cut.topic, p) for p in list(pending)])
+            now = [(tp.partition, tp.offset) for tp in positions]
+            if now != seen or done:
+                seen, moved = now, time.monotonic()
+            elif time.monotonic() - moved > stall:
+                raise TransientError(
+                    f"reading {cut.topic}: no partition moved for {stall:.0f} s (its brokers unreachable?)"
+                )
+            for tp in positions:
                 if tp.offset >= pending[tp.partition] or tp.partition in done:
                     consumer.pause([tp])
                     del pending[tp.partition]

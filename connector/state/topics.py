@@ -226,14 +226,22 @@ def _warn_lowered(replication: Replication) -> None:
 
 
 def _config(admin: AdminClient, topic: str) -> dict[str, Any]:
-    """The topic's configs in force. A broker that does not answer (one of three just died,
-    the request went to it) is a ``TransientError``: the process exits and starts again."""
+    """The topic's configs in force.
+
+    Asked again a few times (0.1 s to 1.6 s apart) before it becomes a ``TransientError`` (the
+    process exits and starts again): on three brokers the request may reach one that has not
+    yet learnt of a topic created a moment ago (``UNKNOWN_TOPIC_OR_PART``), or one that just died.
+    """
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    try:
-        result = admin.describe_configs([resource])[resource].result(_TIMEOUT_S)
-    except KafkaException as exc:
-        raise TransientError(f"cannot read the configs of topic {topic}") from exc
-    return {name: entry.value for name, entry in result.items()}
+    for attempt in range(1, _OFFSET_ATTEMPTS + 1):
+        try:
+            result = admin.describe_configs([resource])[resource].result(_TIMEOUT_S)
+            return {name: entry.value for name, entry in result.items()}
+        except KafkaException as exc:
+            if attempt == _OFFSET_ATTEMPTS:
+                raise TransientError(f"cannot read the configs of topic {topic}") from exc
+        time.sleep(0.1 * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def high_watermarks(base: dict[str, Any], topic: str, partitions: Iterable[int]) -> dict[int, int]:
