@@ -5,7 +5,7 @@ configs) and this module decides: the replication to create with, and what is wr
 existing topic. Pure, so every rule is a unit test, and the wording of every refusal (which
 names the topic, the setting and the command that fixes it) is pinned there.
 
-Why these rules: ``docs/decisions/0019-state-topic-durability.md``. In short, the state topic
+Why these rules: ``docs/decisions/0022-state-topic-durability.md``. In short, the state topic
 is the source of truth, so a state topic that would lose data is refused at start-up (not
 compacted, too few replicas, unclean leader election on, a ``min.insync.replicas`` no commit
 can meet, partitions that do not match the source topics); a weaker-than-configured
