@@ -153,6 +153,8 @@ def _cmd_offline_replay(args: argparse.Namespace) -> int:
     for name in ENTITY_NAMES:
         print(f"  {name:<14} {counts.get(name, 0):>8}")
     print(f"stale or duplicate changes ignored: {result.stale}; tombstones skipped: {result.tombstones}")
+    if result.swept:
+        print(f"rows a completed re-snapshot did not read (deleted in a gap), left out: {result.swept}")
     if tx.begins or tx.ends or tx.skipped:
         print(
             f"source transactions: {tx.complete} whole, {len(tx.incomplete)} not whole in this capture "
