@@ -71,8 +71,11 @@ class SchemaWatch:
         metrics: SchemaMetrics | None = None,
         registry: RegistrySchemas | None = None,
         registry_url: str | None = None,
+        sample_every: int = SAMPLE_EVERY,
     ) -> None:
         self._spec = spec
+        self._sample_every = sample_every
+        """Schemaless JSON: check one message in this many (1: each, as ``check_topic_tails`` does)."""
         self._formats = {name: spec.topic(name).format for name in spec.topics}
         if registry is None and registry_url and "debezium-avro" in self._formats.values():
             registry = RegistrySchemas(url=registry_url)
@@ -127,7 +130,7 @@ class SchemaWatch:
         if schema is None:
             n = self._counts[topic]
             self._counts[topic] = n + 1
-            if n % SAMPLE_EVERY == 0:
+            if n % self._sample_every == 0:
                 self._check(topic, json_columns(value))
             return
         self._prefix[topic] = value[: len(WRAPPED_PREFIX) + len(schema) + len(PAYLOAD_SEPARATOR)]
@@ -193,7 +196,7 @@ def check_topic_tails(
 
     from connector.errors import TransientError
 
-    watch = SchemaWatch(spec, registry_url=registry_url)
+    watch = SchemaWatch(spec, registry_url=registry_url, sample_every=1)
     wanted = sorted(topics if topics is not None else spec.topics)
     consumer = Consumer({**client_config, "group.id": "carecloud-status-schema", "enable.auto.commit": False})
     try:
@@ -211,14 +214,18 @@ def check_topic_tails(
                     tails.append(TopicPartition(topic, partition, high - 1))
         consumer.assign(tails)
         remaining = {(tp.topic, tp.partition) for tp in tails}
+        newest: list[tuple[int, str, bytes | None]] = []
         while remaining:
             msg = consumer.poll(timeout_s)
             if msg is None:
                 break  # a partition whose last offset is a transaction marker has nothing to read
             if msg.error() is not None:
                 continue
-            watch.observe(msg.topic() or "", msg.value())
+            newest.append((msg.timestamp()[1], msg.topic() or "", msg.value()))
             remaining.discard((msg.topic() or "", msg.partition() or 0))
+        # Oldest first, so each table ends at the schema of its newest message over all partitions.
+        for _, topic, value in sorted(newest, key=lambda m: m[0]):
+            watch.observe(topic, value)
     except KafkaException as exc:
         raise TransientError(f"cannot read the source topics' newest messages: {exc}") from None
     finally:

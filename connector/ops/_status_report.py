@@ -68,6 +68,10 @@ class Status:
     mapping: dict[str, Any] | None = None
     """The latest manifest's ``checks.mapping``: per entity, its rows by mapping version at the
     cut, the current version, how many are under older ones, and whether they were mixed."""
+    source_schema: list[dict[str, str | None]] | None = None
+    """Mapped columns the newest message of a source topic says are dropped or retyped
+    (``connector.ingest.schema_watch.check_topic_tails``): table, column, problem, field, found."""
+    source_schema_error: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -96,6 +100,7 @@ class Status:
             "storage": {"name": self.storage, "error": self.storage_error},
             "transactions": self.transactions,
             "mapping": self.mapping,
+            "source_schema": {"problems": self.source_schema, "error": self.source_schema_error},
         }
 
 
@@ -163,6 +168,22 @@ def _mapping_line(day: dt.date | None, mapping: dict[str, Any]) -> str:
     return f"mapping versions at the {day} cut: {'; '.join(older)}; the other entities all current"
 
 
+def _source_schema_line(status: Status) -> str:
+    """``source schema: public.claim.paid dropped (Claim.PaidAmount reads it)``, from each source
+    topic's newest message; names from the mapping only."""
+    if status.source_schema is None:
+        return f"source schema: not checked ({status.source_schema_error})"
+    if not status.source_schema:
+        return "source schema: every column the mapping reads is there (newest message of each topic)"
+    parts = [
+        f"{p['table']}.{p['column']} {p['problem']}"
+        + (f" to {p['found']}" if p.get("found") else "")
+        + f" ({p['field']} reads it)"
+        for p in status.source_schema
+    ]
+    return f"source schema: {len(parts)} mapped column(s) no longer fit the mapping: " + "; ".join(parts)
+
+
 def format_status(status: Status) -> str:
     """Tables for people: lag per partition, then per entity, then the schedule."""
     from connector._table import table
@@ -209,6 +230,7 @@ def format_status(status: Status) -> str:
             out.append(_transactions_line(status.manifest_day, status.transactions))
         if status.mapping is not None:
             out.append(_mapping_line(status.manifest_day, status.mapping))
+    out.append(_source_schema_line(status))
     out.append("")
     out.append(status.schedule.describe())
     published = {None: "unknown", True: "published", False: "not published"}[status.today_published]

@@ -4,7 +4,9 @@ It crosses stages on purpose (ingest lag, the snapshot's manifests and schedule)
 it sits in ``connector.ops`` above the stages rather than in one (``.importlinter``: no stage
 imports it). Everything it reads is read-only: the ingest
 group's committed offsets and the source topics' end offsets (an admin client, never a group
-member, so it cannot trigger a rebalance), and the storage's published manifests.
+member, so it cannot trigger a rebalance), the newest message of each source topic partition
+(its schema checked against the mapping: a dropped or retyped column the mapping reads), and
+the storage's published manifests.
 
 State entity counts come from the latest published manifest (delivered + held out at that
 run's cut), not from reading the whole state topic: the output says so and names the date. A
@@ -131,18 +133,33 @@ def gather_lag(status: Status, measure: Callable[[], dict[str, int]]) -> None:
         status.lag_error = f"{type(exc).__name__}: {exc}"
 
 
+def gather_source_schemas(status: Status, check: Callable[[], list[Any]]) -> None:
+    """The mapped columns each source topic's newest message says are dropped or retyped."""
+    try:
+        status.source_schema = [
+            {"table": p.table, "column": p.column, "problem": p.problem, "field": p.field, "found": p.found}
+            for p in check()
+        ]
+    except ConnectorError as exc:
+        status.source_schema_error = f"{type(exc).__name__}: {exc}"
+
+
 def collect(
     settings: Settings, *, storage: Storage | None = None, clock: Callable[[], dt.datetime] = _now
 ) -> Status:
     """Read every part; Kafka and the storage are only read."""
+    from connector.ingest.schema_watch import check_topic_tails
     from connector.mapping import load_mapping
     from connector.snapshot.lag import measure_lag
     from connector.snapshot.service import build_storage, schedule_of
 
     status = Status(settings.ingest.group_id, schedule_status(schedule_of(settings), clock()))
-    topics = sorted(load_mapping(settings.ingest.mapping_file).topics)
+    spec = load_mapping(settings.ingest.mapping_file)
+    topics = sorted(spec.topics)
     kafka = settings.kafka.client_config()
     gather_lag(status, lambda: measure_lag(kafka, settings.ingest.group_id, topics).partitions)
+    registry = settings.ingest.schema_registry_url
+    gather_source_schemas(status, lambda: check_topic_tails(kafka, spec, registry_url=registry))
     if storage is None:
         try:
             storage = build_storage(settings)
