@@ -98,4 +98,6 @@ class Resnapshots:
         for (topic, partition), offset in last.items():
             view = views.get(partition)
             if view is not None and topic in self.decoders:  # a source topic, not the transaction topic
-                view.emit(position_key(topic, partition), encode_position(offset + 1))
+                key, value = position_key(topic, partition), encode_position(offset + 1)
+                view.encoded[key] = value  # the local store holds what the topic holds (a restore reads it)
+                view.emit(key, value)
