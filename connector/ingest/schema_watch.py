@@ -87,6 +87,9 @@ class SchemaWatch:
         self._seen: set[tuple[str, bytes | int]] = set()
         self._counts: Counter[str] = Counter()
         self._failed: set[tuple[str, str]] = set()
+        self._columns: dict[str, set[str]] = {}
+        """Mapped table -> every column its checked schemas have had (a same-name column the
+        mapping reads by default is reported as dropped only after it has been seen)."""
         self.problems: dict[str, tuple[SchemaProblem, ...]] = {}
         """Mapped table -> what its latest checked schema lacks (empty: it fits)."""
 
@@ -156,7 +159,9 @@ class SchemaWatch:
         table = resolve_table(self._spec, columns.table, columns.record, topic)
         if table is None:
             return  # not a mapped table: its events are dead-lettered as unknown_table
-        found = check_columns(table, columns.columns, typed=columns.typed)
+        seen = self._columns.setdefault(table.table, set())
+        found = check_columns(table, columns.columns, typed=columns.typed, seen=seen)
+        seen.update(columns.columns)
         before = self.problems.get(table.table, ())
         if set(found) == set(before):
             return

@@ -16,14 +16,21 @@ not their types: only drops are seen then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from connector.mapping.spec import FieldSpec, MappingSpec, TableSpec
 from connector.model import raw_schema
 
-__all__ = ["PROBLEMS", "SchemaProblem", "accepted_families", "check_columns", "resolve_table"]
+__all__ = [
+    "PROBLEMS",
+    "SchemaProblem",
+    "accepted_families",
+    "check_columns",
+    "implicit",
+    "resolve_table",
+]
 
 Problem = Literal["dropped", "retyped"]
 PROBLEMS: Final = ("dropped", "retyped")
@@ -107,9 +114,19 @@ def resolve_table(spec: MappingSpec, *names: str | None) -> TableSpec | None:
     return None
 
 
-def check_columns(table: TableSpec, columns: Mapping[str, str | None], *, typed: bool) -> list[SchemaProblem]:
+def implicit(spec: FieldSpec) -> bool:
+    """A field the mapping file does not name, which reads the column of its own name: the
+    mapping relies on it being absent (a null) as much as present, so its absence is news only
+    once the column has been seen."""
+    return spec.column == spec.name and not (spec.path or spec.enum or spec.template or spec.is_const)
+
+
+def check_columns(
+    table: TableSpec, columns: Mapping[str, str | None], *, typed: bool, seen: Collection[str] = ()
+) -> list[SchemaProblem]:
     """Every mapped column of ``table`` that ``columns`` lacks, or (``typed``) has with a type
-    its field cannot take; columns the mapping does not read are ignored."""
+    its field cannot take; columns the mapping does not read are ignored. A column read only by
+    an ``implicit`` field counts as dropped only if ``seen`` (earlier schemas of the table) had it."""
     types = {f["name"]: f["type"] for f in raw_schema(table.entity)["fields"]}
     problems: dict[tuple[str, str], SchemaProblem] = {}
     for spec in table.fields:
@@ -119,7 +136,8 @@ def check_columns(table: TableSpec, columns: Mapping[str, str | None], *, typed:
             if (column, "dropped") in problems or (column, "retyped") in problems:
                 continue
             if column not in columns:
-                problems[(column, "dropped")] = SchemaProblem(table.table, column, "dropped", where)
+                if not implicit(spec) or column in seen:
+                    problems[(column, "dropped")] = SchemaProblem(table.table, column, "dropped", where)
                 continue
             found = columns[column]
             if typed and found is not None and found not in accepted_families(types[spec.name], spec):

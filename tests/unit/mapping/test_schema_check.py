@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connector.mapping import load_mapping
-from connector.mapping.schema_check import SchemaProblem, accepted_families, check_columns, resolve_table
+from connector.mapping import load_mapping, parse_mapping
+from connector.mapping.schema_check import (
+    SchemaProblem,
+    accepted_families,
+    check_columns,
+    implicit,
+    resolve_table,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 SPEC = load_mapping(ROOT / "examples" / "mapping.yaml")
@@ -74,3 +80,29 @@ def test_the_table_is_found_by_its_source_name_or_as_the_suffix_of_a_record_or_t
     assert resolve_table(SPEC, None, "benefits.public.claim") is CLAIM
     assert resolve_table(SPEC, "other.thing", None, "benefits.public.claim") is CLAIM
     assert resolve_table(SPEC, "audit.log") is None
+
+
+def test_a_field_the_mapping_leaves_to_its_same_name_column_is_news_only_once_the_column_was_seen() -> None:
+    spec = parse_mapping(
+        """\
+version: 1
+topics: {t: {format: debezium-json}}
+tables:
+  public.family:
+    entity: Family
+    entity_id: "FAM-{family_id}"
+    fields: {FamilyName: family_name, Status: {const: ACTIVE}, PlanCode: plan_code,
+             CoverageStartDate: coverage_start, DeductibleAmount: deductible, UpdatedAt: updated_at}
+"""
+    )
+    family = spec.tables["public.family"]
+    end = next(f for f in family.fields if f.name == "CoverageEndDate")
+    assert implicit(end)
+    assert not implicit(next(f for f in family.fields if f.name == "FamilyName"))
+    columns = dict.fromkeys(
+        ["family_id", "family_name", "plan_code", "coverage_start", "deductible", "updated_at"]
+    )
+    assert check_columns(family, columns, typed=False) == []  # never there: a null by design
+    assert check_columns(family, columns, typed=False, seen={"CoverageEndDate"}) == [
+        SchemaProblem("public.family", "CoverageEndDate", "dropped", "Family.CoverageEndDate")
+    ]
