@@ -63,6 +63,18 @@ class Straddle:
     held_back: list[SyntheticEvent]
     claims: set[str]
     """EntityIds of the claims the transaction updated (applied before the cut)."""
+    names: dict[str, str]
+    work: Path
+
+    def restart(self) -> None:
+        """The same replica started again on an empty volume: every store, the ledger's records
+        with them, is restored from the state topic before the rest is ingested."""
+        self.service.close()
+        settings = ingest_settings(
+            self.kafka, self.work / "restarted", self.names, batch_max_events=200, batch_max_ms=200
+        )
+        self.service = IngestService(settings, self.spec)
+        self.service.start()
 
     def topics(self) -> list[str]:
         assert self.spec.transaction_topic is not None
@@ -176,12 +188,14 @@ def straddle(kafka: KafkaTestCluster, tmp_path: Path) -> Iterator[Straddle]:
         if tx is not None and str(tx["id"]).startswith(f"{txid}:") and event.topic.endswith(".claim"):
             claims.add(f"CLM-{orjson.loads(event.key)['claim_id']}")
     service.start()
+    run = Straddle(
+        kafka, stream, spec, service, names["state"], names["group"], txid, held_back, claims, names, tmp_path
+    )
     try:
-        run = Straddle(kafka, stream, spec, service, names["state"], names["group"], txid, held_back, claims)
         run.ingest_all()
         yield run
     finally:
-        service.close()
+        run.service.close()
 
 
 def _snapshot(
@@ -205,16 +219,20 @@ def _delivered(storage: LocalStorage, key: str | None) -> bytes:
     return gzip.decompress(found[0])
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["same-process", "restarted-on-an-empty-volume"])
 def test_the_run_waits_for_a_transaction_cut_in_two_and_delivers_it_whole(
-    straddle: Straddle, tmp_path: Path
+    straddle: Straddle, tmp_path: Path, restart: bool
 ) -> None:
     naps: list[float] = []
 
     def sleep(seconds: float) -> None:
-        """The wait before cutting again: the rest of the transaction arrives and is ingested."""
+        """The wait before cutting again: the rest of the transaction arrives and is ingested
+        (by the same ingest, or by the replica restarted from the state topic)."""
         naps.append(seconds)
         if len(naps) == 1:
             straddle.produce_held_back()
+            if restart:
+                straddle.restart()
             straddle.ingest_all()
 
     cut, lag = straddle.cut(_now() + dt.timedelta(minutes=5), sleep)
