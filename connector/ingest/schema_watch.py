@@ -29,7 +29,6 @@ which dead-letters what is bad. Native-envelope topics carry entities, not sourc
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol
 
@@ -85,7 +84,7 @@ class SchemaWatch:
         """Topic -> the schema-wrapped prefix of its last message (``{"schema":...,"payload":``)."""
         self._last_id: dict[str, int] = {}
         self._seen: set[tuple[str, bytes | int]] = set()
-        self._counts: Counter[str] = Counter()
+        self._counts: dict[str, int] = {}
         self._failed: set[tuple[str, str]] = set()
         self._columns: dict[str, set[str]] = {}
         """Mapped table -> every column its checked schemas have had (a same-name column the
@@ -131,7 +130,7 @@ class SchemaWatch:
             return
         schema = wrapped_schema(value)
         if schema is None:
-            n = self._counts[topic]
+            n = self._counts.get(topic, 0)
             self._counts[topic] = n + 1
             if n % self._sample_every == 0:
                 self._check(topic, json_columns(value))

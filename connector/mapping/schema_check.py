@@ -16,6 +16,7 @@ not their types: only drops are seen then.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -67,6 +68,12 @@ class SchemaProblem:
         if self.problem == "dropped":
             return f"{self.table}.{self.column} dropped: {self.field} reads it"
         return f"{self.table}.{self.column} retyped to {self.found}: {self.field} cannot take it"
+
+
+@functools.cache
+def _field_types(entity: str) -> dict[str, Any]:
+    """The entity schema's field types, read once (``raw_schema`` builds a fresh copy per call)."""
+    return {f["name"]: f["type"] for f in raw_schema(entity)["fields"]}
 
 
 def _entity_type(avro_type: Any) -> str:
@@ -127,7 +134,7 @@ def check_columns(
     """Every mapped column of ``table`` that ``columns`` lacks, or (``typed``) has with a type
     its field cannot take; columns the mapping does not read are ignored. A column read only by
     an ``implicit`` field counts as dropped only if ``seen`` (earlier schemas of the table) had it."""
-    types = {f["name"]: f["type"] for f in raw_schema(table.entity)["fields"]}
+    types = _field_types(table.entity)
     problems: dict[tuple[str, str], SchemaProblem] = {}
     for spec in table.fields:
         where = f"{table.entity}.{spec.name}"
