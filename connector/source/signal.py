@@ -91,6 +91,7 @@ def send_signal(client_config: Mapping[str, Any], signal: SnapshotSignal, timeou
             "enable.idempotence": True,
             "acks": "all",
             "message.timeout.ms": int(timeout_s * 1000),
+            "allow.auto.create.topics": False,  # a missing topic is refused, never made with defaults
         }
     )
     try:

@@ -33,6 +33,8 @@ from connector.ingest.service import IngestService
 from connector.mapping import parse_mapping
 from connector.sinks.local import LocalStorage
 from connector.snapshot.run import Outcome
+from connector.source.exceptions import SignalError
+from connector.source.signal import SnapshotSignal, send_signal
 from tests.integration.family_ingest import ingest_names, ingest_settings
 from tests.integration.snapshot_helpers import published, snapshot_run
 from tests.integration.test_source_postgres import (
@@ -50,7 +52,7 @@ from tests.integration.test_source_postgres import (
     _wait_for,
     schema,  # noqa: F401 (the fixture: a schema of the test's own, dropped after it)
 )
-from tests.kafka_helpers import KafkaTestCluster
+from tests.kafka_helpers import KafkaTestCluster, unique
 
 pytestmark = pytest.mark.integration
 
@@ -259,3 +261,12 @@ def test_a_new_table_backfilled_through_the_kafka_signal_channel_equals_select_s
     for entity in ORACLE:
         assert [_id(r) for r in delivered[entity]] == [_id(r) for r in expected[entity]], (entity, counts)
         assert delivered[entity] == expected[entity], entity
+
+
+def test_a_missing_signal_topic_is_refused_and_not_created(kafka: KafkaTestCluster) -> None:
+    """Debezium reads partition 0 of a topic it expects to exist: producing to a missing one
+    would at best create it with the broker's defaults, where no connector listens."""
+    topic = unique("no-signal")
+    with pytest.raises(SignalError, match=f"signal topic {topic} does not exist"):
+        send_signal(kafka.config(), SnapshotSignal(topic, "pgx", ("public.family",)), timeout_s=10)
+    assert topic not in kafka.admin().list_topics(timeout=10).topics
