@@ -69,13 +69,25 @@ def ingest_env(bootstrap: str, work: Path, prefix: str, **ingest: str) -> dict[s
 class Publisher(threading.Thread):
     """Publishes the events in slices, ``pace`` seconds apart, through one idempotent producer
     that outlives broker faults (it buffers and retries), as Debezium's does: the key decides
-    the partition (murmur2, Java's partitioner). ``hurry()`` drops the pauses."""
+    the partition (murmur2, Java's partitioner). ``hurry()`` drops the pauses.
+
+    Past ``trickle_after`` of the events it sends ``trickle`` events a slice: the stream then
+    lasts until the test hurries it, however long the faults take on a loaded machine, and
+    something is always arriving while a fault is on."""
 
     def __init__(
-        self, config: Mapping[str, Any], events: list[SyntheticEvent], slice_size: int, pace: float
+        self,
+        config: Mapping[str, Any],
+        events: list[SyntheticEvent],
+        slice_size: int,
+        pace: float,
+        *,
+        trickle_after: float = 0.6,
+        trickle: int = 3,
     ) -> None:
         super().__init__(name="publisher", daemon=True)
         self.config, self.events, self.slice_size, self.pace = dict(config), events, slice_size, pace
+        self.trickle_from, self.trickle = int(len(events) * trickle_after), trickle
         self.sent = 0
         self.failures: list[KafkaError] = []
         self.remaining = -1
@@ -99,12 +111,16 @@ class Publisher(threading.Thread):
             if err is not None:
                 self.failures.append(err)
 
-        for start in range(0, len(self.events), self.slice_size):
-            for event in self.events[start : start + self.slice_size]:
+        start = 0
+        while start < len(self.events):
+            hurried = self._hurry.is_set()
+            size = self.slice_size if hurried or start < self.trickle_from else self.trickle
+            for event in self.events[start : start + size]:
                 producer.produce(event.topic, event.value, event.key, on_delivery=on_delivery)
-            self.sent = min(start + self.slice_size, len(self.events))
+            start = self.sent = min(start + size, len(self.events))
             producer.poll(0)
-            self._hurry.wait(self.pace)
+            if not hurried:
+                self._hurry.wait(self.pace)
         self.remaining = producer.flush(300)
 
     @property
