@@ -91,6 +91,8 @@ class KafkaCluster:
         state = self.work_dir / _STATE_FILE
         cluster_id = json.loads(state.read_text())["cluster_id"] if state.is_file() else new_cluster_id()
         state.write_text(json.dumps({"cluster_id": cluster_id, "size": size}))
+        self.cluster_id = cluster_id
+        """Every node is formatted with it; kept in the work dir's ``cluster.json``."""
         self.brokers = [
             KafkaBroker(
                 self.work_dir / f"node-{i}", heap=heap, startup_timeout=startup_timeout, cluster_id=cluster_id
