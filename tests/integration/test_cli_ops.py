@@ -229,7 +229,10 @@ def test_rebuild_store_rebuilds_what_the_state_topic_holds_and_refuses_a_held_st
     assert rebuilt == original
     state = read_state(kafka, deployment.state_topic, 2)
     from_store = {
-        split_key(k): decode_row(split_key(k)[0], v) for rows in rebuilt.values() for k, v in rows.items()
+        split_key(k): decode_row(split_key(k)[0], v)
+        for rows in rebuilt.values()
+        for k, v in rows.items()
+        if not k.startswith(b"~")  # the connector's own records (positions, ledger): not entities
     }
     assert from_store == state
     assert len(state) == 60
