@@ -187,12 +187,12 @@ class SnapshotSettings(BaseSettings):
     """An entity of which more than this share of its last delivery changed content or went
     away is blocked unless overridden: the count can stay level while every value or every
     EntityId moved (1.0 turns the check off)."""
-    mapping_policy: Literal["hold", "wait"] = "hold"
-    """An entity whose rows at the cut span mapping versions (a mapping rolled out and not
-    every row re-mapped yet) is never delivered mixed: hold blocks it at once with the reason
-    (like a failed gate: the date waits for a fix or an override until the decision time, then
-    goes without it); wait first waits for the re-mapping to finish, taking the cut again,
-    bounded like the lag wait, and blocks it if it is still mixed (docs/decisions/0022)."""
+    mapping_policy: Literal["hold"] = "hold"
+    """An entity whose rows at the cut span mapping versions (a mapping rolled out, not every
+    row re-written under it yet) is never delivered mixed: hold blocks it with the versions and
+    counts as the reason, like a failed gate (the date waits for a fix until the decision time,
+    then goes without it; overrides do not lift it). The other policy the design names, wait
+    for a re-mapping pass to finish, needs that pass, which is not built yet (docs/decisions/0023)."""
     lag_policy: Literal["wait", "go"] = "wait"
     """Before the cut: wait for ingest to catch up (bounded by the deadline) or cut at once."""
     max_lag_events: int = Field(default=0, ge=0)

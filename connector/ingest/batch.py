@@ -20,7 +20,7 @@ from connector.mapping.fastpath import FastChange, Peek
 from connector.source.version import Version
 from connector.state.apply import Outcome, apply_change
 from connector.state.carry import CarryOffer
-from connector.state.codec import decode_row, encode_row, state_key, stored_values, with_mapping_version
+from connector.state.codec import decode_row, encode_row, state_key, stored_values
 from connector.state.exceptions import StateRowTooLargeError
 from connector.state.ledger import Ledger, decode_ledger, encode_ledger, ledger_key, single_ledger
 from connector.state.resolve import StateRow
@@ -178,12 +178,11 @@ class BatchView:
                 return apply_change(self, as_change(change))
             if change.version <= stored:
                 return Outcome.STALE
-        row = with_mapping_version(change.row, change.mapping_version)
-        self._check_size(change.key, row)
+        self._check_size(change.key, change.row)
         self.live_before.setdefault(ident, raw is not None)
-        self.encoded[change.key] = row
+        self.encoded[change.key] = change.row
         self.complete_after[ident] = True
-        self.emit(change.key, row)
+        self.emit(change.key, change.row)
         return Outcome.APPLIED
 
     def get(self, entity: str, entity_id: str) -> StateRow | None:

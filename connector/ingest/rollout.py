@@ -5,7 +5,7 @@ mapping_registry``) and compares each entity's mapping with the one recorded:
 
 - the same version: nothing to do (a restart);
 - another version that moves no EntityId: recorded as current; rows written under the old
-  version are re-mapped or held (docs/decisions/0022);
+  version are held by the snapshot until re-written (docs/decisions/0023);
 - a change that would move EntityIds (a table's ``entity_id`` template, or what a
   ``references`` field reads): refused with a ``ConfigError`` naming each table, what changed
   and how many stored EntityIds would change, unless ``CARECLOUD_INGEST_ALLOW_ENTITY_ID_CHANGE``

@@ -158,7 +158,12 @@ def _table_plan(mapper: Mapper, topic: TopicSpec, table: TableSpec) -> dict[str,
         else:
             return None
         fields.append({"name": f.name, "source": source, **_on_null(f)})
-    return {"entity": table.entity, "entity_id": entity_id, "fields": fields}
+    return {
+        "entity": table.entity,
+        "entity_id": entity_id,
+        "fields": fields,
+        "mapping_version": mapper.versions[table.entity],
+    }
 
 
 def fastpath_plan(mapper: Mapper, topic: str) -> tuple[dict[str, Any], list[str]]:
@@ -196,7 +201,8 @@ class FastChange:
     """``(table, transaction.id, data_collection_order)`` of Debezium's transaction block."""
     position: Position
     mapping_version: str | None = None
-    """The entity's mapping version (``Mapper.versions``), which the state row carries."""
+    """The entity's mapping version (``Mapper.versions``): the extension ends ``row`` with it
+    (``"mv"``), and the change made from it for the Python merge carries it."""
 
 
 class FastPath:

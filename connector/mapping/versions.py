@@ -2,7 +2,7 @@
 
 A state row records the version of the mapping that produced it (``"mv"`` in the row,
 ``connector.state.codec``), so after a rollout the rows of both mappings can be told apart and
-the snapshot never delivers an entity whose rows span versions (docs/decisions/0022).
+the snapshot never delivers an entity whose rows span versions (docs/decisions/0023).
 
 The version is per *entity*, not per table: the mapping file allows one EntityId template per
 entity, every count, gate and hold of the snapshot is per entity, and a row's key names its

@@ -31,7 +31,7 @@ from confluent_kafka import Message
 from connector import _fastpath
 from connector.model import ENTITY_NAMES, REFERENCES
 from connector.snapshot.cut import Cut, consume_to_cut
-from connector.state.codec import restore_values, row_mapping_version, stored_values
+from connector.state.codec import restore_values, stored_values
 from connector.state.sweep import SweepPlan, sweep_plan, sweep_report
 
 __all__ = ["SORT_BUDGET", "CompiledStateReader", "Spill"]
@@ -54,6 +54,8 @@ class Spill(Protocol):
     def finish(self, order: list[str], links: list[list[tuple[str, int]]]) -> None: ...
 
     def count(self, entity: str) -> int: ...
+
+    def mapping_versions(self, entity: str) -> dict[str | None, int]: ...
 
     def reserved(self) -> list[tuple[bytes, bytes]]: ...
 
@@ -134,12 +136,9 @@ class CompiledStateReader:
 
     def mapping_versions(self, entity: str) -> Counter[str | None]:
         """How many of the entity's complete rows are under each mapping version (None: a row
-        written before rows carried one): the extension's tally when it keeps one, else read
-        from the rows (``StateReader.mapping_versions``)."""
-        tally = getattr(self.spill, "mapping_versions", None)
-        if tally is not None:
-            return Counter(tally(entity))
-        return Counter(row_mapping_version(row) for _, row in self.spill.rows(entity))
+        written before rows carried one), counted by the extension's survey
+        (``StateReader.mapping_versions``)."""
+        return Counter(self.spill.mapping_versions(entity))
 
     def swept(self, entity: str) -> int:
         return self.spill.swept(entity)

@@ -1,4 +1,4 @@
-"""No entity is delivered with rows of two mappings (docs/decisions/0022).
+"""No entity is delivered with rows of two mappings (docs/decisions/0023).
 
 Each state row carries the version of the mapping that produced it (``"mv"``,
 ``connector.mapping.versions``). At the cut, the complete rows of each entity are tallied by
@@ -6,9 +6,8 @@ version (the readers count them while loading); rows without a version (written 
 carried one) are read as the registry's ``unversioned`` version of the entity
 (``connector.state.mapping_registry``). An entity whose rows span more than one version is
 *mixed*: a mapping was rolled out and not every row is re-mapped yet. A mixed entity is
-blocked with the versions and counts as its reason (``CARECLOUD_SNAPSHOT_MAPPING_POLICY``:
-hold, the default, at once; wait, after waiting for the re-mapping first), and its children
-with it, as a blocked entity always blocks its children.
+blocked with the versions and counts as its reason (``CARECLOUD_SNAPSHOT_MAPPING_POLICY``,
+hold), and its children with it, as a blocked entity always blocks its children.
 
 An entity whose rows are all under one version is delivered, even if that version is older
 than the current mapping: it is consistent, and the rows are what the state holds. The counts

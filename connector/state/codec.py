@@ -35,7 +35,6 @@ __all__ = [
     "state_key",
     "stored_values",
     "stored_version",
-    "with_mapping_version",
 ]
 
 _SEP = b"/"
@@ -65,8 +64,8 @@ def encode_row(row: StateRow, *, deleted_at_ms: int | None = None) -> bytes:
     the age the purge rule reads (``connector.state.purge``). It is not part of ``StateRow``:
     the merge is pure and never sees a clock, and ``decode_row`` ignores it.
 
-    ``"mv"``, the row's mapping version (``connector.mapping.versions``), comes last, so the
-    compiled path's row (which ends at its values) takes it by ``with_mapping_version``.
+    ``"mv"``, the row's mapping version (``connector.mapping.versions``), comes last, where the
+    compiled path writes it too (``fastpath/src/row.rs``, ``encode``: the same bytes).
     """
     doc: dict[str, Any] = {"v": list(row.version), "r": row.values}
     if row.deleted:
@@ -85,15 +84,6 @@ def encode_row(row: StateRow, *, deleted_at_ms: int | None = None) -> bytes:
 
 
 _MV = b'"mv":"'
-
-
-def with_mapping_version(row: bytes, mapping_version: str | None) -> bytes:
-    """An encoded row without ``"mv"`` (the compiled path's ``{"v":..,"r":{..}}``) with it
-    added, byte for byte as ``encode_row`` would write it: the version is hex, needing no
-    escape, and goes last."""
-    if mapping_version is None:
-        return row
-    return row[:-1] + b',"mv":"' + mapping_version.encode() + b'"}'
 
 
 def row_mapping_version(data: bytes) -> str | None:

@@ -12,4 +12,6 @@
 /// The version of the contract this build implements.
 /// 3: `Core.map(key, value, offset, generation)`, the snapshot generation of the message's
 /// source partition (docs/decisions/0019). 4: `CutSpill.sweep` and `CutSpill.swept`.
-pub const CONTRACT_VERSION: u32 = 4;
+/// 5: the plan's tables carry `mapping_version`, which the encoded row ends with (`"mv"`), and
+/// `CutSpill.mapping_versions` (docs/decisions/0023).
+pub const CONTRACT_VERSION: u32 = 5;

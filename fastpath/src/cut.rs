@@ -79,6 +79,8 @@ pub struct EntityIds {
     pub incomplete: Vec<String>,
     /// Live rows swept (`swept`): not counted, not present, not delivered.
     pub swept: u64,
+    /// Complete rows per mapping version (`row::mapping_version`; `None`: a row without one).
+    pub versions: HashMap<Option<Vec<u8>>, u64>,
     /// Every `INDEX_EVERY`th EntityId and its offset in the file, for `contains`.
     index: Vec<(Vec<u8>, u64)>,
     size: u64,
@@ -137,6 +139,7 @@ impl IdWriter {
                 count: 0,
                 incomplete: Vec::new(),
                 swept: 0,
+                versions: HashMap::new(),
                 index: Vec::new(),
                 size: 0,
             },
@@ -268,6 +271,8 @@ fn survey_entities(
                 continue;
             }
             writer.write(id)?;
+            let version = row::mapping_version(&rec.value).map(<[u8]>::to_vec);
+            *writer.ids.versions.entry(version).or_insert(0) += 1;
             if links[rank].fields.is_empty() {
                 continue;
             }

@@ -300,6 +300,7 @@ fn encode_row(m: &Mapped) -> Vec<u8> {
         &m.version,
         &m.entity_id,
         m.values.iter().map(|(field, value)| (field.lead.as_str(), value)),
+        m.table.mapping_version.as_deref(),
     )
 }
 

@@ -79,6 +79,8 @@ pub struct Table {
     pub entity: String,
     pub entity_id: Vec<Seg>,
     pub fields: Vec<Field>,
+    /// The entity's mapping version, which every row of the table carries (`"mv"`).
+    pub mapping_version: Option<String>,
 }
 
 #[derive(Deserialize)]

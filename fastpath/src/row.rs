@@ -1,8 +1,9 @@
 //! The state row, the one place on the Rust side that knows its layout, as
 //! `connector.state.codec` writes it (`encode_row`): `{"v":[version],"r":{values}}`, then
 //! `"d":1` for a delete, `"m":[..]` for missing fields, `"fv":{..}` for fields filled from an
-//! older change and `"df":[..]` for a delete floor, each only when set. Unescaped, `"d":`,
-//! `"m":`, `"fv":` and `"df":` can only be the row's own keys (inside a value a quote is
+//! older change and `"df":[..]` for a delete floor, each only when set, and last `"mv":"<hex>"`,
+//! the mapping version of its values (docs/decisions/0023). Unescaped, `"d":`, `"m":`, `"fv":`,
+//! `"df":` and `"mv":` can only be the row's own keys (inside a value a quote is
 //! escaped), the argument `connector.state.codec.is_complete` makes.
 //!
 //! The ingest writes rows (`encode`) and peeks at a stored row's head (`plain_version`); the
@@ -13,7 +14,7 @@ use std::borrow::Cow;
 use std::io::{self, ErrorKind};
 use std::sync::LazyLock;
 
-use memchr::memmem::Finder;
+use memchr::memmem::{Finder, FinderRev};
 
 use crate::convert::Out;
 use crate::json::{self, Scalar, J};
@@ -27,6 +28,7 @@ static DELETED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"d\"
 static MISSING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"m\":"));
 static FIELD_VERSIONS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"fv\":"));
 static DELETE_FLOOR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"df\":"));
+static MAPPING_VERSION: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"mv\":\""));
 
 /// A JSON string as orjson writes it: `"` and `\` escaped, control characters as the short
 /// escapes or `\u00xx`, everything else (DEL, non-ASCII, U+2028) as is.
@@ -69,12 +71,14 @@ fn push_out(out: &mut Vec<u8>, value: &Out) {
 }
 
 /// The state row of a complete upsert with no delete floor, byte for byte as ``encode_row``
-/// writes it: ``{"v":[...],"r":{"EntityId":...,<fields in plan order>}}``. Each value comes
-/// with its field's lead-in, `,"<name>":` (`plan::Field::lead`).
+/// writes it: ``{"v":[...],"r":{"EntityId":...,<fields in plan order>},"mv":"<version>"}``.
+/// Each value comes with its field's lead-in, `,"<name>":` (`plan::Field::lead`); the mapping
+/// version is hex (no escape needed) and left out when there is none.
 pub fn encode<'a>(
     version: &[i128; 5],
     entity_id: &str,
     values: impl Iterator<Item = (&'a str, &'a Out<'a>)>,
+    mapping_version: Option<&str>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(HEAD);
@@ -90,8 +94,21 @@ pub fn encode<'a>(
         out.extend_from_slice(lead.as_bytes());
         push_out(&mut out, value);
     }
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
+    if let Some(mv) = mapping_version {
+        out.extend_from_slice(b",\"mv\":");
+        push_json_str(&mut out, mv);
+    }
+    out.push(b'}');
     out
+}
+
+/// The row's mapping version (``codec.row_mapping_version``): the text after the last
+/// unescaped `"mv":"` up to the next quote; `None` for a row written before rows carried one.
+pub fn mapping_version(row: &[u8]) -> Option<&[u8]> {
+    let at = MAPPING_VERSION.rfind(row)? + 6;
+    let len = row[at..].iter().position(|&b| b == b'"')?;
+    Some(&row[at..at + len])
 }
 
 /// `connector.state.codec.is_complete`: no delete flag and no missing fields, unparsed.

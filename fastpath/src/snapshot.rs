@@ -208,6 +208,20 @@ impl CutSpill {
         Ok(self.survey()?.entities.get(entity).map_or(0, |e| e.count))
     }
 
+    /// Complete rows of ``entity`` per mapping version (``None``: rows without one), counted
+    /// by the survey (``CompiledStateReader.mapping_versions``).
+    fn mapping_versions(&self, entity: &str) -> PyResult<HashMap<Option<String>, u64>> {
+        let survey = self.survey()?;
+        let Some(ids) = survey.entities.get(entity) else {
+            return Ok(HashMap::new());
+        };
+        Ok(ids
+            .versions
+            .iter()
+            .map(|(v, n)| (v.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()), *n))
+            .collect())
+    }
+
     /// EntityIds of live rows missing an unchanged-TOAST value, in EntityId order.
     fn incomplete(&self, entity: &str) -> PyResult<Vec<String>> {
         Ok(self
