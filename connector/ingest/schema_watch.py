@@ -41,6 +41,7 @@ from connector.source.schema_probe import (
     SourceColumns,
     avro_columns,
     json_columns,
+    json_order,
     wrapped_schema,
 )
 
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 SAMPLE_EVERY: Final = 100
 """Schemaless JSON: one message in this many of a topic has its columns checked."""
 _SEEN_LIMIT: Final = 4096
-"""Schemas remembered as checked; beyond it the set starts again (a re-check is harmless)."""
+"""Schemas remembered as checked; beyond it the memory starts again (a re-check is harmless)."""
+_Verdict = tuple[str, tuple[SchemaProblem, ...]] | None
 
 
 class SchemaMetrics(Protocol):
@@ -83,12 +85,15 @@ class SchemaWatch:
         self._prefix: dict[str, bytes] = {}
         """Topic -> the schema-wrapped prefix of its last message (``{"schema":...,"payload":``)."""
         self._last_id: dict[str, int] = {}
-        self._seen: set[tuple[str, bytes | int]] = set()
+        self._verdicts: dict[tuple[str, bytes | int], _Verdict] = {}
+        """(topic, schema block or id) -> its verdict, judged once: the schemas already seen."""
         self._counts: dict[str, int] = {}
         self._failed: set[tuple[str, str]] = set()
         self._columns: dict[str, set[str]] = {}
         """Mapped table -> every column its checked schemas have had (a same-name column the
         mapping reads by default is reported as dropped only after it has been seen)."""
+        self._order: dict[str, int] = {}
+        """Mapped table -> the order (``SourceColumns.order``) of the schema its verdict is from."""
         self.problems: dict[str, tuple[SchemaProblem, ...]] = {}
         """Mapped table -> what its latest checked schema lacks (empty: it fits)."""
 
@@ -115,15 +120,6 @@ class SchemaWatch:
         """Every problem of every table's latest checked schema."""
         return [p for problems in self.problems.values() for p in problems]
 
-    def _remember(self, key: tuple[str, bytes | int]) -> bool:
-        """True if ``key`` is new (and now remembered)."""
-        if key in self._seen:
-            return False
-        if len(self._seen) >= _SEEN_LIMIT:
-            self._seen.clear()
-        self._seen.add(key)
-        return True
-
     def _json(self, topic: str, value: bytes) -> None:
         last = self._prefix.get(topic)
         if last is not None and value.startswith(last):
@@ -133,11 +129,16 @@ class SchemaWatch:
             n = self._counts.get(topic, 0)
             self._counts[topic] = n + 1
             if n % self._sample_every == 0:
-                self._check(topic, json_columns(value))
+                columns = json_columns(value)
+                self._apply(topic, self._judge(topic, columns), columns)
             return
         self._prefix[topic] = value[: len(WRAPPED_PREFIX) + len(schema) + len(PAYLOAD_SEPARATOR)]
-        if self._remember((topic, schema)):
-            self._check(topic, json_columns(value))
+        key = (topic, schema)
+        if key in self._verdicts:  # seen before: only where it stands in time is new
+            self._apply(topic, self._verdicts[key], None, json_order(value))
+            return
+        columns = json_columns(value)
+        self._apply(topic, self._remember(key, self._judge(topic, columns)), columns)
 
     def _avro(self, topic: str, value: bytes) -> None:
         if (
@@ -149,22 +150,49 @@ class SchemaWatch:
         assert self._registry is not None
         schema_id, columns = avro_columns(value, self._registry)
         self._last_id[topic] = schema_id
-        if self._remember((topic, schema_id)):
-            self._check(topic, columns)
-
-    def _check(self, topic: str, columns: SourceColumns | None) -> None:
-        if columns is None:
+        key = (topic, schema_id)
+        if key in self._verdicts:
+            self._apply(topic, self._verdicts[key], None, schema_id)
             return
+        self._apply(topic, self._remember(key, self._judge(topic, columns)), columns)
+
+    def _remember(self, key: tuple[str, bytes | int], verdict: _Verdict) -> _Verdict:
+        if len(self._verdicts) >= _SEEN_LIMIT:
+            self._verdicts.clear()
+        self._verdicts[key] = verdict
+        return verdict
+
+    def _judge(self, topic: str, columns: SourceColumns | None) -> _Verdict:
+        """(mapped table, its problems under this schema), or None when it is no mapped table's."""
+        if columns is None:
+            return None
         table = resolve_table(self._spec, columns.table, columns.record, topic)
         if table is None:
-            return  # not a mapped table: its events are dead-lettered as unknown_table
+            return None  # not a mapped table: its events are dead-lettered as unknown_table
         seen = self._columns.setdefault(table.table, set())
         found = check_columns(table, columns.columns, typed=columns.typed, seen=seen)
         seen.update(columns.columns)
-        before = self.problems.get(table.table, ())
+        return table.table, tuple(found)
+
+    def _apply(
+        self, topic: str, verdict: _Verdict, columns: SourceColumns | None, order: int | None = None
+    ) -> None:
+        """Make ``verdict`` the table's, unless the schema it is from is older than the one the
+        table's verdict is from (a backlog across partitions shows old schemas late)."""
+        if verdict is None:
+            return
+        table, found = verdict
+        if columns is not None:
+            order = columns.order
+        latest = self._order.get(table)
+        if order is not None:
+            if latest is not None and order < latest:
+                return
+            self._order[table] = order
+        before = self.problems.get(table, ())
         if set(found) == set(before):
             return
-        self.problems[table.table] = tuple(found)
+        self.problems[table] = found
         for p in found:
             if p not in before:
                 log.error(

@@ -35,6 +35,7 @@ __all__ = [
     "avro_columns",
     "connect_family",
     "json_columns",
+    "json_order",
     "wrapped_schema",
 ]
 
@@ -96,6 +97,11 @@ class SourceColumns:
     columns: Mapping[str, str | None]
     """Column -> type family; None when the message carries no schema."""
     typed: bool
+    order: int | None = None
+    """Where this schema stands among the table's others, when the message says: the source's
+    commit time (``source.ts_ms``) for JSON, the registry's schema id (ids grow as versions are
+    registered) for Avro. A backlog read across partitions shows an older schema after a newer
+    one; the order keeps it from undoing the newer one's verdict."""
 
 
 def connect_family(physical: Any, logical: Any) -> str:
@@ -121,6 +127,12 @@ def _source_table(payload: Any) -> str | None:
         return None
     first = source.get("schema") or source.get("db")
     return f"{first}.{source['table']}" if isinstance(first, str) else None
+
+
+def _source_ms(payload: Any) -> int | None:
+    source = payload.get("source") if isinstance(payload, Mapping) else None
+    ts = source.get("ts_ms") if isinstance(source, Mapping) else None
+    return ts if type(ts) is int else None
 
 
 def _record_name(name: Any) -> str | None:
@@ -150,13 +162,27 @@ def json_columns(value: bytes) -> SourceColumns | None:
             for f in struct["fields"]
             if isinstance(f, Mapping) and isinstance(f.get("field"), str)
         }
-        return SourceColumns(_source_table(payload), _record_name(schema.get("name")), columns, True)
+        return SourceColumns(
+            _source_table(payload), _record_name(schema.get("name")), columns, True, _source_ms(payload)
+        )
     if not isinstance(doc, Mapping):
         return None
     row = doc.get("after")  # a delete's before may hold the key columns only (replica identity)
     if not isinstance(row, Mapping):
         return None
-    return SourceColumns(_source_table(doc), None, dict.fromkeys(row), False)
+    return SourceColumns(_source_table(doc), None, dict.fromkeys(row), False, _source_ms(doc))
+
+
+def json_order(value: bytes) -> int | None:
+    """``source.ts_ms`` of a Debezium JSON value (wrapped or not): ``SourceColumns.order`` for a
+    message whose schema was already seen, read only when a topic's schema changes."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(doc, dict) and "payload" in doc and "schema" in doc:
+        doc = doc["payload"]
+    return _source_ms(doc)
 
 
 def wrapped_schema(value: bytes) -> bytes | None:
@@ -201,4 +227,4 @@ def avro_columns(value: bytes, registry: RegistrySchemas) -> tuple[int, SourceCo
             columns[f["name"]] = connect_family(ctype.get("type"), logical)
         else:
             columns[f["name"]] = connect_family(ctype, None)
-    return schema_id, SourceColumns(None, _record_name(parsed.get("name")), columns, True)
+    return schema_id, SourceColumns(None, _record_name(parsed.get("name")), columns, True, schema_id)

@@ -55,7 +55,9 @@ ROW = {
 }
 
 
-def wrapped(columns: dict[str, tuple[str, str | None]], row: dict[str, Any] | None = None) -> bytes:
+def wrapped(
+    columns: dict[str, tuple[str, str | None]], row: dict[str, Any] | None = None, ts_ms: int = 1
+) -> bytes:
     struct = {
         "type": "struct",
         "optional": True,
@@ -75,7 +77,8 @@ def wrapped(columns: dict[str, tuple[str, str | None]], row: dict[str, Any] | No
         ],
     }
     after = {c: (row or ROW).get(c) for c in columns}
-    payload = {"before": None, "after": after, "op": "u", "source": {"schema": "public", "table": "claim"}}
+    source = {"schema": "public", "table": "claim", "ts_ms": ts_ms}
+    payload = {"before": None, "after": after, "op": "u", "source": source}
     return orjson.dumps({"schema": schema, "payload": payload})
 
 
@@ -122,6 +125,22 @@ def test_json_with_schemas_a_dropped_column_is_reported_once_and_cleared_when_it
     assert "public.claim.paid dropped" in errors[0].getMessage()
     assert CANARY not in caplog.text
     watch.observe(TOPIC, wrapped(CONNECT))  # the column is back
+    assert watch.current() == []
+    assert mismatch(metrics, "paid", "dropped") == 0
+
+
+def test_an_older_schema_met_late_does_not_undo_a_newer_ones_verdict_and_a_restore_clears_it() -> None:
+    """A backlog across partitions: the new schema (column dropped) is read before a partition
+    still holding the old one; the old schema's first sight must not clear the problem. The
+    column restored later gives the old schema's very bytes again, newer this time: cleared."""
+    metrics = Metrics()
+    watch = SchemaWatch(SPEC, metrics=metrics)
+    without_paid = {k: v for k, v in CONNECT.items() if k != "paid"}
+    watch.observe(TOPIC, wrapped(without_paid, ts_ms=2_000))
+    watch.observe(TOPIC, wrapped(CONNECT, ts_ms=1_000))  # first seen, but older
+    assert [p.column for p in watch.current()] == ["paid"]
+    watch.observe(TOPIC, wrapped(without_paid, ts_ms=2_001))
+    watch.observe(TOPIC, wrapped(CONNECT, ts_ms=3_000))  # seen before; newer now: the restore
     assert watch.current() == []
     assert mismatch(metrics, "paid", "dropped") == 0
 
