@@ -21,6 +21,10 @@ What "first seen" costs per message, by format:
   checked on the first message of each topic and then one message in ``SAMPLE_EVERY``: a drop
   is reported within that many messages of the table, and types are not known.
 
+A verdict applies in the source's order (``SourceColumns.order``: ``source.ts_ms`` for JSON,
+the registry id for Avro), so an old schema read late from a lagging partition does not undo a
+newer one's verdict (docs/decisions/0024).
+
 The watch never decides a message's fate: whatever goes wrong inside it (the registry away, a
 value it cannot read) is logged once per topic and cause and the message goes on to the decoder,
 which dead-letters what is bad. Native-envelope topics carry entities, not source rows: skipped.
