@@ -155,7 +155,8 @@ def collect(
 
     status = Status(settings.ingest.group_id, schedule_status(schedule_of(settings), clock()))
     spec = load_mapping(settings.ingest.mapping_file)
-    topics = sorted(spec.topics)
+    # Debezium's transaction topic is ingested too (its END records): its lag is the ingest's.
+    topics = sorted(spec.topics) + ([spec.transaction_topic] if spec.transaction_topic else [])
     kafka = settings.kafka.client_config()
     gather_lag(status, lambda: measure_lag(kafka, settings.ingest.group_id, topics).partitions)
     registry = settings.ingest.schema_registry_url
