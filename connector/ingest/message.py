@@ -151,7 +151,7 @@ class Messages(Partitions, Resnapshots):
             change = self.mapper.map(event)
             outcome = apply_change(view, change)
             if event.snapshot_end is not None:
-                self._snapshot_completed(event.snapshot_end, event.version, view)
+                self._snapshot_completed(event.snapshot_end, event.version, view, position.partition)
             entity, deleted = change.entity, change.deleted
             tx = event.transaction
             if tx is not None and self.transaction_topic is not None:

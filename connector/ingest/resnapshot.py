@@ -52,7 +52,7 @@ class Resnapshots:
     generations: Generations
     _consumer: Consumer | None
 
-    def _snapshot_completed(self, source: str, version: Version, view: BatchView) -> None:
+    def _snapshot_completed(self, source: str, version: Version, view: BatchView, partition: int) -> None:
         """The snapshot's ``last`` read was applied: record its generation, the end offsets of
         the source's partitions now (every read of the snapshot lies below them) and the
         entities it alone feeds, in this batch's transaction."""
@@ -61,7 +61,7 @@ class Resnapshots:
             return
         topics, entities = source_entities(self.mapper, self.source_topics, source)
         ends = self._end_offsets(topics)
-        key = completion_key(source)
+        key = completion_key(source, partition)
         value = encode_completion(Completion(source, generation, ends, entities))
         view.encoded[key] = value
         view.emit(key, value)

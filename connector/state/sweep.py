@@ -8,7 +8,8 @@ mark and sweep (docs/decisions/0019):
 
 - *mark*: every read of the snapshot carries phase ``2 * L_snap``. When ingest applies the
   snapshot's ``last`` read (one record, in whichever partition the last row hashed to) it
-  writes, in that batch's Kafka transaction, a completion record ``~snapshot/<source>``: the
+  writes, in that batch's Kafka transaction, a completion record ``~snapshot/<source>/<partition>``
+  (the newest generation of a source wins): the
   generation ``L_snap``, the end offset of every partition of the source's topics at that
   moment (every read of the snapshot is below them) and the entities the source alone feeds;
 - *positions*: every batch writes ``~pos/<topic>/<partition>`` (the next source offset it
@@ -21,7 +22,7 @@ mark and sweep (docs/decisions/0019):
 
 Keys start with ``~``, which no entity key (``<Entity>/<EntityId>``) does: both cut readers
 keep them out of the entities (``reserved``), and the purge never tombstones them (they carry
-no write stamp ``t``). A later completion of the same source replaces the earlier one.
+no write stamp ``t``).
 """
 
 from __future__ import annotations
@@ -64,8 +65,11 @@ class Completion:
     """The entities fed by this source's topics only (another source's rows are never swept)."""
 
 
-def completion_key(source: str) -> bytes:
-    return SNAPSHOT_PREFIX + source.encode()
+def completion_key(source: str, partition: int) -> bytes:
+    """One key per (source, state partition): the ``last`` read lands in any partition, and a
+    key written to two partitions would leave "the later record" to the order the cut reads
+    them in. The cut takes the highest generation of a source's records."""
+    return SNAPSHOT_PREFIX + f"{source}/{partition}".encode()
 
 
 def encode_completion(completion: Completion) -> bytes:
@@ -83,7 +87,8 @@ def encode_completion(completion: Completion) -> bytes:
 def decode_completion(key: bytes, value: bytes) -> Completion:
     doc = orjson.loads(value)
     ends = {str(t): {int(p): int(o) for p, o in ps.items()} for t, ps in doc["ends"].items()}
-    return Completion(key[len(SNAPSHOT_PREFIX) :].decode(), int(doc["g"]), ends, tuple(doc["entities"]))
+    source = key[len(SNAPSHOT_PREFIX) :].decode().rpartition("/")[0]
+    return Completion(source, int(doc["g"]), ends, tuple(doc["entities"]))
 
 
 def position_key(topic: str, partition: int) -> bytes:
@@ -118,17 +123,20 @@ def sweep_report(plan: SweepPlan, swept: Mapping[str, int]) -> dict[str, Any]:
 
 def sweep_plan(reserved: Iterable[tuple[bytes, bytes]]) -> SweepPlan:
     """The sweep a cut's reserved records (``(key, value)``, the later per key) call for."""
-    completions: list[Completion] = []
+    newest: dict[str, Completion] = {}
     positions: dict[tuple[str, int], int] = {}
     for key, value in reserved:
         if key.startswith(SNAPSHOT_PREFIX):
-            completions.append(decode_completion(key, value))
+            found = decode_completion(key, value)
+            held = newest.get(found.source)
+            if held is None or found.generation > held.generation:
+                newest[found.source] = found
         elif key.startswith(POSITION_PREFIX):
             topic, _, partition = key[len(POSITION_PREFIX) :].decode().rpartition("/")
             positions[(topic, int(partition))] = int(orjson.loads(value)["o"])
     generations: dict[str, int] = {}
     waiting: dict[str, int] = {}
-    for completion in completions:
+    for completion in newest.values():
         behind = _behind(completion.ends, positions)
         if behind:
             waiting[completion.source] = behind

@@ -76,7 +76,7 @@ def test_both_readers_sweep_the_same_rows(
         offsets[partition] += 1
     done = Completion("pg", GENERATION, {TOPIC: {0: 40, 1: 40}}, tuple(sorted(fed)))
     reserved = [
-        Msg(0, offsets[0], completion_key("pg"), encode_completion(done)),
+        Msg(0, offsets[0], completion_key("pg", 0), encode_completion(done)),
         Msg(0, offsets[0] + 1, position_key(TOPIC, 0), encode_position(40 if caught_up else 39)),
         Msg(1, offsets[1], position_key(TOPIC, 1), encode_position(41)),
     ]
@@ -121,7 +121,7 @@ def test_a_swept_row_is_neither_counted_nor_delivered_and_a_later_one_is(tmp_pat
         claim("CLM-0", gone),
         claim("CLM-1", kept),
         claim("CLM-2", after),
-        Msg(0, 3, completion_key("pg"), encode_completion(done)),
+        Msg(0, 3, completion_key("pg", 0), encode_completion(done)),
         Msg(0, 4, position_key(TOPIC, 0), encode_position(3)),
     ]
     ref, fast = _load([batch], {0: 5}, tmp_path)

@@ -18,7 +18,7 @@ TOPICS = {"pg.s.family": {0: 10, 1: 0, 2: 7}, "pg.s.claim": {0: 3, 1: 4, 2: 0}}
 
 def _completion(generation: int = 500) -> tuple[bytes, bytes]:
     done = Completion("pg", generation, TOPICS, ("Claim", "Family"))
-    return completion_key("pg"), encode_completion(done)
+    return completion_key("pg", 0), encode_completion(done)
 
 
 def _positions(**behind: int) -> list[tuple[bytes, bytes]]:
@@ -32,7 +32,7 @@ def _positions(**behind: int) -> list[tuple[bytes, bytes]]:
 
 def test_a_completion_round_trips() -> None:
     key, value = _completion()
-    assert key == b"~snapshot/pg"
+    assert key == b"~snapshot/pg/0"
     assert decode_completion(key, value) == Completion("pg", 500, TOPICS, ("Claim", "Family"))
     assert position_key("pg.s.family", 2) == b"~pos/pg.s.family/2"
 
@@ -65,3 +65,15 @@ def test_without_a_completion_nothing_is_swept() -> None:
     plan = sweep_plan(_positions())
     assert plan.generations == {}
     assert plan.waiting == {}
+
+
+def test_the_newest_generation_of_a_source_wins_whichever_partition_holds_it() -> None:
+    older = Completion("pg", 300, TOPICS, ("Claim",))
+    newer = Completion("pg", 500, TOPICS, ("Claim", "Family"))
+    records = [
+        (completion_key("pg", 2), encode_completion(older)),
+        (completion_key("pg", 0), encode_completion(newer)),
+        *_positions(),
+    ]
+    assert sweep_plan(records).generations == {"Claim": 500, "Family": 500}
+    assert sweep_plan(reversed(records)).generations == {"Claim": 500, "Family": 500}
