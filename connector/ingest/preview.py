@@ -28,5 +28,13 @@ def preview_mapping(mapping: Path) -> MappingDiff:
     base = settings.kafka.client_config()
     registry = read_registry(base, settings.ingest.mapping_topic_name)
     descriptors = describe(load_mapping(mapping))
-    rows = state_rows(base, settings.ingest.state_topic, set(ENTITY_NAMES))
+    # Only the entities whose version changes are read: the rest of the state is not held in
+    # memory for nothing (the preview reads the whole topic, keeping those entities' rows).
+    changed = {
+        entity
+        for entity in ENTITY_NAMES
+        if (entity in descriptors) != (entity in registry.current)
+        or (entity in descriptors and descriptors[entity].version != registry.current[entity].version)
+    }
+    rows = state_rows(base, settings.ingest.state_topic, changed) if changed else {}
     return state_diff(registry, descriptors, rows)

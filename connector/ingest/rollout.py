@@ -30,7 +30,7 @@ from connector.errors import ConfigError
 from connector.mapping import MappingSpec
 from connector.mapping.id_moves import IdMoves, count_moves
 from connector.mapping.versions import Descriptor, IdentityChange, describe, identity_changes
-from connector.state.codec import split_key, stored_values
+from connector.state.codec import is_deleted, split_key, stored_values
 from connector.state.mapping_registry import (
     Registry,
     ensure_registry_topic,
@@ -76,7 +76,7 @@ def state_rows(
     latest = read_latest(base, state_topic, [f"{entity}/".encode() for entity in sorted(entities)])
     out: dict[str, list[tuple[str, Any]]] = {entity: [] for entity in entities}
     for key, value in sorted(latest.items()):
-        if b'"d":' in value:  # a delete marker (codec.is_deleted): no longer delivered
+        if is_deleted(value):  # a marker: no longer delivered
             continue
         entity, entity_id = split_key(key)
         out[entity].append((entity_id, stored_values(value)))

@@ -11,6 +11,10 @@ preview computes against the same live state, and starts when explicitly allowed
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -133,6 +137,37 @@ def test_a_rollout_under_load_is_never_delivered_mixed_and_an_entity_id_change_i
     assert "public.family (Family): entity_id template 'FAM-{family_id}' -> 'FAMILY-{family_id}'" in message
     assert f"{len(live['Family'])} of {len(live['Family'])} would change" in message
     assert "FAM-1" not in message.replace("FAM-{", "")
+    assert read_registry(kafka.config(), f"{names['state']}.mappings").current["Family"].version == v2
+
+    # The same preview through the command an operator runs (read-only: the registry unchanged).
+    new_file = tmp_path / "moved.yaml"
+    new_file.write_text(moved)
+    env = {
+        **os.environ,
+        "CARECLOUD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "CARECLOUD_INGEST_MAPPING_FILE": str(new_file),
+        "CARECLOUD_INGEST_STATE_TOPIC": names["state"],
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "connector.cli",
+            "validate",
+            "--mapping",
+            str(new_file),
+            "--preview",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    shown = json.loads(done.stdout)["preview"]["entities"]["Family"]
+    assert shown["entity_ids"] == {"removed": len(live["Family"]), "added": len(live["Family"])}
+    assert shown["version"] == {"current": v2, "new": entity_versions(parse_mapping(moved))["Family"]}
     assert read_registry(kafka.config(), f"{names['state']}.mappings").current["Family"].version == v2
 
     allowed = _service(kafka, tmp_path, names, moved, allow_entity_id_change=True)
