@@ -208,6 +208,19 @@ class Families:
             ["entity"],
             registry=r,
         )
+        self.swept_records = Gauge(
+            "carecloud_snapshot_swept_records",
+            "Live rows of the entity the latest run's cut left out because a completed re-snapshot "
+            "of their source did not read them (deleted while the replication slot was lost).",
+            ["entity"],
+            registry=r,
+        )
+        self.sweep_waiting = Gauge(
+            "carecloud_snapshot_sweep_waiting_partitions",
+            "Source partitions ingest had not yet read to the end of a completed re-snapshot at the "
+            "latest run's cut: that source's rows are not swept until they are.",
+            registry=r,
+        )
         self.expired_transactions = Gauge(
             "carecloud_snapshot_expired_transactions",
             "Source transactions still incomplete at the latest run's cut but older than half the "

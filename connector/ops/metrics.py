@@ -33,6 +33,8 @@ carecloud_snapshot_changed_records                              gauge      entit
 carecloud_snapshot_incomplete_transactions                      gauge      -
 carecloud_snapshot_expired_transactions                         gauge      -
 carecloud_state_rows_older_mapping                              gauge      entity
+carecloud_snapshot_swept_records                                gauge      entity
+carecloud_snapshot_sweep_waiting_partitions                     gauge      -
 carecloud_delivered_records_total                               counter    route, entity
 carecloud_delivered_bytes_total                                 counter    route, entity
 carecloud_api_responses_total                                   counter    status_class
@@ -191,6 +193,13 @@ class Metrics(Families):
     def set_older_mapping_rows(self, entity: str, rows: int) -> None:
         """Rows of ``entity`` at the latest cut under an older mapping version than the current."""
         self.older_mapping_rows.labels(entity=check_label(entity, ENTITY_NAMES, "entity")).set(rows)
+
+    def set_sweep(self, swept: dict[str, int], waiting: int) -> None:
+        """The latest cut's sweep (``connector.state.sweep``): rows left out per entity, and
+        source partitions not yet read to the end of a completed re-snapshot."""
+        for entity in ENTITY_NAMES:
+            self.swept_records.labels(entity=entity).set(swept.get(entity, 0))
+        self.sweep_waiting.set(waiting)
 
     def set_incomplete_transactions(self, held: int, expired: int) -> None:
         """Source transactions incomplete at the latest cut: held out, and too old to hold."""

@@ -155,6 +155,8 @@ class SnapshotRun:
             sweep = state.sweep_json()  # what a completed re-snapshot swept (connector.state.sweep)
             if sweep["swept"] or sweep["waiting"]:
                 log.info("snapshot %s: rows a re-snapshot did not read swept: %s", day, sweep)
+            if self._metrics is not None:
+                self._metrics.set_sweep(sweep["swept"], sum(sweep["waiting"].values()))
             with timed(phases, "plan"):
                 transactions = self._transactions(state, Cut.from_json(record.cut))
                 plan = make_plan(

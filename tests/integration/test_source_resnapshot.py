@@ -231,3 +231,4 @@ def test_a_re_snapshot_after_a_lost_slot_and_an_incremental_snapshot_converge_on
     assert delivered == _expected(postgres, database, schema)
     # Payments 5000 and 5001 and member 20 were deleted in the gap: swept, and said so.
     assert result.manifest.checks["sweep"]["swept"] == {"EOP": 2, "FamilyMember": 1}
+    assert result.manifest.checks["sweep"]["waiting"] == {}

@@ -182,3 +182,14 @@ def test_the_docstring_table_lists_every_metric() -> None:
     for family in Metrics().registry.collect():
         exported = family.name + "_total" if family.type == "counter" else family.name
         assert f"\n{exported} " in table, exported
+
+
+def test_the_sweep_sets_every_entity_and_the_partitions_waiting() -> None:
+    metrics = Metrics()
+    metrics.set_sweep({"EOP": 2}, 3)
+    value = metrics.registry.get_sample_value
+    assert value("carecloud_snapshot_swept_records", {"entity": "EOP"}) == 2
+    assert value("carecloud_snapshot_swept_records", {"entity": "Claim"}) == 0
+    assert value("carecloud_snapshot_sweep_waiting_partitions") == 3
+    metrics.set_sweep({}, 0)  # the next cut swept nothing: the gauges say so, not last night's
+    assert value("carecloud_snapshot_swept_records", {"entity": "EOP"}) == 0
