@@ -318,12 +318,20 @@ class Transactions(Messages):
             raise TerminalError(f"Kafka: {err.name()}: {err.str()}")
 
     def _skip_error(self, msg: Message) -> bool:
+        """An end of partition is skipped; any other consumer error ends the process, named.
+
+        A ``TransientError`` (a restart resumes at the committed offsets), not the raw
+        ``KafkaException`` that the CLI reported as a bug: on three brokers, the group
+        coordinator's death made the consumer report an error after an abort (issue 21).
+        """
         err = msg.error()
         if err is None:
             return False
         if err.code() == KafkaError._PARTITION_EOF:
             return True
-        raise KafkaException(err)
+        if err.fatal():
+            raise TerminalError(f"Kafka consumer: {err.name()}")
+        raise TransientError(f"consuming the source topics: Kafka {err.name()}")
 
     def _clients(self) -> tuple[Consumer, Producer]:
         if self._consumer is None or self._producer is None:
