@@ -320,18 +320,21 @@ class Transactions(Messages):
     def _skip_error(self, msg: Message) -> bool:
         """An end of partition is skipped; any other consumer error ends the process, named.
 
-        A ``TransientError`` (a restart resumes at the committed offsets), not the raw
-        ``KafkaException`` that the CLI reported as a bug: on three brokers, the group
-        coordinator's death made the consumer report an error after an abort (issue 21).
+        A ``TerminalError`` naming the error, so the process exits and its restart resumes at
+        the committed offsets: on three brokers the group coordinator's death made the consumer
+        report ``_FATAL`` after an ``UNKNOWN_MEMBER_ID`` abort (a fatal client error: the consumer
+        is unusable), and retrying in the same process (a ``TransientError``) left the ingest
+        making no progress for minutes; the raw
+        ``KafkaException`` it was before exited too, but the CLI called it a bug (issue 21).
         """
         err = msg.error()
         if err is None:
             return False
         if err.code() == KafkaError._PARTITION_EOF:
             return True
-        if err.fatal():
-            raise TerminalError(f"Kafka consumer: {err.name()}")
-        raise TransientError(f"consuming the source topics: Kafka {err.name()}")
+        raise TerminalError(
+            f"consuming the source topics: Kafka {err.name()}; a restart resumes at the committed offsets"
+        )
 
     def _clients(self) -> tuple[Consumer, Producer]:
         if self._consumer is None or self._producer is None:
