@@ -91,6 +91,7 @@ class Transactions(Messages):
         purged: dict[int, int] = {}
         row_limit = self._record_limit - RECORD_OVERHEAD
         over_budget = time.monotonic() + self._batch_budget_s
+        carried = 0
         try:
             for index, msg in enumerate(msgs):
                 if index % _BEAT_EVERY == 0 and index:
@@ -113,6 +114,7 @@ class Transactions(Messages):
                     )
                 if topic == self.carry_topic:
                     self._receive_carry(msg, Position(topic, partition, offset), view, producer)
+                    carried += 1
                     continue
                 self._handle(msg, Position(topic, partition, offset), view, producer)
             self.emit_positions(views, last)  # the sweep's guard (connector.state.sweep)
@@ -150,7 +152,7 @@ class Transactions(Messages):
         for partition, count in purged.items():
             self.counts["purged_markers"] += count
             log.info("delete markers purged", extra={"partition": partition, "count": count})
-        self.counts["events"] += len(msgs)
+        self.counts["events"] += len(msgs) - carried  # source events; carries are counted as carry_*
         self.report.committed(consumer, {p: view.live_changes() for p, view in views.items()})
         return len(msgs)
 
