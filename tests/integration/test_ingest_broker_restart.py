@@ -11,14 +11,10 @@ transaction is left open on the state topic.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import pytest
 from confluent_kafka import IsolationLevel, KafkaError, Message, TopicPartition
@@ -32,6 +28,7 @@ from connector.snapshot.cut import take_cut
 from connector.state.restore import restore_partition
 from connector.state.store import PartitionStore
 from connector.state.topics import high_watermarks
+from tests.integration.cluster_helpers import Orchestrator
 from tests.integration.family_ingest import (
     PARTITIONS,
     assert_state_equals_replay,
@@ -71,40 +68,7 @@ class _Publisher(threading.Thread):
         self.remaining = producer.flush(240)
 
 
-class _Orchestrator:
-    """Keeps one ``ingest`` process running: a non-zero exit is restarted, like a pod."""
-
-    def __init__(self, env: dict[str, str], log: IO[str]) -> None:
-        self.env, self.log = env, log
-        self.exits: list[int] = []
-        self.proc = self._spawn()
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "connector.cli", "ingest"]
-        return subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def tend(self) -> None:
-        code = self.proc.poll()
-        if code is None:
-            return
-        self.exits.append(code)
-        assert code != 0, "ingest stopped cleanly without being asked to"
-        self.proc = self._spawn()
-
-    def stop(self) -> int:
-        """SIGTERM; a process still there after 60 s prints its threads' stacks and is killed."""
-        self.proc.terminate()
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack to the log
-            time.sleep(1)
-            self.proc.kill()
-            self.proc.wait()
-            raise
-
-
-def _wait(orchestrator: _Orchestrator, done: Callable[[], bool], timeout: float, what: str) -> None:
+def _wait(orchestrator: Orchestrator, done: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         orchestrator.tend()
@@ -156,7 +120,7 @@ def test_broker_sigkilled_and_restarted_mid_stream_loses_and_duplicates_nothing(
     )
     log_path = tmp_path / "ingest.log"
     with log_path.open("w") as log:
-        orchestrator = _Orchestrator(env, log)
+        orchestrator = Orchestrator(env, log)
         publisher = _Publisher(kafka, topic, tail)
         try:
             _wait(orchestrator, lambda: committed_events(kafka, group, topic) > 0, 120, "a first commit")
