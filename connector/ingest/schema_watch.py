@@ -36,7 +36,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol
 
-from connector.mapping.schema_check import SchemaProblem, check_columns, resolve_table
+from connector.mapping.schema_check import PROBLEMS, SchemaProblem, check_columns, resolve_table
 from connector.mapping.spec import MappingSpec
 from connector.source.avro import RegistrySchemas
 from connector.source.schema_probe import (
@@ -100,6 +100,13 @@ class SchemaWatch:
         """Mapped table -> the order (``SourceColumns.order``) of the schema its verdict is from."""
         self.problems: dict[str, tuple[SchemaProblem, ...]] = {}
         """Mapped table -> what its latest checked schema lacks (empty: it fits)."""
+        if metrics is not None:
+            # Every mapped column's series exists from the start, at 0: a scrape then shows
+            # what the alert watches, and a typo in the alert's metric name fails the ops test.
+            for table in spec.tables.values():
+                for column in sorted({c for field in table.fields for c in field.columns}):
+                    for problem in PROBLEMS:
+                        metrics.set_schema_mismatch(table.table, column, problem, False)
 
     def observe(self, topic: str, value: bytes | None) -> None:
         """Check ``value``'s schema if this is the first message showing it; never raises."""

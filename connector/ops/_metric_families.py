@@ -281,6 +281,7 @@ class Families:
             for route in ROUTES:
                 self.delivered_records.labels(route=route, entity=entity)
                 self.delivered_bytes.labels(route=route, entity=entity)
+            self.older_mapping_rows.labels(entity=entity)
         for reason in DLQ_REASONS:
             self.dlq_events.labels(reason=reason)
         for outcome in OUTCOMES:

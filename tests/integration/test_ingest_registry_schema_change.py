@@ -100,7 +100,7 @@ def test_a_subjects_new_version_that_drops_a_mapped_column_is_reported_when_firs
     before = [s for s in seen if s[0] <= PER_VERSION]
     after = [s for s in seen if s[0] > PER_VERSION]
     assert before
-    assert all(metric is None for _, metric, _ in before), before
+    assert all(metric == 0 for _, metric, _ in before), before  # every mapped column's series starts at 0
     assert after
     first = after[0]
     assert first[1] == 1, after  # the batch with the first version-2 message raised it
