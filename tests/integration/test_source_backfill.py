@@ -229,10 +229,8 @@ def test_a_new_table_backfilled_through_the_kafka_signal_channel_equals_select_s
         while set(reads := _incremental_reads(kafka, payment_topic)) != rows:
             assert time.monotonic() < deadline, (sorted(reads), sorted(rows), debezium.log_tail(20))
             time.sleep(1)
-        for source in reads.values():  # as measured: no lsn, sequence [X, X] at the stream position
-            assert source["lsn"] is None
-            first, second = json.loads(str(source["sequence"]))
-            assert first == second, source
+        # Debezium's own facts (no lsn; a sequence at the stream position, usually [X, X] but
+        # [X, Y] when a transaction is in flight) are not asserted: the oracle below judges.
 
         sentinel = f"SENTINEL-{uuid.uuid4().hex}"
         postgres.execute(AFTER.format(s=schema, sentinel=sentinel), database)
