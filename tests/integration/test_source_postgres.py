@@ -327,6 +327,31 @@ def _ends(kafka: KafkaTestCluster, topics: list[str]) -> dict[tuple[str, int], i
         consumer.close()
 
 
+def seeded_connector(
+    postgres: PostgresServer,
+    database: str,
+    schema: str,
+    prefix: str,
+    *,
+    schemas: bool = False,
+    **overrides: str,
+) -> dict[str, str]:
+    """The six tables created and seeded in ``schema``, and a Debezium connector's configuration
+    capturing them under ``prefix`` (its slot dropped when it stops); the test registers it."""
+    postgres.execute(DDL.format(s=schema), database)
+    postgres.execute(SEED.format(s=schema, big=BIG), database)
+    return postgres_connector(
+        prefix,
+        port=postgres.port,
+        database=database,
+        topic_prefix=prefix,
+        tables=[f"{schema}.{table}" for table in TABLES],
+        schemas=schemas,
+        partitions=PARTITIONS,
+        **{"slot.drop.on.stop": "true", **overrides},
+    )
+
+
 def _key_moves(kafka: KafkaTestCluster, topic: str, count: int = 2) -> list[tuple[int, int]]:
     """(old key's partition, new key's partition) of each primary-key update Debezium sent: the
     delete names the new key in its ``__debezium.newkey`` header, the create is keyed by it."""
@@ -380,18 +405,7 @@ def test_the_delivered_snapshot_equals_select_star_of_every_table(
     tmp_path: Path,
 ) -> None:
     database, prefix, sentinel = "source", f"pg{uuid.uuid4().hex[:8]}", f"SENTINEL-{uuid.uuid4().hex}"
-    postgres.execute(DDL.format(s=schema), database)
-    postgres.execute(SEED.format(s=schema, big=BIG), database)
-    connector = postgres_connector(
-        prefix,
-        port=postgres.port,
-        database=database,
-        topic_prefix=prefix,
-        tables=[f"{schema}.{table}" for table in TABLES],
-        schemas=schemas,
-        partitions=PARTITIONS,
-        **{"slot.drop.on.stop": "true"},
-    )
+    connector = seeded_connector(postgres, database, schema, prefix, schemas=schemas)
     debezium.add_connector(connector)
     try:
         postgres.execute(CHANGES.format(s=schema, big=BIG, sentinel=sentinel), database)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import TopicPartition
 
-from connector.devtools.debezium import ConnectWorker, postgres_connector
+from connector.devtools.debezium import ConnectWorker
 from connector.devtools.postgres import PostgresServer
 from connector.ingest.replay import RawMessage, replay
 from connector.ingest.service import IngestService
@@ -33,18 +33,15 @@ from connector.source import Position
 from tests.integration.family_ingest import ingest_names, ingest_settings
 from tests.integration.snapshot_helpers import published, snapshot_run
 from tests.integration.test_source_postgres import (
-    BIG,
-    DDL,
     MAPPING,
     ORACLE,
-    PARTITIONS,
-    SEED,
     TABLES,
     _committed,
     _ends,
     _expected,
     _id,
     _wait_for,
+    seeded_connector,
 )
 from tests.kafka_helpers import KafkaTestCluster
 
@@ -111,16 +108,8 @@ def test_claims_paid_with_their_eops_arrive_whole_and_the_transaction_topic_repl
     kafka: KafkaTestCluster, postgres: PostgresServer, debezium: ConnectWorker, schema: str, tmp_path: Path
 ) -> None:
     database, prefix, sentinel = "source", f"pgtx{uuid.uuid4().hex[:8]}", f"SENTINEL-{uuid.uuid4().hex}"
-    postgres.execute(DDL.format(s=schema), database)
-    postgres.execute(SEED.format(s=schema, big=BIG), database)
-    connector = postgres_connector(
-        prefix,
-        port=postgres.port,
-        database=database,
-        topic_prefix=prefix,
-        tables=[f"{schema}.{table}" for table in TABLES],
-        partitions=PARTITIONS,
-        **{"slot.drop.on.stop": "true", "provide.transaction.metadata": "true"},
+    connector = seeded_connector(
+        postgres, database, schema, prefix, **{"provide.transaction.metadata": "true"}
     )
     debezium.add_connector(connector)
     try:
