@@ -384,6 +384,49 @@ def _key_moves(kafka: KafkaTestCluster, topic: str, count: int = 2) -> list[tupl
     return [(deleted_at[key], created_at[key]) for key in sorted(deleted_at)]
 
 
+def _run_facts(manifest: Any, entity: str) -> dict[str, Any]:
+    """What the snapshot run recorded about ``entity``: its delivery and every check naming it."""
+    found: dict[str, Any] = {
+        f"result.{name}": getattr(r, name)
+        for r in manifest.entities
+        if r.entity == entity
+        for name in ("status", "records", "held_out", "reason")
+    }
+    for name, check in manifest.checks.items():
+        if isinstance(check, dict) and entity in check:
+            found[name] = check[entity]
+        elif name == "sweep":
+            found[name] = check
+    return found
+
+
+def _history(kafka: KafkaTestCluster, topic: str, entity: str, ids: set[str]) -> list[str]:
+    """Every state record of ``ids``, in log order per partition: where it is, its version, and
+    whether it is a delete, lacks fields or has fields filled by an older change (no values)."""
+    wanted = {f"{entity}/{entity_id}".encode() for entity_id in ids}
+    consumer = kafka.consumer(None, {"enable.partition.eof": True, "isolation.level": "read_committed"})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    found: list[str] = []
+    eof: set[int] = set()
+    deadline = time.monotonic() + 30
+    try:
+        while len(eof) < PARTITIONS and time.monotonic() < deadline:
+            msg = consumer.poll(1)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                eof.add(msg.partition())
+                continue
+            if msg.key() in wanted or (msg.key() or b"").startswith(b"~carry/" + entity.encode()):
+                value = msg.value()
+                doc: dict[str, Any] = json.loads(value) if value else {}
+                shape = {k: doc[k] for k in ("v", "d", "m", "fv") if k in doc} if doc else "tombstone"
+                found.append(f"{msg.partition()}@{msg.offset()} {msg.key()!r} {shape}")
+    finally:
+        consumer.close()
+    return found
+
+
 def _committed(kafka: KafkaTestCluster, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
     consumer = kafka.consumer(group, {"enable.auto.commit": False})
     try:
@@ -457,5 +500,12 @@ def test_the_delivered_snapshot_equals_select_star_of_every_table(
     delivered = {entity: sorted(files.get(entity, []), key=_id) for entity in ORACLE}
     expected = _expected(postgres, database, schema)
     for entity in ORACLE:  # entity by entity, EntityIds first: a failure then says what differs
-        assert [_id(r) for r in delivered[entity]] == [_id(r) for r in expected[entity]], (entity, counts)
+        got, wanted = [_id(r) for r in delivered[entity]], [_id(r) for r in expected[entity]]
+        if got != wanted:
+            differing = set(got) ^ set(wanted)
+            pytest.fail(
+                f"{entity}: delivered {got}, the database has {wanted}; ingest counts {counts}; "
+                f"the run said {_run_facts(result.manifest, entity)}; the state topic's records of "
+                f"{sorted(differing)}: {_history(kafka, names['state'], entity, differing)}"
+            )
         assert delivered[entity] == expected[entity], entity
