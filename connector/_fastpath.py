@@ -45,10 +45,11 @@ __all__ = [
 ]
 
 EXTENSION = "carecloud_fastpath"
-CONTRACT_VERSION = 5
+CONTRACT_VERSION = 6
 """The contract this package expects; fastpath/src/contract.rs holds the extension's.
 Contract 3: ``Core.map`` takes the source partition's snapshot generation (docs/decisions/0019);
-4: ``CutSpill.sweep`` and ``CutSpill.swept`` (the re-snapshot's sweep)."""
+4: ``CutSpill.sweep`` and ``CutSpill.swept`` (the re-snapshot's sweep); 6: the plan's
+``source_columns`` (the row's ``"src"``, docs/decisions/0025)."""
 REBUILD = "make venv"
 """The command that rebuilds the extension from this checkout's sources (the Makefile)."""
 
@@ -127,7 +128,7 @@ def core(plan: Mapping[str, Any], markers: Sequence[bytes]) -> Core:
 # -- the plan ---------------------------------------------------------------------------
 # The fields of each part of the plan, as fastpath/src/plan.rs reads them: (required, optional).
 _PLAN = ({"tables"}, set[str]())
-_TABLE = ({"entity", "entity_id", "fields"}, {"mapping_version"})
+_TABLE = ({"entity", "entity_id", "fields"}, {"mapping_version", "source_columns"})
 _FIELD = ({"name", "source"}, {"on_null"})
 _SOURCES = {
     "const": {"json"},

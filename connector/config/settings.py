@@ -100,6 +100,12 @@ class IngestSettings(BaseSettings):
     (a stale build is refused by its contract version, with a warning), on refuses to start
     without it, off always decodes and maps in Python. Same results either way; about twice
     the events per second with it."""
+    source_columns: bool = True
+    """Keep each state row's merged source columns (the source row its values were mapped
+    from) next to its values, so a mapping rolled out later re-maps the rows the state already
+    holds, without the source (the re-mapping pass, docs/decisions/0025). Costs state size
+    (about +70 % per row on the example's Family) and a few µs per event on the Python path;
+    off, rows under an older mapping wait for their source to re-write them."""
     marker_purge_after_s: int = Field(default=0, ge=0)
     """Purge a delete marker this many seconds after ingest wrote it (a tombstone in the state
     topic, in a batch's transaction, and the key dropped from the local store); 0, the default,

@@ -20,7 +20,7 @@ from connector.mapping.fastpath import FastChange, Peek
 from connector.source.version import Version
 from connector.state.apply import Outcome, apply_change
 from connector.state.carry import CarryOffer
-from connector.state.codec import decode_row, encode_row, state_key, stored_values
+from connector.state.codec import decode_row, encode_row, state_key, stored_values_and_source
 from connector.state.exceptions import StateRowTooLargeError
 from connector.state.ledger import Ledger, decode_ledger, encode_ledger, ledger_key, single_ledger
 from connector.state.resolve import StateRow
@@ -32,7 +32,7 @@ __all__ = ["BatchView", "Emit", "Emitter"]
 def as_change(change: FastChange) -> EntityChange:
     """The compiled path's change as the Python path's ``EntityChange``, its values in stored
     form, read from the encoded row by the state's codec (the one reader of the row format)."""
-    values = {} if change.row is None else stored_values(change.row)
+    values, source = ({}, None) if change.row is None else stored_values_and_source(change.row)
     return EntityChange(
         change.entity,
         change.entity_id,
@@ -41,6 +41,7 @@ def as_change(change: FastChange) -> EntityChange:
         values,
         position=change.position,
         mapping_version=change.mapping_version,
+        source=source,
     )
 
 

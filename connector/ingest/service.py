@@ -70,7 +70,7 @@ class IngestService(Transactions):
         self.metrics = metrics if metrics is not None else METRICS
         self.heartbeat = heartbeat if heartbeat is not None else Heartbeat()
         self.ingest = settings.ingest
-        self.mapper = Mapper(spec)
+        self.mapper = Mapper(spec, source_columns=self.ingest.source_columns)
         self.source_topics = sorted(spec.topics)
         if not self.source_topics:
             raise ConfigError("the mapping lists no topics to consume")

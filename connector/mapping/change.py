@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from connector.mapping.source_columns import SourceColumns
 from connector.source.events import Position
 from connector.source.version import Version
 
@@ -39,3 +40,8 @@ class EntityChange:
     mapping_version: str | None = None
     """The version of the mapping that made this change (``connector.mapping.versions``); the
     row it writes carries it. None: not made by a mapping file's table (the native envelope)."""
+    source: SourceColumns | None = None
+    """The source row the values were mapped from (an upsert, with source columns kept:
+    ``IngestSettings.source_columns``), which the state row keeps for re-mapping."""
+    unavailable: frozenset[str] = frozenset()
+    """Source columns the event left out (unchanged TOAST): the stored row's are kept."""

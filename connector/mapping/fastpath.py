@@ -163,6 +163,7 @@ def _table_plan(mapper: Mapper, topic: TopicSpec, table: TableSpec) -> dict[str,
         "entity_id": entity_id,
         "fields": fields,
         "mapping_version": mapper.versions[table.entity],
+        "source_columns": mapper.source_columns,
     }
 
 

@@ -24,6 +24,7 @@ from connector.mapping._fields import ABSENT, FieldPlan, Fill, fill_function, id
 from connector.mapping.change import EntityChange
 from connector.mapping.convert import ConversionError, converter_for
 from connector.mapping.exceptions import MappingError
+from connector.mapping.source_columns import SourceColumns
 from connector.mapping.spec import MappingSpec, TableSpec
 from connector.mapping.versions import entity_versions
 from connector.model import raw_schema
@@ -46,8 +47,11 @@ class _TablePlan:
 class Mapper:
     """Maps decoded change events to entity changes according to one mapping file."""
 
-    def __init__(self, spec: MappingSpec) -> None:
+    def __init__(self, spec: MappingSpec, *, source_columns: bool = False) -> None:
         self.spec = spec
+        self.source_columns = source_columns
+        """Whether each upsert carries its source row (``EntityChange.source``), which the
+        state row keeps so it can be re-mapped later (docs/decisions/0025)."""
         self.versions = entity_versions(spec)
         """``{entity: mapping version}``: what every row this mapping writes carries."""
         self._plans: dict[tuple[str, str], _TablePlan] = {}
@@ -81,6 +85,9 @@ class Mapper:
             )
         values: dict[str, Any] = {"EntityId": entity_id}
         missing: set[str] = set()
+        # A copy taken before the fill: a path field replaces its JSON text column by the
+        # parsed object in the event's row, and the state keeps the source as it came.
+        source = SourceColumns(event.table, dict(event.row)) if self.source_columns else None
         plan.fill(event, values, missing)
         prev = _format_id(t, event.old_key, {}, t.entity) if event.old_key else None
         return EntityChange(
@@ -93,6 +100,8 @@ class Mapper:
             previous_entity_id=prev,
             position=event.position,
             mapping_version=plan.version,
+            source=source,
+            unavailable=event.unavailable,
         )
 
     def field_plans(self, topic: str, table: TableSpec) -> tuple[FieldPlan, ...]:

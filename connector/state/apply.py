@@ -18,7 +18,7 @@ from typing import Protocol
 
 from connector.mapping.change import EntityChange
 from connector.state.carry import CarryOffer, offer_of, take_pending
-from connector.state.resolve import StateRow, merge
+from connector.state.resolve import StateRow, merge, source_of
 
 __all__ = ["MemoryStore", "Outcome", "RowStore", "apply_change"]
 
@@ -100,7 +100,7 @@ def _carry_over(store: RowStore, entity: str, entity_id: str, row: StateRow, don
     returns the row as it now stands."""
     if donor.version >= row.version or not donor.values:
         return row
-    fill = EntityChange(entity, entity_id, False, donor.version, donor.values)
+    fill = EntityChange(entity, entity_id, False, donor.version, donor.values, source=source_of(donor))
     filled = merge(row, fill)
     if filled is None:
         return row

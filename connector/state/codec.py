@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from connector.mapping.source_columns import SourceColumns, decode_source, encode_source
 from connector.model import ENTITY_NAMES, raw_schema
 from connector.source.version import Version
 from connector.state.resolve import StateRow
@@ -34,6 +35,7 @@ __all__ = [
     "split_key",
     "state_key",
     "stored_values",
+    "stored_values_and_source",
     "stored_version",
 ]
 
@@ -66,6 +68,8 @@ def encode_row(row: StateRow, *, deleted_at_ms: int | None = None) -> bytes:
 
     ``"mv"``, the row's mapping version (``connector.mapping.versions``), comes last, where the
     compiled path writes it too (``fastpath/src/row.rs``, ``encode``: the same bytes).
+    ``"src"``, the row's source columns as a JSON string (``connector.mapping.source_columns``),
+    comes just before it, when the row keeps them.
     """
     doc: dict[str, Any] = {"v": list(row.version), "r": row.values}
     if row.deleted:
@@ -78,6 +82,8 @@ def encode_row(row: StateRow, *, deleted_at_ms: int | None = None) -> bytes:
         doc["fv"] = {name: list(v) for name, v in row.field_versions.items()}
     if row.delete_floor is not None:
         doc["df"] = list(row.delete_floor)
+    if row.source is not None:
+        doc["src"] = row.source if isinstance(row.source, str) else encode_source(row.source)
     if row.mapping_version is not None:
         doc["mv"] = row.mapping_version
     return orjson.dumps(doc, default=_default)
@@ -119,6 +125,14 @@ def stored_values(data: bytes) -> dict[str, Any]:
     return values
 
 
+def stored_values_and_source(data: bytes) -> tuple[dict[str, Any], SourceColumns | None]:
+    """``stored_values`` and the row's source columns (None when it keeps none): what the
+    compiled path's row hands the Python merge (``connector.ingest.batch.as_change``)."""
+    doc = orjson.loads(data)
+    text = doc.get("src")
+    return doc["r"], None if text is None else decode_source(text)
+
+
 def stored_version(data: bytes) -> Version:
     """A row's version without typing its values (which of two rows of a key is newer)."""
     return Version(*orjson.loads(data)["v"])
@@ -154,6 +168,7 @@ def decode_row(entity: str, data: bytes, *, typed: bool = True) -> StateRow:
         {k: Version(*v) for k, v in doc.get("fv", {}).items()},
         None if floor is None else Version(*floor),
         doc.get("mv"),
+        doc.get("src"),
     )
 
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connector.mapping.change import EntityChange
+from connector.mapping.source_columns import SourceColumns, decode_source
 from connector.source.version import Version
 
-__all__ = ["StateRow", "merge"]
+__all__ = ["StateRow", "merge", "source_of"]
 
 
 @dataclass(slots=True)
@@ -53,6 +54,10 @@ class StateRow:
     mapping_version: str | None = None
     """The version of the mapping whose output the row's values are (``"mv"`` in the encoded
     row); None for a row written before rows carried it, or by no mapping file."""
+    source: SourceColumns | str | None = None
+    """The merged source columns the values were mapped from (``"src"``), or their encoded
+    text as read from a stored row (decoded only when needed: ``source_of``); None for a row
+    written without them (before they were kept, or with ``source_columns`` off)."""
 
     @property
     def complete(self) -> bool:
@@ -66,6 +71,27 @@ def _newer_than_floor(version: Version, floor: Version | None) -> bool:
     return floor is None or version > floor
 
 
+def source_of(row: StateRow | None) -> SourceColumns | None:
+    """The row's source columns, decoded from their stored text if need be."""
+    if row is None or row.source is None:
+        return None
+    if isinstance(row.source, str):
+        return decode_source(row.source)
+    return row.source
+
+
+def _new_source(stored: StateRow | None, change: EntityChange) -> SourceColumns | None:
+    """The source columns of the row a newer upsert writes: the change's, each column it left
+    out as unchanged TOAST taken from the stored (live) row's columns, or missing."""
+    if change.source is None:
+        return None
+    if not change.unavailable:
+        return change.source
+    if stored is None or stored.deleted:
+        return change.source.merged_over(None, change.version, change.unavailable)
+    return change.source.merged_over(source_of(stored), stored.version, change.unavailable)
+
+
 def merge(stored: StateRow | None, change: EntityChange) -> StateRow | None:
     """The row after ``change``, or ``None`` when the change leaves ``stored`` as it is.
 
@@ -77,14 +103,26 @@ def merge(stored: StateRow | None, change: EntityChange) -> StateRow | None:
                 change.version, True, {}, delete_floor=change.version, mapping_version=change.mapping_version
             )
         return StateRow(
-            change.version, False, dict(change.values), change.missing, mapping_version=change.mapping_version
+            change.version,
+            False,
+            dict(change.values),
+            change.missing,
+            mapping_version=change.mapping_version,
+            source=_new_source(None, change),
         )
 
     if change.version > stored.version:
         if change.deleted:
             # The marker keeps the values it had, so it keeps their mapping version too.
             return StateRow(
-                change.version, True, stored.values, frozenset(), {}, change.version, stored.mapping_version
+                change.version,
+                True,
+                stored.values,
+                frozenset(),
+                {},
+                change.version,
+                stored.mapping_version,
+                stored.source,
             )
         return _newer_upsert(stored, change)
 
@@ -103,6 +141,7 @@ def _newer_upsert(stored: StateRow, change: EntityChange) -> StateRow:
             dict(change.values),
             delete_floor=stored.delete_floor,
             mapping_version=change.mapping_version,
+            source=_new_source(stored, change),
         )
     values = dict(change.values)
     missing: set[str] = set()
@@ -121,6 +160,7 @@ def _newer_upsert(stored: StateRow, change: EntityChange) -> StateRow:
         field_versions,
         stored.delete_floor,
         _mixed_version(stored, change, bool(field_versions)),
+        _new_source(stored, change),
     )
 
 
@@ -143,7 +183,8 @@ def _older_fill(stored: StateRow, change: EntityChange) -> StateRow | None:
         for name in stored.missing | stored.field_versions.keys()
         if name in change.values and stored.field_versions.get(name, _OLDEST) < change.version
     }
-    if not filled:
+    source = _filled_source(stored, change)
+    if not filled and source is None:
         return None
     return StateRow(
         stored.version,
@@ -152,8 +193,20 @@ def _older_fill(stored: StateRow, change: EntityChange) -> StateRow | None:
         stored.missing - filled.keys(),
         {**stored.field_versions, **dict.fromkeys(filled, change.version)},
         stored.delete_floor,
-        _mixed_version(stored, change, True),
+        _mixed_version(stored, change, True) if filled else stored.mapping_version,
+        stored.source if source is None else source,
     )
+
+
+def _filled_source(stored: StateRow, change: EntityChange) -> SourceColumns | None:
+    """The stored row's source columns with those missing or filled from older events filled
+    from an older upsert's (rule 1, as for fields); None when that changes nothing."""
+    if change.source is None or stored.source is None:
+        return None
+    source = source_of(stored)
+    if source is None or (source.complete and not source.filled):
+        return None
+    return source.filled_from(change.source, change.version)
 
 
 def _older_delete(stored: StateRow, version: Version) -> StateRow | None:
@@ -170,6 +223,7 @@ def _older_delete(stored: StateRow, version: Version) -> StateRow | None:
             stored.field_versions,
             version,
             stored.mapping_version,
+            _source_dropped(stored, version),
         )
     values = {k: v for k, v in stored.values.items() if k not in dropped}
     kept = {k: v for k, v in stored.field_versions.items() if k not in dropped}
@@ -181,4 +235,14 @@ def _older_delete(stored: StateRow, version: Version) -> StateRow | None:
         kept,
         version,
         stored.mapping_version,
+        _source_dropped(stored, version),
     )
+
+
+def _source_dropped(stored: StateRow, version: Version) -> SourceColumns | str | None:
+    """The stored row's source columns without those filled from before an older delete."""
+    source = source_of(stored)
+    if source is None:
+        return None
+    dropped = source.dropped_before(version)
+    return stored.source if dropped is source else dropped

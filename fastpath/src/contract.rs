@@ -13,5 +13,7 @@
 /// 3: `Core.map(key, value, offset, generation)`, the snapshot generation of the message's
 /// source partition (docs/decisions/0019). 4: `CutSpill.sweep` and `CutSpill.swept`.
 /// 5: the plan's tables carry `mapping_version`, which the encoded row ends with (`"mv"`), and
-/// `CutSpill.mapping_versions` (docs/decisions/0023).
-pub const CONTRACT_VERSION: u32 = 5;
+/// `CutSpill.mapping_versions` (docs/decisions/0023). 6: the plan's tables carry
+/// `source_columns`, and the encoded row then keeps the source row as `"src"` before `"mv"`
+/// (docs/decisions/0025).
+pub const CONTRACT_VERSION: u32 = 6;

@@ -27,6 +27,8 @@ struct Mapped<'a> {
     /// `(table, transaction.id, data_collection_order)` when the event carries Debezium's
     /// transaction block (the ingest's transaction ledger reads it).
     transaction: Option<(String, String, i64)>,
+    /// The row's source columns (`row::source_text`) when its table keeps them.
+    source: Option<String>,
 }
 
 fn nonempty_str<'a>(v: Option<&'a J>) -> R<&'a str> {
@@ -284,6 +286,16 @@ fn map_message<'a>(
             values.push((field, field_value(field, row, kinds)?));
         }
     }
+    let source = if table.source_columns && !deleted {
+        // A typed column the Python path would restore as a decimal, date or timestamp
+        // (tagged in its text): the Python path writes that row.
+        if kinds.is_some_and(|k| k.keys().any(|c| !matches!(row.get(c), None | Some(J::Null)))) {
+            return Err(Decline);
+        }
+        Some(row::source_text(&table_name, row).ok_or(Decline)?)
+    } else {
+        None
+    };
     Ok(Mapped {
         table,
         entity_id,
@@ -291,6 +303,7 @@ fn map_message<'a>(
         version,
         values,
         transaction: transaction.map(|(id, order)| (table_name, id, order)),
+        source,
     })
 }
 
@@ -300,6 +313,7 @@ fn encode_row(m: &Mapped) -> Vec<u8> {
         &m.version,
         &m.entity_id,
         m.values.iter().map(|(field, value)| (field.lead.as_str(), value)),
+        m.source.as_deref(),
         m.table.mapping_version.as_deref(),
     )
 }

@@ -81,6 +81,9 @@ pub struct Table {
     pub fields: Vec<Field>,
     /// The entity's mapping version, which every row of the table carries (`"mv"`).
     pub mapping_version: Option<String>,
+    /// Whether each row keeps its source columns (`"src"`, `row::source_text`).
+    #[serde(default)]
+    pub source_columns: bool,
 }
 
 #[derive(Deserialize)]

@@ -70,14 +70,82 @@ fn push_out(out: &mut Vec<u8>, value: &Out) {
     }
 }
 
+/// A plain JSON integer as `orjson.loads` reads it and `orjson.dumps` writes it back: no
+/// sign on zero, no leading zero, no fraction or exponent, within 64 bits.
+fn plain_int(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && text != "-0";
+    canonical && (text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok())
+}
+
+/// `value` as `orjson.dumps(orjson.loads(<its text>))` writes it, or `None` where the two
+/// could differ (a float, whose text orjson rewrites; an object with a repeated key).
+fn push_plain_json(out: &mut Vec<u8>, value: &J) -> Option<()> {
+    match value {
+        J::Null => out.extend_from_slice(b"null"),
+        J::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        J::Num(text) => {
+            if !plain_int(text) {
+                return None;
+            }
+            out.extend_from_slice(text.as_bytes());
+        }
+        J::Str(s) => push_json_str(out, s),
+        J::Arr(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_plain_json(out, item)?;
+            }
+            out.push(b']');
+        }
+        J::Obj(pairs) => {
+            if !json::unique_keys(pairs) {
+                return None;
+            }
+            out.push(b'{');
+            for (i, (name, item)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_json_str(out, name);
+                out.push(b':');
+                push_plain_json(out, item)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Some(())
+}
+
+/// The text of a row's `"src"` for an untyped source row, as
+/// `connector.mapping.source_columns.encode_source` writes it: `{"t":<table>,"c":<row>}`;
+/// `None` where the bytes could differ (the Python path writes the row then).
+pub fn source_text(table: &str, row: &J) -> Option<String> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"t\":");
+    push_json_str(&mut out, table);
+    out.extend_from_slice(b",\"c\":");
+    push_plain_json(&mut out, row)?;
+    out.push(b'}');
+    String::from_utf8(out).ok()
+}
+
 /// The state row of a complete upsert with no delete floor, byte for byte as ``encode_row``
-/// writes it: ``{"v":[...],"r":{"EntityId":...,<fields in plan order>},"mv":"<version>"}``.
-/// Each value comes with its field's lead-in, `,"<name>":` (`plan::Field::lead`); the mapping
+/// writes it: ``{"v":[...],"r":{"EntityId":...,<fields in plan order>},"src":"...","mv":"<version>"}``.
+/// Each value comes with its field's lead-in, `,"<name>":` (`plan::Field::lead`); the source
+/// columns (`source_text`) are written as a JSON string, left out when not kept; the mapping
 /// version is hex (no escape needed) and left out when there is none.
 pub fn encode<'a>(
     version: &[i128; 5],
     entity_id: &str,
     values: impl Iterator<Item = (&'a str, &'a Out<'a>)>,
+    source: Option<&str>,
     mapping_version: Option<&str>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
@@ -95,6 +163,10 @@ pub fn encode<'a>(
         push_out(&mut out, value);
     }
     out.push(b'}');
+    if let Some(src) = source {
+        out.extend_from_slice(b",\"src\":");
+        push_json_str(&mut out, src);
+    }
     if let Some(mv) = mapping_version {
         out.extend_from_slice(b",\"mv\":");
         push_json_str(&mut out, mv);

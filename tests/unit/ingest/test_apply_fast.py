@@ -21,6 +21,7 @@ from connector import _fastpath
 from connector.ingest.batch import BatchView
 from connector.mapping.change import EntityChange
 from connector.mapping.fastpath import FastChange, Peek
+from connector.mapping.source_columns import SourceColumns
 from connector.source import Position
 from connector.source.version import Version
 from connector.state.apply import Outcome, apply_change
@@ -66,12 +67,30 @@ def _change(n: int, kind: str, missing: tuple[str, ...] = ()) -> EntityChange:
     if kind == "d":
         return EntityChange("Family", "FAM-1", True, _version(n), {})
     values = {f: f"{f}@{n}" for f in FIELDS if f not in missing}
-    return EntityChange("Family", "FAM-1", False, _version(n), values, frozenset(missing))
+    # The source columns the values came from (the row keeps them, "src"): a field left out as
+    # unchanged TOAST is its column left out.
+    columns = {f.lower(): f"{f}@{n}" for f in FIELDS if f not in missing}
+    source = SourceColumns("public.family", columns)
+    unavailable = frozenset(f.lower() for f in missing)
+    return EntityChange(
+        "Family",
+        "FAM-1",
+        False,
+        _version(n),
+        values,
+        frozenset(missing),
+        source=source,
+        unavailable=unavailable,
+    )
 
 
 def _fast(change: EntityChange) -> FastChange:
     """What the compiled path hands over for ``change`` (a complete one)."""
-    row = None if change.deleted else encode_row(StateRow(change.version, False, change.values))
+    row = (
+        None
+        if change.deleted
+        else encode_row(StateRow(change.version, False, change.values, source=change.source))
+    )
     version = tuple(change.version)
     assert len(version) == 5
     return FastChange(
