@@ -106,6 +106,9 @@ class IngestSettings(BaseSettings):
     holds, without the source (the re-mapping pass, docs/decisions/0025). Costs state size
     (about +70 % per row on the example's Family) and a few µs per event on the Python path;
     off, rows under an older mapping wait for their source to re-write them."""
+    remap_rows_per_batch: int = Field(default=500, ge=1, le=100_000)
+    """Rows the re-mapping pass re-maps at most in each ingest transaction (per owned
+    partition), after the batch's own events: bounds what a pass adds to a batch's time."""
     marker_purge_after_s: int = Field(default=0, ge=0)
     """Purge a delete marker this many seconds after ingest wrote it (a tombstone in the state
     topic, in a batch's transaction, and the key dropped from the local store); 0, the default,

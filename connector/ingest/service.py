@@ -30,6 +30,7 @@ from connector._fastpath import fastpath_available
 from connector.config import Settings
 from connector.errors import ConfigError, TransientError
 from connector.ingest.generations import Generations
+from connector.ingest.remap import RemapPass
 from connector.ingest.report import IngestReport
 from connector.ingest.rollout import check_rollout
 from connector.ingest.schema_watch import SchemaWatch
@@ -93,6 +94,7 @@ class IngestService(Transactions):
         )
         """Each source schema checked against the mapping when first seen (``schema_watch``)."""
         self.stores: dict[int, PartitionStore] = {}
+        self.remap = None
         self.generations = Generations()
         """Each owned source partition's snapshot generation (``connector.ingest.generations``)."""
         self.purge = MarkerPurge(
@@ -162,6 +164,15 @@ class IngestService(Transactions):
         # A mapping that would move EntityIds is refused before anything is consumed; one that
         # goes ahead is recorded as each entity's current mapping (connector.ingest.rollout).
         self.rollout = check_rollout(base, self.ingest, self.mapper.spec)
+        unversioned = self.rollout.registry.unversioned
+        self.remap = RemapPass(
+            self.mapper,
+            {entity: unversioned.get(entity, version) for entity, version in self.mapper.versions.items()},
+            rows_per_batch=self.ingest.remap_rows_per_batch,
+            state_topic=self.ingest.state_topic,
+            dlq_topic=self.ingest.dlq_topic,
+            registry_topic=self.ingest.mapping_topic_name,
+        )
         # The producer refuses what the topics would refuse, and the loop refuses it before the
         # producer does: a state row or dead letter over the limit is a dead letter by
         # reference, never a produce() error that aborts the batch on every restart.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from contextlib import AbstractContextManager
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -23,6 +24,7 @@ from connector.ingest.batch import BatchView, Emitter
 from connector.ingest.carry import send_offers
 from connector.ingest.dead_letter import BY_REFERENCE_REASONS
 from connector.ingest.message import RECORD_OVERHEAD, Messages
+from connector.ingest.remap import RemapPass
 from connector.ingest.watchdog import Watchdog
 from connector.source import Position
 from connector.state.exceptions import StoreCorruptedError
@@ -55,6 +57,8 @@ class Transactions(Messages):
     _producer: Producer | None
     _batch_budget_s: float
     _state_partitions: int
+    remap: RemapPass | None
+    """The re-mapping pass (``connector.ingest.remap``), made at start-up."""
 
     def run_batch(self) -> int:
         """Consume one batch and commit it in one transaction; returns the events consumed.
@@ -78,7 +82,8 @@ class Transactions(Messages):
             raise self._callback_error
         self._check_fatal()
         msgs = [m for m in msgs if not self._skip_error(m)]
-        if not msgs:
+        due = self.remap.due(self.stores) if self.remap is not None else []
+        if not msgs and not due:
             self.report.lag(consumer)
             return 0
         self.report.batch.clear()
@@ -117,6 +122,7 @@ class Transactions(Messages):
                     carried += 1
                     continue
                 self._handle(msg, Position(topic, partition, offset), view, producer)
+            remapped = self._remap_step(due, views, producer, now_ms, row_limit)
             self.emit_positions(views, last)  # the sweep's guard (connector.state.sweep)
             for partition, view in views.items():
                 if view.offers:
@@ -132,20 +138,28 @@ class Transactions(Messages):
                 view.emit.finish()
             # Each partition's snapshot generation goes as its offset's metadata.
             offsets = self.generations.offsets((t, p, o + 1) for (t, p), o in last.items())
+            if not offsets:  # a pass-only transaction: the owned positions fence it (KIP-447)
+                offsets = self._positions(consumer)
             committed = self._commit(producer, consumer, offsets)
         except (TransientError, StoreCorruptedError) as exc:
             # Nothing of this batch may become visible: abort, rewind, and let the caller back
             # off (registry or broker away) or rebuild the corrupt store and go again.
             self._abort(producer, 2 * CALL_TIMEOUT_S)
             self._rewind(consumer, first)
+            self._remap_aborted()
             if isinstance(exc, StoreCorruptedError):
                 self._rebuild({p for _, p in first})
                 return 0
             raise
         if not committed:
             self._rewind(consumer, first)
+            self._remap_aborted()
             return 0
         self.generations.commit()
+        if self.remap is not None and due:
+            left, kept = sum(self.remap.left.values()), sum(self.remap.kept.values())
+            self.metrics.remap_progress(remapped, left, kept)
+            self.counts.update({f"remap_{k}": v for k, v in remapped.items()})
         for partition, view in views.items():
             if view.encoded:
                 view.store.write(view.encoded, self._delivered[partition] + 1)
@@ -155,6 +169,39 @@ class Transactions(Messages):
         self.counts["events"] += len(msgs) - carried  # source events; carries are counted as carry_*
         self.report.committed(consumer, {p: view.live_changes() for p, view in views.items()})
         return len(msgs)
+
+    def _remap_step(
+        self, due: list[int], views: dict[int, BatchView], producer: Producer, now_ms: int, row_limit: int
+    ) -> dict[str, int]:
+        """Step 2's end: the re-mapping pass's share of this transaction in each partition whose
+        sweep is due (``connector.ingest.remap``), through the partition's view."""
+        totals: Counter[str] = Counter()
+        if self.remap is None:
+            return totals
+        for partition in due:
+            if partition not in self.stores:
+                continue  # revoked in this batch's consume
+            view = views.get(partition)
+            if view is None:
+                view = views[partition] = BatchView(
+                    self.stores[partition], self._emitter(producer, partition), now_ms, row_limit
+                )
+            totals.update(self.remap.step(partition, view, producer))
+        return totals
+
+    def _remap_aborted(self) -> None:
+        if self.remap is not None:
+            self.remap.forget()
+
+    def _positions(self, consumer: Consumer) -> list[TopicPartition]:
+        """The owned partitions' next offsets (what the last committed batch left), with their
+        generations: sent by a transaction that consumed nothing, so the group's fencing still
+        refuses it from a replica that lost its partitions (a commit of the same offsets)."""
+        assigned = consumer.assignment()
+        if not assigned:
+            return []
+        found = consumer.position(assigned)
+        return self.generations.offsets((tp.topic, tp.partition, tp.offset) for tp in found if tp.offset >= 0)
 
     def _boundary(
         self,

@@ -26,6 +26,7 @@ __all__ = [
     "OPERATIONS",
     "OUTCOMES",
     "PHASES",
+    "REMAP_OUTCOMES",
     "ROUTES",
     "SCHEMA_PROBLEMS",
     "STATUS_CLASSES",
@@ -65,6 +66,9 @@ override or a fix until the decision time; gave up (terminal error, or still fai
 deadline)."""
 PHASES = ("cut", "read", "plan", "deliver", "publish")
 """The timed phases of a snapshot run, in order (``connector.snapshot.run.RunResult.phases``)."""
+REMAP_OUTCOMES = ("remapped", "failed", "no_source")
+"""What the re-mapping pass did with a row under an older mapping (``connector.ingest.remap``):
+brought to the current one; refused by it (a dead letter); kept, having no source columns."""
 CHANGES = ("added", "removed", "changed")
 """What a delivered set changed against the entity's last delivery (``snapshot.digest``)."""
 SCHEMA_PROBLEMS = ("dropped", "retyped")
@@ -87,7 +91,8 @@ DLQ_REASONS = frozenset(
         "bad_primary_key control_character date_out_of_range decimal_out_of_range decimal_scale_exceeded "
         "decimal_too_long nesting_too_deep "
         "integer_out_of_range invalid_decimal invalid_timestamp missing_primary_key non_finite_number "
-        "required_field_missing required_field_null unknown_enum_symbol unknown_table unparseable_date "
+        "entity_id_changed required_field_missing required_field_null unknown_enum_symbol unknown_table "
+        "unparseable_date "
         "unparseable_decimal unparseable_json unparseable_timestamp wrong_type "
         # the ingest loop (sizes, the per-message barrier), and the label of any code not listed here
         "oversized_record oversized_key oversized_headers state_row_too_large internal_error other"
@@ -269,6 +274,24 @@ class Families:
             ["table", "column", "problem"],
             registry=r,
         )
+        self.remap_rows = Counter(
+            "carecloud_remap_rows",
+            "Rows under an older mapping the re-mapping pass visited, by outcome: remapped, failed "
+            "(dead-lettered with its reason) or no_source (no source columns kept: left as it is).",
+            ["outcome"],
+            registry=r,
+        )
+        self.remap_rows_left = Gauge(
+            "carecloud_remap_rows_left",
+            "Rows under an older mapping the re-mapping pass has still to visit in the owned partitions.",
+            registry=r,
+        )
+        self.remap_rows_kept = Gauge(
+            "carecloud_remap_rows_kept",
+            "Rows the re-mapping pass's current sweep visited and left under an older mapping "
+            "(failed or without source columns): their entities stay held by the snapshot.",
+            registry=r,
+        )
         self.deadline_slack.set(math.nan)
         self._initialise_series()
 
@@ -286,6 +309,8 @@ class Families:
             self.dlq_events.labels(reason=reason)
         for outcome in OUTCOMES:
             self.snapshot_runs.labels(outcome=outcome)
+        for outcome in REMAP_OUTCOMES:
+            self.remap_rows.labels(outcome=outcome)
         for phase in PHASES:
             self.snapshot_phase_duration.labels(phase=phase)
         for cls in STATUS_CLASSES:

@@ -43,6 +43,9 @@ carecloud_last_successful_delivery_timestamp_seconds            gauge      entit
 carecloud_deadline_slack_seconds                                gauge      -
 carecloud_ready                                                 gauge      -
 carecloud_source_schema_mismatch                                gauge      table, column, problem
+carecloud_remap_rows_total                                      counter    outcome
+carecloud_remap_rows_left                                       gauge      -
+carecloud_remap_rows_kept                                       gauge      -
 =============================================================  =========  =====================
 
 docs/metrics.md explains each one and the alerts built on them.
@@ -64,6 +67,7 @@ from connector.ops._metric_families import (
     OPERATIONS,
     OUTCOMES,
     PHASES,
+    REMAP_OUTCOMES,
     ROUTES,
     SCHEMA_PROBLEMS,
     STATUS_CLASSES,
@@ -81,6 +85,7 @@ __all__ = [
     "OPERATIONS",
     "OUTCOMES",
     "PHASES",
+    "REMAP_OUTCOMES",
     "ROUTES",
     "SCHEMA_PROBLEMS",
     "STATUS_CLASSES",
@@ -193,6 +198,14 @@ class Metrics(Families):
     def set_older_mapping_rows(self, entity: str, rows: int) -> None:
         """Rows of ``entity`` at the latest cut under an older mapping version than the current."""
         self.older_mapping_rows.labels(entity=check_label(entity, ENTITY_NAMES, "entity")).set(rows)
+
+    def remap_progress(self, counts: Mapping[str, int], left: int, kept: int) -> None:
+        """The re-mapping pass after a committed step (``connector.ingest.remap``)."""
+        for outcome, n in counts.items():
+            if n:
+                self.remap_rows.labels(outcome=check_label(outcome, REMAP_OUTCOMES, "outcome")).inc(n)
+        self.remap_rows_left.set(left)
+        self.remap_rows_kept.set(kept)
 
     def set_sweep(self, swept: dict[str, int], waiting: int) -> None:
         """The latest cut's sweep (``connector.state.sweep``): rows left out per entity, and

@@ -2,11 +2,13 @@
 
 A small compacted topic beside the state (``<state topic>.mappings``, one partition) holds,
 per entity, the descriptor of the mapping ingest runs now (``current/<Entity>``) and of every
-version it ever ran (``version/<Entity>/<version>``): what the start-up check compares a new
-mapping with (an EntityId that would move is refused, ``connector.ingest.rollout``), what the
-snapshot resolves rows written before rows carried a version with, and what a preview names
-older versions by. Its own topic rather than reserved keys of the state: it is read whole at
-every start-up and by every snapshot run, and the state is millions of rows.
+version it ever ran (``version/<Entity>/<version>``), and per state partition the re-mapping
+pass's progress (``remap/<partition>``, for the snapshot's ``wait`` policy): what the start-up
+check compares a new mapping with (an EntityId that would move is refused,
+``connector.ingest.rollout``), what the snapshot resolves rows written before rows carried a
+version with, and what a preview names older versions by. Its own topic rather than reserved
+keys of the state: it is read whole at every start-up and by every snapshot run, and the state
+is millions of rows.
 
 ``unversioned``: the version that rows without ``"mv"`` (written before this existed) are
 taken to be under. It is the first version recorded for the entity, and never changes: the
@@ -32,7 +34,15 @@ from connector.mapping.versions import Descriptor
 from connector.state.topic_policy import created_config, replication_for
 from connector.state.topics import last_stable_offsets
 
-__all__ = ["Registry", "ensure_registry_topic", "read_latest", "read_registry", "record", "registry_topic"]
+__all__ = [
+    "Registry",
+    "ensure_registry_topic",
+    "read_latest",
+    "read_registry",
+    "record",
+    "registry_topic",
+    "remap_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,11 @@ _TIMEOUT_S = 30.0
 def registry_topic(state_topic: str) -> str:
     """The registry of the state topic ``state_topic``: each state topic has its own."""
     return f"{state_topic}.mappings"
+
+
+def remap_key(partition: int) -> bytes:
+    """The registry's copy of one state partition's re-mapping progress (``Registry.remap``)."""
+    return f"remap/{partition}".encode()
 
 
 @dataclass
@@ -54,6 +69,9 @@ class Registry:
     unversioned: dict[str, str] = field(default_factory=dict)
     since_ms: dict[str, int] = field(default_factory=dict)
     """When each entity's current version was recorded (epoch ms)."""
+    remap: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """The re-mapping pass's progress per state partition (``remap/<partition>``, written by
+    ingest in the transaction of each step: ``connector.ingest.remap``)."""
 
     def absorb(self, key: bytes, value: bytes | None) -> None:
         kind, _, rest = key.decode().partition("/")
@@ -67,6 +85,22 @@ class Registry:
         elif kind == "version":
             entity, _, version = rest.partition("/")
             self.versions[(entity, version)] = Descriptor.from_json(doc)
+        elif kind == "remap" and rest.isdigit():
+            self.remap[int(rest)] = doc
+
+    def remap_pending(self, partitions: int) -> list[int]:
+        """State partitions whose re-mapping pass has not finished its sweep toward the current
+        versions (no record yet, a record toward other versions, or one not done)."""
+        pending = []
+        for partition in range(partitions):
+            doc = self.remap.get(partition)
+            if doc is None or not doc.get("done"):
+                pending.append(partition)
+                continue
+            versions = doc.get("versions", {})
+            if any(versions.get(entity, d.version) != d.version for entity, d in self.current.items()):
+                pending.append(partition)
+        return pending
 
     def resolve(self, entity: str, version: str | None) -> str | None:
         """A row's version with ``None`` (written before rows carried one) read as the

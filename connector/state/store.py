@@ -129,8 +129,9 @@ class PartitionStore:
         except Exception as exc:  # rocksdict raises plain exceptions for I/O errors
             raise self._io_error(exc, "written") from None
 
-    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Rows in key order, optionally of one entity (``b"Claim/"``).
+    def items(self, prefix: bytes = b"", *, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Rows in key order, optionally of one entity (``b"Claim/"``), from ``start`` on (that
+        key included) when given (the re-mapping pass resumes there).
 
         A corrupt block ends rocksdict's iteration silently; ``status()`` turns that into
         ``StoreCorruptedError`` instead of a short result.
@@ -139,7 +140,7 @@ class PartitionStore:
         if prefix:
             options.set_iterate_upper_bound(prefix[:-1] + bytes([prefix[-1] + 1]))
         it = self._db.iter(options)
-        it.seek(prefix or b"\x01")
+        it.seek(max(prefix or b"\x01", start or b""))
         while it.valid():
             yield bytes(it.key()), bytes(it.value())
             it.next()

@@ -1,0 +1,171 @@
+"""A mapping change rolled out under load, its re-mapping pass killed part-way and restarted, over
+the real broker (issue 20, RELIABILITY row 26; docs/decisions/0025).
+
+The Family ingest runs the current mapping to the end of its first events; the new mapping (an
+enum map change, T now SUSPENDED, and a column newly mapped: PostalCode from address.zip) is
+rolled out as a new ``carecloud-connector ingest`` process while the rest of the stream
+arrives. Its re-mapping pass brings the rows already held to the new mapping from their stored
+source columns, a few rows per transaction; the process is SIGKILLed while the pass is part-way
+and started again. The next snapshot delivers Family, and what it delivers equals the expected
+state computed here from the events themselves (the test's own oracle, not connector code):
+every family's last event under the new mapping, never a mix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.devtools.generator import family_events
+from connector.ingest.remap import PROGRESS_PREFIX, Progress
+from connector.mapping import parse_mapping
+from connector.mapping.versions import entity_versions
+from connector.sinks.local import LocalStorage
+from tests.integration.family_ingest import MAPPING, PARTITIONS, committed_events, ingest_env, wait_until
+from tests.integration.snapshot_helpers import published, snapshot_run
+from tests.integration.state_helpers import read_state, state_records
+from tests.kafka_helpers import KafkaTestCluster, unique
+
+pytestmark = pytest.mark.integration
+
+_INGEST = [sys.executable, "-m", "connector.cli", "ingest"]
+OLD = MAPPING.replace("PostalCode: {{path: address.zip}}", "PostalCode: {{const: null}}")
+NEW = MAPPING.replace("S: SUSPENDED, T: TERMINATED}}", "S: SUSPENDED, T: SUSPENDED}}")
+NEW_STATUS = {"A": "ACTIVE", "P": "PENDING", "S": "SUSPENDED", "T": "SUSPENDED"}
+
+
+def _expected(events: list[tuple[bytes, bytes | None]]) -> dict[str, tuple[str, str, str | None]]:
+    """The oracle: per EntityId, (FamilyName, Status, PostalCode) of the family's last event
+    under the new mapping, read from the Debezium JSON directly."""
+    out = {}
+    for _, value in events:
+        assert value is not None
+        after = json.loads(value)["after"]
+        address = json.loads(after["address"]) if after["address"] else {}
+        out[f"FAM-{after['family_id']}"] = (
+            after["family_name"],
+            NEW_STATUS[after["status"]],
+            address.get("zip"),
+        )
+    return out
+
+
+def _progress(kafka: KafkaTestCluster, state_topic: str) -> dict[int, Progress]:
+    """The pass's committed progress record of each state partition."""
+    found = {}
+    for msg in state_records(kafka, state_topic, PARTITIONS):
+        key = msg.key() or b""
+        if key.startswith(PROGRESS_PREFIX):
+            found[int(key[len(PROGRESS_PREFIX) :])] = Progress.decode(msg.value())
+    return found
+
+
+def _by_version(kafka: KafkaTestCluster, state_topic: str) -> Counter[str | None]:
+    return Counter(
+        r.mapping_version for r in read_state(kafka, state_topic, PARTITIONS).values() if r.complete
+    )
+
+
+def test_a_re_mapping_pass_killed_part_way_resumes_and_the_snapshot_is_the_new_mapping_s_state(
+    kafka: KafkaTestCluster, tmp_path: Path
+) -> None:
+    topic = kafka.new_topic(PARTITIONS, prefix="family")
+    events = list(family_events(1500, 2, seed=21))
+    first = len(events) * 2 // 3  # the creates and an update of every family
+    old_file, new_file = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old_file.write_text(OLD.format(topic=topic))
+    new_file.write_text(NEW.format(topic=topic))
+    v1 = entity_versions(parse_mapping(old_file.read_text()))["Family"]
+    v2 = entity_versions(parse_mapping(new_file.read_text()))["Family"]
+    assert v1 != v2
+    group, state_topic = unique("remap"), unique("state")
+    common = {
+        "STATE_DIR": str(tmp_path / "store"),
+        "TRANSACTIONAL_ID": unique("txn"),
+        "DLQ_TOPIC": unique("dlq"),
+        "BATCH_MAX_EVENTS": "300",
+        "BATCH_MAX_MS": "200",
+        "REMAP_ROWS_PER_BATCH": "10",  # a slow pass: about 50 transactions per partition
+    }
+    log = (tmp_path / "ingest.log").open("w")
+
+    def start(mapping: Path) -> subprocess.Popen[bytes]:
+        env = ingest_env(kafka, mapping, group, state_topic, **common)
+        return subprocess.Popen(_INGEST, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    # Under the current mapping: every row written with v1 and its source columns.
+    kafka.seed_topic(topic, events[:first])
+    proc = start(old_file)
+    assert wait_until(lambda: committed_events(kafka, group, topic) >= first, 120, 0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert _by_version(kafka, state_topic) == {v1: 1500}
+
+    # The rollout, under load: the rest of the stream arrives while the pass runs.
+    rest = events[first:]
+    stop = threading.Event()
+
+    def publish() -> None:
+        for at in range(0, len(rest), 50):
+            kafka.seed_topic(topic, rest[at : at + 50])
+            if stop.wait(0.2):
+                return
+
+    feeder = threading.Thread(target=publish, name="publisher")
+    proc = start(new_file)
+    feeder.start()
+    try:
+        # Killed once the pass has committed some rows and before it is done anywhere.
+        assert wait_until(lambda: _by_version(kafka, state_topic)[v2] >= 200, 120, 0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        at_kill = _by_version(kafka, state_topic)
+        progress = _progress(kafka, state_topic)
+        if not at_kill[v1] or all(p.done for p in progress.values()):
+            pytest.fail("the pass finished before the kill; slow it down")  # keeps the test honest
+        assert set(at_kill) == {v1, v2}  # part-way: both versions in the state
+
+        proc = start(new_file)  # fences the killed one (same transactional.id) and resumes
+        feeder.join(120)
+        assert wait_until(lambda: committed_events(kafka, group, topic) >= len(events), 120, 0.2)
+        done = wait_until(
+            lambda: (
+                len(_progress(kafka, state_topic)) == PARTITIONS
+                and all(p.done for p in _progress(kafka, state_topic).values())
+            ),
+            120,
+            0.5,
+        )
+        assert done, _progress(kafka, state_topic)
+    finally:
+        stop.set()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
+
+    progress = _progress(kafka, state_topic)
+    assert sum(p.counts["failed"] + p.counts["no_source"] for p in progress.values()) == 0  # no dead letter
+    assert _by_version(kafka, state_topic) == {v2: 1500}  # every row under the new mapping
+
+    storage = LocalStorage(tmp_path / "out")
+    run = snapshot_run(kafka, state_topic, storage, mapping_topic=f"{state_topic}.mappings")
+    result = run.run(dt.date(2026, 12, 6))
+    assert result.manifest is not None
+    family = {r.entity: r for r in result.manifest.entities}["Family"]
+    assert family.status == "delivered"
+    assert result.manifest.checks["mapping"]["Family"]["versions"] == {v2: 1500}
+    rows: list[dict[str, Any]] = published(storage, result.manifest)["Family"]
+    delivered = {r["EntityId"]: (r["FamilyName"], r["Status"], r["PostalCode"] or None) for r in rows}
+    expected = _expected(events)
+    assert delivered == expected
+    assert Counter(status for _, status, _ in expected.values())["SUSPENDED"] > 0
+    assert all(postal for _, _, postal in expected.values())  # the newly mapped column, filled

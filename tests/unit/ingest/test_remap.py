@@ -1,0 +1,261 @@
+"""The re-mapping pass's decisions (``connector.ingest.remap``), over a real local store.
+
+The state is built by the ingest's own merge from generated Family events under the current
+mapping; a new mapping (an enum map change and a newly mapped column) is then brought in by the
+pass, one committed step at a time, and compared with what the new mapping makes of each
+family's last event (the expected state under the new mapping), never a mix.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from connector.devtools.generator import family_events
+from connector.ingest.batch import BatchView
+from connector.ingest.remap import Progress, RemapPass, progress_key
+from connector.mapping import Mapper, parse_mapping
+from connector.source import Position, make_decoder
+from connector.state.apply import MemoryStore, apply_change
+from connector.state.codec import decode_row, encode_row, row_mapping_version, state_key, stored_values
+from connector.state.mapping_registry import Registry
+from connector.state.resolve import merge
+from connector.state.store import PartitionStore
+
+TOPIC = "benefits.public.family"
+MAPPING = """\
+version: 1
+topics:
+  benefits.public.family: {format: debezium-json}
+tables:
+  public.family:
+    entity: Family
+    entity_id: "FAM-{family_id}"
+    fields:
+      FamilyName: family_name
+      Status: {column: status, enum: {A: ACTIVE, P: PENDING, S: SUSPENDED, T: TERMINATED}}
+      PlanCode: plan_code
+      CoverageStartDate: coverage_start
+      CoverageEndDate: coverage_end
+      StateCode: {path: address.state}
+      PostalCode: {const: null}
+      PrimaryEmail: email
+      DeductibleAmount: deductible
+      OutOfPocketMaximum: oop_max
+      UpdatedAt: updated_at
+"""
+# The rollout: T now maps to SUSPENDED, and PostalCode reads a column the old mapping left out.
+NEW = MAPPING.replace("T: TERMINATED}", "T: SUSPENDED}").replace("{const: null}", "{path: address.zip}")
+# A mapping the stored rows partly fail: P is no longer a known symbol.
+FAILING = MAPPING.replace("P: PENDING, ", "")
+
+
+class Emitted:
+    """The view's emit: what a step produced to the state topic, in order."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes | None]] = []
+
+    def __call__(self, key: bytes, value: bytes | None) -> None:
+        self.records.append((key, value))
+
+    def finish(self) -> None:
+        pass
+
+
+class Producer:
+    """The transactional producer's ``produce``, as the pass calls it for a dead letter."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, Any]]]] = []
+
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Any = None, partition: int = -1
+    ) -> None:
+        self.sent.append((topic, value, key, headers))
+
+
+def _events(families: int) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in family_events(families, 2, seed=5) if v is not None]
+
+
+def _store(
+    tmp_path: Path, text: str, events: list[tuple[bytes, bytes]], *, source: bool = True
+) -> PartitionStore:
+    """The partition's store as ingest leaves it after ``events`` under mapping ``text``."""
+    mapper = Mapper(parse_mapping(text), source_columns=source)
+    decoder, rows = make_decoder("debezium-json"), MemoryStore()
+    for offset, (key, value) in enumerate(events):
+        event = decoder.decode(key, value, None, Position(TOPIC, 0, offset))
+        assert event is not None
+        apply_change(rows, mapper.map(event))
+    store = PartitionStore(tmp_path / "p0")
+    store.write({state_key(e, i): encode_row(row) for (e, i), row in rows.items()}, len(events))
+    return store
+
+
+def _expected(text: str, events: list[tuple[bytes, bytes]]) -> dict[bytes, dict[str, Any]]:
+    """Each family's values under mapping ``text``, mapped from its last event alone."""
+    mapper, decoder = Mapper(parse_mapping(text)), make_decoder("debezium-json")
+    out = {}
+    for offset, (key, value) in enumerate(events):
+        event = decoder.decode(key, value, None, Position(TOPIC, 0, offset))
+        assert event is not None
+        change = mapper.map(event)
+        row = merge(None, change)
+        assert row is not None
+        out[state_key(change.entity, change.entity_id)] = stored_values(encode_row(row))
+    return out
+
+
+def _pass(text: str, rows_per_batch: int = 1000) -> RemapPass:
+    mapper = Mapper(parse_mapping(text), source_columns=True)
+    return RemapPass(mapper, {}, rows_per_batch=rows_per_batch, state_topic="state", dlq_topic="dlq")
+
+
+def _step(
+    remap: RemapPass, store: PartitionStore, producer: Producer, *, commit: bool = True
+) -> dict[str, int]:
+    """One transaction's share: committed (written to the store) or, like a kill, not."""
+    view = BatchView(store, Emitted(), 0)
+    counts = remap.step(0, view, producer)  # type: ignore[arg-type]
+    if commit:
+        store.write(view.encoded, store.next_offset + 1)
+    return counts
+
+
+def _rows(store: PartitionStore) -> dict[bytes, bytes]:
+    return {k: v for k, v in store.items() if k[:1] != b"~"}
+
+
+def test_rows_are_re_mapped_from_their_source_columns_to_what_the_new_mapping_makes(tmp_path: Path) -> None:
+    events = _events(60)
+    store = _store(tmp_path, MAPPING, events)
+    before = _rows(store)
+    remap, producer = _pass(NEW), Producer()
+    assert remap.due({0: store}) == [0]
+    counts = _step(remap, store, producer)
+    assert counts == {"remapped": 60, "failed": 0, "no_source": 0}
+    new_version = remap.versions["Family"]
+    expected = _expected(NEW, events)
+    for key, raw in _rows(store).items():
+        assert row_mapping_version(raw) == new_version
+        assert stored_values(raw) == expected[key]
+        old, now = decode_row("Family", before[key], typed=False), decode_row("Family", raw, typed=False)
+        assert (now.version, now.source) == (old.version, old.source)  # only the values moved
+    assert any(v["Status"] == "SUSPENDED" and v["PostalCode"] for v in expected.values())
+    assert not producer.sent
+    assert remap.due({0: store}) == []  # the sweep is recorded as finished
+
+
+def test_a_killed_pass_resumes_after_its_last_commit_and_ends_as_one_uninterrupted_pass(
+    tmp_path: Path,
+) -> None:
+    events = _events(50)
+    store = _store(tmp_path, MAPPING, events)
+    producer = Producer()
+    _step(_pass(NEW, rows_per_batch=7), store, producer)
+    _step(_pass(NEW, rows_per_batch=7), store, producer, commit=False)  # killed before its commit
+    remap = _pass(NEW, rows_per_batch=7)  # the restarted process
+    steps = 1
+    while remap.due({0: store}):
+        _step(remap, store, producer)
+        steps += 1
+    assert steps == 1 + 7  # 50 rows, 7 a step: the 7 committed were not done again (43 = 7 steps)
+    progress = Progress.decode(store.get(progress_key(0)) or b"")
+    assert progress.done
+    assert progress.counts == {"remapped": 50, "failed": 0, "no_source": 0}
+    expected = _expected(NEW, events)
+    assert {k: stored_values(v) for k, v in _rows(store).items()} == expected
+
+
+def test_rows_the_new_mapping_refuses_are_dead_lettered_once_and_keep_their_version(tmp_path: Path) -> None:
+    events = _events(40)
+    store = _store(tmp_path, MAPPING, events)
+    old_version = row_mapping_version(next(iter(_rows(store).values())))
+    producer = Producer()
+    _step(_pass(FAILING, rows_per_batch=25), store, producer, commit=False)  # killed: nothing stays
+    assert producer.sent  # dead letters of the aborted transaction: aborted with it
+    producer.sent.clear()
+    remap = _pass(FAILING, rows_per_batch=5)
+    while remap.due({0: store}):
+        _step(remap, store, producer)
+    pending = {k for k, v in _rows(store).items() if stored_values(v)["Status"] == "PENDING"}
+    assert pending
+    assert Counter(key for _, _, key, _ in producer.sent) == dict.fromkeys(pending, 1)
+    for topic, value, _, headers in producer.sent:
+        names = dict(headers)
+        assert (topic, value) == ("dlq", None)  # by reference: never the row's values
+        assert names["carecloud.reason"] == b"unknown_enum_symbol"
+        assert names["carecloud.topic"] == b"state"
+    for key, raw in _rows(store).items():
+        wanted = old_version if key in pending else remap.versions["Family"]
+        assert row_mapping_version(raw) == wanted
+    progress = Progress.decode(store.get(progress_key(0)) or b"")
+    assert progress.counts["failed"] == len(pending) == progress.kept
+
+
+def test_rows_without_source_columns_are_counted_and_left_under_their_version(tmp_path: Path) -> None:
+    events = _events(20)
+    store = _store(tmp_path, MAPPING, events, source=False)
+    before = _rows(store)
+    remap, producer = _pass(NEW), Producer()
+    assert _step(remap, store, producer) == {"remapped": 0, "failed": 0, "no_source": 20}
+    assert _rows(store) == before
+    assert remap.kept == {0: 20}
+    assert remap.left == {0: 0}
+    assert remap.due({0: store}) == []  # visited: not visited again until the mapping changes
+
+
+def test_a_sweep_counts_the_rows_left_and_a_new_mapping_starts_a_new_sweep(tmp_path: Path) -> None:
+    events = _events(30)
+    store = _store(tmp_path, MAPPING, events)
+    remap, producer = _pass(NEW, rows_per_batch=10), Producer()
+    _step(remap, store, producer)
+    assert remap.left == {0: 20}
+    while remap.due({0: store}):
+        _step(remap, store, producer)
+    assert remap.left == {0: 0}
+    # The same mapping again: nothing to do; the old one back: every row again.
+    assert _pass(NEW).due({0: store}) == []
+    back = _pass(MAPPING)
+    assert back.due({0: store}) == [0]
+    assert _step(back, store, producer)["remapped"] == 30
+    assert {k: stored_values(v) for k, v in _rows(store).items()} == _expected(MAPPING, events)
+
+
+def test_current_rows_delete_markers_and_reserved_records_are_left_alone(tmp_path: Path) -> None:
+    events = [(k, v) for k, v in family_events(12, 1, seed=3, deletes_every=4) if v is not None]
+    store = _store(tmp_path, MAPPING, events)
+    markers = {k for k, v in _rows(store).items() if b'"d":' in v}
+    assert markers
+    store.write({b"~tx/x": b"{}"}, store.next_offset + 1)
+    remap, producer = _pass(NEW), Producer()
+    counts = _step(remap, store, producer)
+    assert counts["remapped"] == 12 - len(markers)
+    assert all(_rows(store)[k] == v for k, v in store.items() if k in markers)
+    assert store.get(b"~tx/x") == b"{}"
+    assert _step(_pass(NEW), store, producer) == {"remapped": 0, "failed": 0, "no_source": 0}
+
+
+def test_each_step_copies_its_progress_to_the_registry_where_the_wait_policy_reads_it(tmp_path: Path) -> None:
+    store = _store(tmp_path, MAPPING, _events(30))
+    mapper = Mapper(parse_mapping(NEW), source_columns=True)
+    remap = RemapPass(
+        mapper, {}, rows_per_batch=20, state_topic="state", dlq_topic="dlq", registry_topic="reg"
+    )
+    producer, registry = Producer(), Registry()
+    _step(remap, store, producer)
+    for topic, value, key, _ in producer.sent:
+        assert topic == "reg"
+        assert key is not None
+        registry.absorb(key, value)
+    assert registry.remap_pending(1) == [0]  # 20 of 30 done
+    producer.sent.clear()
+    _step(remap, store, producer)
+    for _, value, key, _ in producer.sent:
+        assert key is not None
+        registry.absorb(key, value)
+    assert registry.remap_pending(1) == []
+    assert registry.remap_pending(2) == [1]  # a partition whose pass has not reported yet
