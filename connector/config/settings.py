@@ -196,12 +196,14 @@ class SnapshotSettings(BaseSettings):
     """An entity of which more than this share of its last delivery changed content or went
     away is blocked unless overridden: the count can stay level while every value or every
     EntityId moved (1.0 turns the check off)."""
-    mapping_policy: Literal["hold"] = "hold"
+    mapping_policy: Literal["hold", "wait"] = "hold"
     """An entity whose rows at the cut span mapping versions (a mapping rolled out, not every
-    row re-written under it yet) is never delivered mixed: hold blocks it with the versions and
-    counts as the reason, like a failed gate (the date waits for a fix until the decision time,
-    then goes without it; overrides do not lift it). The other policy the design names, wait
-    for a re-mapping pass to finish, needs that pass, which is not built yet (docs/decisions/0023)."""
+    row re-mapped or re-written under it yet) is never delivered mixed: hold blocks it with the
+    versions and counts as the reason, like a failed gate (the date waits for a fix until the
+    decision time, then goes without it; overrides do not lift it). wait first waits, before
+    taking the cut, for ingest's re-mapping pass to finish in every state partition (its progress
+    in the mapping registry), bounded by the decision time and the lag wait's bound, then cuts
+    and holds whatever is still mixed (docs/decisions/0025)."""
     lag_policy: Literal["wait", "go"] = "wait"
     """Before the cut: wait for ingest to catch up (bounded by the deadline) or cut at once."""
     max_lag_events: int = Field(default=0, ge=0)

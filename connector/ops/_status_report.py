@@ -72,6 +72,10 @@ class Status:
     """Mapped columns the newest message of a source topic says are dropped or retyped
     (``connector.ingest.schema_watch.check_topic_tails``): table, column, problem, field, found."""
     source_schema_error: str | None = None
+    remap: dict[int, dict[str, Any]] | None = None
+    """The re-mapping pass's progress per state partition, as the mapping registry holds it
+    (``connector.ingest.remap``): versions it brings rows to, done, counts, rows left."""
+    remap_error: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -101,6 +105,12 @@ class Status:
             "transactions": self.transactions,
             "mapping": self.mapping,
             "source_schema": {"problems": self.source_schema, "error": self.source_schema_error},
+            "remap": {
+                "partitions": None
+                if self.remap is None
+                else {str(p): d for p, d in sorted(self.remap.items())},
+                "error": self.remap_error,
+            },
         }
 
 
@@ -151,6 +161,25 @@ def _transactions_line(day: dt.date | None, tx: dict[str, Any]) -> str:
         f"source transactions at the {day} cut: {tx.get('tracked', 0)} tracked, "
         f"{tx.get('incomplete', 0)} incomplete (held out: {held}; listed in _report.json), "
         f"{tx.get('expired', 0)} expired"
+    )
+
+
+def _remap_line(status: Status) -> str:
+    """``re-mapping pass: done in 3 of 3 partitions; 1500 re-mapped, 2 failed (dead letters),
+    0 without source columns, 0 left``."""
+    if status.remap_error is not None:
+        return f"re-mapping pass: unknown ({status.remap_error})"
+    if not status.remap:
+        return "re-mapping pass: no progress recorded (no mapping rolled out since rows kept source columns)"
+    found = status.remap.values()
+    done = sum(1 for d in found if d.get("done"))
+    counts = {
+        k: sum(d.get("counts", {}).get(k, 0) for d in found) for k in ("remapped", "failed", "no_source")
+    }
+    left = sum(d.get("left", 0) for d in found)
+    return (
+        f"re-mapping pass: done in {done} of {len(status.remap)} partitions; {counts['remapped']} re-mapped, "
+        f"{counts['failed']} failed (dead letters), {counts['no_source']} without source columns, {left} left"
     )
 
 
@@ -231,6 +260,7 @@ def format_status(status: Status) -> str:
         if status.mapping is not None:
             out.append(_mapping_line(status.manifest_day, status.mapping))
     out.append(_source_schema_line(status))
+    out.append(_remap_line(status))
     out.append("")
     out.append(status.schedule.describe())
     published = {None: "unknown", True: "published", False: "not published"}[status.today_published]

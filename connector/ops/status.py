@@ -144,6 +144,14 @@ def gather_source_schemas(status: Status, check: Callable[[], list[Any]]) -> Non
         status.source_schema_error = f"{type(exc).__name__}: {exc}"
 
 
+def gather_remap(status: Status, read: Callable[[], dict[int, dict[str, Any]]]) -> None:
+    """The re-mapping pass's progress per state partition (the mapping registry's copy)."""
+    try:
+        status.remap = read()
+    except ConnectorError as exc:
+        status.remap_error = f"{type(exc).__name__}: {exc}"
+
+
 def collect(
     settings: Settings, *, storage: Storage | None = None, clock: Callable[[], dt.datetime] = _now
 ) -> Status:
@@ -152,6 +160,7 @@ def collect(
     from connector.mapping import load_mapping
     from connector.snapshot.lag import measure_lag
     from connector.snapshot.service import build_storage, schedule_of
+    from connector.state.mapping_registry import read_registry
 
     status = Status(settings.ingest.group_id, schedule_status(schedule_of(settings), clock()))
     spec = load_mapping(settings.ingest.mapping_file)
@@ -161,6 +170,7 @@ def collect(
     gather_lag(status, lambda: measure_lag(kafka, settings.ingest.group_id, topics).partitions)
     registry = settings.ingest.schema_registry_url
     gather_source_schemas(status, lambda: check_topic_tails(kafka, spec, registry_url=registry))
+    gather_remap(status, lambda: read_registry(kafka, settings.ingest.mapping_topic_name).remap)
     if storage is None:
         try:
             storage = build_storage(settings)

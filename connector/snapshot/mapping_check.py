@@ -13,18 +13,31 @@ An entity whose rows are all under one version is delivered, even if that versio
 than the current mapping: it is consistent, and the rows are what the state holds. The counts
 of rows under versions other than the current one are reported per entity (the manifest's
 ``checks.mapping``, ``status``, ``carecloud_state_rows_older_mapping``).
+
+With ``CARECLOUD_SNAPSHOT_MAPPING_POLICY=wait`` the run first waits for ingest's re-mapping
+pass (``connector.ingest.remap``) to finish in every state partition (``wait_for_remap``: the
+pass's progress as the mapping registry holds it), bounded by the date's decision time (and the
+lag wait's bound): only then is the cut taken, so a rollout's re-mapped rows are in it. At the
+bound the cut goes ahead, and a mix still blocks the entity, as with ``hold``. The cut is pinned
+for the date (a resumed run reuses it), so waiting after it could not help.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from connector.model import ENTITY_NAMES
+from connector.state.mapping_registry import Registry
 
-__all__ = ["UNVERSIONED", "MappingCheck", "VersionTally", "check_mapping"]
+__all__ = ["UNVERSIONED", "MappingCheck", "VersionTally", "check_mapping", "wait_for_remap"]
+
+log = logging.getLogger(__name__)
 
 UNVERSIONED = "unversioned"
 """How a row without a version that the registry cannot resolve is named in reports."""
@@ -90,3 +103,33 @@ def check_mapping(
         if found:
             versions[entity] = dict(found)
     return MappingCheck(versions, dict(current))
+
+
+def wait_for_remap(
+    read: Callable[[], Registry],
+    partitions: int,
+    *,
+    until: dt.datetime,
+    clock: Callable[[], dt.datetime],
+    sleep: Callable[[float], None] = time.sleep,
+    poll_s: float = 15.0,
+) -> list[int]:
+    """Policy ``wait``: poll the registry (``read``) until the re-mapping pass has finished in
+    every one of the state's ``partitions``, or ``until``; the partitions still pending (empty:
+    the pass is done, or there was nothing to do)."""
+    waited = False
+    while True:
+        pending = read().remap_pending(partitions)
+        if not pending:
+            if waited:
+                log.info("the re-mapping pass finished; cutting")
+            return pending
+        if clock() >= until:
+            log.warning(
+                "the re-mapping pass is not finished at the wait bound; cutting anyway (a mix is held)",
+                extra={"partitions": len(pending)},
+            )
+            return pending
+        log.info("waiting for the re-mapping pass before the cut", extra={"partitions": len(pending)})
+        waited = True
+        sleep(poll_s)

@@ -65,8 +65,9 @@ class RunConfig:
     """The mapping registry (``CARECLOUD_INGEST_MAPPING_TOPIC``): the current mapping version of
     each entity and what rows without one are under; None: rows are tallied by version and a mix
     still blocks, without naming the current version."""
-    mapping_policy: Literal["hold"] = "hold"
-    """``CARECLOUD_SNAPSHOT_MAPPING_POLICY`` (``connector.snapshot.mapping_check``)."""
+    mapping_policy: Literal["hold", "wait"] = "hold"
+    """``CARECLOUD_SNAPSHOT_MAPPING_POLICY`` (``connector.snapshot.mapping_check``): ``wait`` is
+    the cut's (``service.build_run``); at the cut both hold a mixed entity."""
     transaction_horizon_s: int = 0
     """The ledger's purge horizon (``CARECLOUD_INGEST_TRANSACTION_LEDGER_PURGE_AFTER_S``):
     transactions older than half of it are reported, not held; 0: every one is judged."""

@@ -22,10 +22,13 @@ from connector.snapshot.checks import OrphanPolicy
 from connector.snapshot.cut import Cut
 from connector.snapshot.lag import Lag, cut_when_caught_up
 from connector.snapshot.manifest import latest_manifest_before
+from connector.snapshot.mapping_check import wait_for_remap
 from connector.snapshot.run import ApiRoute, RunConfig, SnapshotRun
-from connector.snapshot.schedule import Schedule, run_window
+from connector.snapshot.schedule import Schedule, decision_instant, run_window
 from connector.snapshot.scheduler import Scheduler, SchedulerEvents
 from connector.snapshot.transactions import incomplete_below
+from connector.state.mapping_registry import read_registry
+from connector.state.topics import last_stable_offsets
 
 __all__ = ["PortalRoute", "build_run", "build_scheduler", "build_storage", "schedule_of"]
 
@@ -162,6 +165,15 @@ def build_run(
         return incomplete_below(kafka, cut, tables=tables, horizon_s=horizon_s)
 
     def take_cut(day: dt.date) -> tuple[Cut, Lag]:
+        if s.mapping_policy == "wait":  # the re-mapping pass first, bounded by the decision time
+            bound = run_window(schedule, day)[1] - expected
+            decision = decision_instant(schedule, day)
+            wait_for_remap(
+                lambda: read_registry(kafka, ingest.mapping_topic_name),
+                len(last_stable_offsets(kafka, ingest.state_topic)),
+                until=bound if decision is None else min(bound, decision),
+                clock=clock,
+            )
         return cut_when_caught_up(
             kafka,
             state_topic=ingest.state_topic,

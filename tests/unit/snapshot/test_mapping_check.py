@@ -5,15 +5,17 @@ versions are read as the registry's ``unversioned`` version."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
 from connector.model import ENTITY_NAMES
-from connector.snapshot.mapping_check import check_mapping
+from connector.snapshot.mapping_check import check_mapping, wait_for_remap
 from connector.snapshot.plan import make_plan
 from connector.source.version import Version
 from connector.state.codec import encode_row, state_key
+from connector.state.mapping_registry import Registry
 from connector.state.resolve import StateRow
 from tests.integration.snapshot_helpers import tree
 from tests.unit.snapshot.test_compiled_cut import Msg, _load
@@ -94,3 +96,23 @@ def test_one_version_old_or_current_is_delivered_and_unversioned_rows_resolve(tm
         assert mixed.mixed() == {"Family"}
         assert mixed.older("Family") == 1
         assert check_mapping(ref, CURRENT, {}).versions["Family"]["unversioned"] == 1
+
+
+def test_the_wait_policy_waits_for_the_pass_until_its_bound() -> None:
+    now = [dt.datetime(2026, 12, 6, 1, 0, tzinfo=dt.UTC)]
+    reads = [Registry(), Registry(), Registry()]
+    reads[2].absorb(b"remap/0", b'{"versions": {}, "done": true, "counts": {}, "after": null, "left": 0}')
+
+    def sleep(seconds: float) -> None:
+        now[0] += dt.timedelta(seconds=seconds)
+
+    bound = now[0] + dt.timedelta(minutes=5)
+    found = iter(reads)
+    assert (
+        wait_for_remap(lambda: next(found), 1, until=bound, clock=lambda: now[0], sleep=sleep, poll_s=60)
+        == []
+    )
+    assert now[0] == bound - dt.timedelta(minutes=3)  # two polls, then done
+    never = wait_for_remap(Registry, 1, until=bound, clock=lambda: now[0], sleep=sleep, poll_s=60)
+    assert never == [0]
+    assert now[0] == bound  # gave up at the bound: the cut goes ahead, a mix is held
