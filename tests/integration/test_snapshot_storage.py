@@ -14,8 +14,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -270,7 +271,25 @@ def test_a_run_killed_after_its_files_before_its_manifest_publishes_nothing_unti
     assert {key: storage.stat(key) for key in files} == written  # verified and kept, not uploaded again
 
 
-HOLD_S = 40.0
+class _HoldingProxy(FaultyHttpProxy):
+    """The fault proxy, holding the first request matching ``hold`` until the test sets
+    ``release``; ``landed`` is set once that request has been forwarded and answered."""
+
+    def __init__(self, target: str, hold: str) -> None:
+        super().__init__(target)
+        self._hold = re.compile(hold)
+        self.release, self.landed = threading.Event(), threading.Event()
+
+    def forward(
+        self, method: str, path: str, headers: Iterable[tuple[str, str]], body: bytes
+    ) -> tuple[int, Iterable[tuple[str, str]], bytes]:
+        held = not self.landed.is_set() and self._hold.search(f"{method} {path}") is not None
+        if held:
+            self.release.wait(120)
+        answer = super().forward(method, path, headers, body)
+        if held:
+            self.landed.set()
+        return answer
 
 
 def test_a_stale_writer_that_wakes_after_a_newer_run_published_changes_nothing(
@@ -284,12 +303,11 @@ def test_a_stale_writer_that_wakes_after_a_newer_run_published_changes_nothing(
     seed_state(kafka, topic, tree(30))
     member_put = r"^PUT /[^ ]*/carecloud/2026-11-25/FamilyMember\.csv\.gz"
     storage = s3_storage(s3_server.url, s3_bucket)
-    with FaultyHttpProxy(s3_server.url) as proxy:
-        # Held long enough to land after the newer run: lease expiry (10 s TTL) plus that run.
-        proxy.add(Fault(delay=HOLD_S), match=member_put)
+    # Held until the newer run has published (lease expiry, 10 s TTL, plus that run), then let
+    # through: released on that condition rather than after a fixed delay long enough for it.
+    with _HoldingProxy(s3_server.url, member_put) as proxy:
         stale = _run_through(proxy, _command_env(kafka, tmp_path, topic, proxy.url, s3_bucket), member_put)
         stale.send_signal(signal.SIGSTOP)
-        lands = time.monotonic() + HOLD_S
         try:
             _wait_for_lease_expiry(storage)
             newer = _snapshot_command(_command_env(kafka, tmp_path, topic, s3_server.url, s3_bucket))
@@ -297,9 +315,11 @@ def test_a_stale_writer_that_wakes_after_a_newer_run_published_changes_nothing(
             found = storage.get("carecloud/2026-11-25/_manifest.json")
             assert found is not None
             manifest_bytes = found[0]
-            assert time.monotonic() < lands, "the newer run finished after the held upload: hold it longer"
-            time.sleep(lands - time.monotonic() + 1.0)  # the held upload has landed over the published file
+            assert not proxy.landed.is_set(), "the held upload landed before the newer run published"
+            proxy.release.set()
+            assert proxy.landed.wait(60), "the held upload never landed"  # over the published file
         finally:
+            proxy.release.set()
             stale.send_signal(signal.SIGCONT)
         output = stale.communicate(timeout=60)[0].decode()
 
