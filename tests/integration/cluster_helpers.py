@@ -69,7 +69,8 @@ def ingest_env(bootstrap: str, work: Path, prefix: str, **ingest: str) -> dict[s
 class Publisher(threading.Thread):
     """Publishes the events in slices, ``pace`` seconds apart, through one idempotent producer
     that outlives broker faults (it buffers and retries), as Debezium's does: the key decides
-    the partition (murmur2, Java's partitioner). ``hurry()`` drops the pauses.
+    the partition (murmur2, Java's partitioner, unless ``partitioner`` names another: it must
+    be the one that published the topic's earlier events). ``hurry()`` drops the pauses.
 
     Past ``trickle_after`` of the events it sends ``trickle`` events a slice: the stream then
     lasts until the test hurries it, however long the faults take on a loaded machine, and
@@ -84,10 +85,12 @@ class Publisher(threading.Thread):
         *,
         trickle_after: float = 0.6,
         trickle: int = 3,
+        partitioner: str = "murmur2_random",
     ) -> None:
         super().__init__(name="publisher", daemon=True)
         self.config, self.events, self.slice_size, self.pace = dict(config), events, slice_size, pace
         self.trickle_from, self.trickle = int(len(events) * trickle_after), trickle
+        self.partitioner = partitioner
         self.sent = 0
         self.failures: list[KafkaError] = []
         self.remaining = -1
@@ -101,7 +104,7 @@ class Publisher(threading.Thread):
             {
                 **self.config,
                 "enable.idempotence": True,
-                "partitioner": "murmur2_random",
+                "partitioner": self.partitioner,
                 "message.timeout.ms": 300_000,
                 "linger.ms": 5,
             }

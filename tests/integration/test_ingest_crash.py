@@ -5,14 +5,16 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import IO
 
 import pytest
+from confluent_kafka import KafkaException, TopicPartition
 
 from connector.devtools.generator import family_events
+from connector.devtools.synthetic import SyntheticEvent
+from tests.integration.cluster_helpers import Publisher
 from tests.integration.family_ingest import (
     PARTITIONS,
     assert_state_equals_replay,
@@ -44,23 +46,41 @@ def _owning(kafka: KafkaTestCluster, group: str, topic: str, stores: tuple[Path,
     return all(p.exists() for p in stores) and committed_events(kafka, group, topic) > 0
 
 
+def _committed_by_partition(kafka: KafkaTestCluster, group: str, topic: str) -> list[int] | None:
+    """The group's committed offset of each partition of ``topic`` (0 for none yet); None
+    while a transaction's offsets are pending."""
+    consumer = kafka.consumer(group, {"enable.auto.commit": False})
+    try:
+        parts = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=5)
+    except KafkaException:
+        return None
+    finally:
+        consumer.close()
+    return [max(tp.offset, 0) for tp in parts]
+
+
 def _publisher(
-    kafka: KafkaTestCluster,
-    topic: str,
-    tail: list[tuple[bytes, bytes | None]],
-    step: int,
-    stop: threading.Event,
-) -> threading.Thread:
-    """Publishes ``tail`` in slices of ``step`` events 0.1 s apart, until done or ``stop``: the
-    stream goes on while replicas come, go or freeze."""
+    kafka: KafkaTestCluster, topic: str, tail: list[tuple[bytes, bytes | None]], step: int
+) -> Publisher:
+    """Publishes ``tail`` in slices of ``step`` events 0.1 s apart through one idempotent
+    producer (a producer per slice, as ``seed_topic`` makes, was most of these tests' time);
+    past 60% of it, 20 events a slice until the test hurries it (``hurry()``), then the rest at
+    once: the stream goes on while replicas come, go or freeze, however long that takes on a
+    loaded machine. The partitioner is ``seed_topic``'s (librdkafka's default), which published
+    the head: every key stays in one partition."""
+    events = [SyntheticEvent(topic, key, value) for key, value in tail]
+    return Publisher(
+        kafka.config(), events, slice_size=step, pace=0.1, trickle=20, partitioner="consistent_random"
+    )
 
-    def publish() -> None:
-        for start in range(0, len(tail), step):
-            kafka.seed_topic(topic, tail[start : start + step])
-            if stop.wait(0.1):
-                return
 
-    return threading.Thread(target=publish, name="publisher")
+def _published(publisher: Publisher) -> None:
+    """The publisher, hurried, has finished and every event it sent was acknowledged."""
+    publisher.hurry()
+    publisher.join(120)
+    assert not publisher.is_alive(), "the publisher did not finish"
+    assert publisher.remaining == 0
+    assert not publisher.failures, publisher.failures[:3]
 
 
 def test_sigkill_mid_stream_then_restart_gives_exact_state_and_offsets(
@@ -111,16 +131,7 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     # always lands mid-stream however fast the machine is.
     head, tail = events[: len(events) // 3], events[len(events) // 3 :]
     kafka.seed_topic(topic, head)
-    half_of_tail_sent = threading.Event()
-
-    def publish_tail() -> None:
-        for start in range(0, len(tail), 250):
-            kafka.seed_topic(topic, tail[start : start + 250])
-            if start + 250 >= len(tail) // 2:
-                half_of_tail_sent.set()
-            time.sleep(0.05)
-
-    publisher = threading.Thread(target=publish_tail, name="publisher")
+    publisher = _publisher(kafka, topic, tail, 250)
     group, state_topic, base = ingest_group(
         kafka,
         tmp_path,
@@ -136,11 +147,11 @@ def test_two_processes_split_the_partitions_and_survive_one_stopping(
     wait_until(lambda: _owning(kafka, group, topic, stores), 90, 0.05)
     assert all(p.exists() for p in stores), "both replicas should have owned partitions"
     publisher.start()
-    assert half_of_tail_sent.wait(60)
+    assert wait_until(lambda: publisher.sent >= len(tail) // 2, 60, 0.05), "half the stream was never sent"
     assert publisher.is_alive(), "the stream finished before the kill; publish more slowly"
     procs[0].send_signal(signal.SIGKILL)  # one replica vanishes mid-stream
     procs[0].wait(10)
-    publisher.join(60)
+    _published(publisher)
     wait_until(lambda: committed_events(kafka, group, topic) >= len(events), 120, 0.2)
     procs[1].send_signal(signal.SIGTERM)
     assert procs[1].wait(30) == 0
@@ -160,8 +171,7 @@ def test_a_replica_paused_past_its_session_is_fenced_when_it_wakes(
     events = list(family_events(4000, 5, seed=23, deletes_every=9))
     head, tail = events[: len(events) // 4], events[len(events) // 4 :]
     kafka.seed_topic(topic, head)
-    stop_publishing = threading.Event()
-    publisher = _publisher(kafka, topic, tail, 200, stop_publishing)
+    publisher = _publisher(kafka, topic, tail, 200)
     group, state_topic, base = ingest_group(
         kafka,
         tmp_path,
@@ -180,17 +190,34 @@ def test_a_replica_paused_past_its_session_is_fenced_when_it_wakes(
         publisher.start()
         time.sleep(1.0)  # both replicas busy with the live stream
         procs[0].send_signal(signal.SIGSTOP)
-        frozen_at = committed_events(kafka, group, topic)
+        frozen_offsets = _committed_by_partition(kafka, group, topic)
+        deadline = time.monotonic() + 60
+        while frozen_offsets is None:  # the frozen commit pending: read once it is decided
+            assert time.monotonic() < deadline, "a commit stayed pending past its transaction timeout"
+            time.sleep(0.2)
+            frozen_offsets = _committed_by_partition(kafka, group, topic)
+        frozen_at = sum(frozen_offsets)
         # The survivor takes the frozen replica's partitions once its session ends, and gets
-        # past the frozen open transaction once the broker aborts it.
-        took_over = wait_until(lambda: committed_events(kafka, group, topic) >= frozen_at + 3000, 90, 0.2)
+        # past the frozen open transaction once the broker aborts it: every partition, the
+        # frozen one's included, commits again (3000 events in all on the survivor's own
+        # partitions alone would not show it, and a backlog makes them quick).
+
+        def taken_over() -> bool:
+            offsets = _committed_by_partition(kafka, group, topic)
+            return (
+                offsets is not None
+                and sum(offsets) >= frozen_at + 3000
+                and all(now > then for now, then in zip(offsets, frozen_offsets, strict=True))
+            )
+
+        took_over = wait_until(taken_over, 90, 0.2)
         assert took_over, "the survivor did not take over"
         assert publisher.is_alive(), "the stream finished while the replica was frozen; publish more slowly"
         procs[0].send_signal(signal.SIGCONT)  # the zombie wakes and tries to go on
-        publisher.join(120)
+        _published(publisher)
         wait_until(lambda: committed_events(kafka, group, topic) >= len(events), 120, 0.2)
     finally:
-        stop_publishing.set()
+        publisher.hurry()
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
@@ -227,8 +254,7 @@ def test_rebalance_churn_from_one_to_three_replicas_and_back_keeps_the_state_exa
     events = list(family_events(6000, 5, seed=31, deletes_every=11))
     head, tail = events[: len(events) // 10], events[len(events) // 10 :]
     kafka.seed_topic(topic, head)
-    stop_publishing = threading.Event()
-    publisher = _publisher(kafka, topic, tail, 150, stop_publishing)
+    publisher = _publisher(kafka, topic, tail, 150)
     group, state_topic, base = ingest_group(
         kafka, tmp_path, topic, "churn", BATCH_MAX_EVENTS="200", SESSION_TIMEOUT_MS="6000"
     )
@@ -256,10 +282,10 @@ def test_rebalance_churn_from_one_to_three_replicas_and_back_keeps_the_state_exa
             exit_codes.append(proc.wait(30))
             moving(1500)
         assert publisher.is_alive(), "the stream finished before the churn did; publish more slowly"
-        publisher.join(180)
+        _published(publisher)
         wait_until(lambda: committed_events(kafka, group, topic) >= len(events), 120, 0.2)
     finally:
-        stop_publishing.set()
+        publisher.hurry()
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
