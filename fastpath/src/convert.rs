@@ -283,3 +283,39 @@ pub fn logical_value<'a>(kind: Logical, conv: &Conv, raw: &'a J) -> R<Out<'a>> {
         _ => Err(Decline),
     }
 }
+
+/// A logical column's value as the Python decoder types it, for the row's source columns
+/// (`row::source_text`): the tag `connector.mapping.source_columns` writes for its Python type
+/// (`\u0000d` a date, `\u0000t` a UTC timestamp at full precision, `\u0000n` a decimal) and the
+/// text, as `date.isoformat()`, `datetime.isoformat()` and `str(Decimal)` give it; a decline
+/// for any other kind, and for decimals of a scale whose `str` could take an exponent.
+pub fn source_typed(kind: Logical, raw: &J) -> R<(&'static str, String)> {
+    let (tag, out) = match kind {
+        Logical::Date => ("\u{0}d", convert(&Conv::Date, raw)?),
+        Logical::Timestamp { divisor } => (
+            "\u{0}t",
+            convert(
+                &Conv::Timestamp {
+                    divisor,
+                    millis: false,
+                },
+                raw,
+            )?,
+        ),
+        Logical::Decimal { scale } if (0..=6).contains(&scale) => (
+            "\u{0}n",
+            convert(
+                &Conv::Decimal {
+                    scale: scale as u32,
+                    precision: 38,
+                },
+                raw,
+            )?,
+        ),
+        _ => return Err(Decline),
+    };
+    match out {
+        Out::Str(text) => Ok((tag, text)),
+        _ => Err(Decline),
+    }
+}

@@ -287,12 +287,9 @@ fn map_message<'a>(
         }
     }
     let source = if table.source_columns && !deleted {
-        // A typed column the Python path would restore as a decimal, date or timestamp
-        // (tagged in its text): the Python path writes that row.
-        if kinds.is_some_and(|k| k.keys().any(|c| !matches!(row.get(c), None | Some(J::Null)))) {
-            return Err(Decline);
-        }
-        Some(row::source_text(&table_name, row).ok_or(Decline)?)
+        // Typed (logical) columns as the Python decoder types them, tagged; a kind not followed
+        // there declines, and the Python path writes that row.
+        Some(row::source_text(&table_name, row, kinds).ok_or(Decline)?)
     } else {
         None
     };

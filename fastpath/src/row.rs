@@ -16,7 +16,8 @@ use std::sync::LazyLock;
 
 use memchr::memmem::{Finder, FinderRev};
 
-use crate::convert::Out;
+use crate::connect::Kinds;
+use crate::convert::{source_typed, Out};
 use crate::json::{self, Scalar, J};
 
 /// How every row starts: its version comes first.
@@ -123,15 +124,43 @@ fn push_plain_json(out: &mut Vec<u8>, value: &J) -> Option<()> {
     Some(())
 }
 
-/// The text of a row's `"src"` for an untyped source row, as
-/// `connector.mapping.source_columns.encode_source` writes it: `{"t":<table>,"c":<row>}`;
-/// `None` where the bytes could differ (the Python path writes the row then).
-pub fn source_text(table: &str, row: &J) -> Option<String> {
+/// The text of a row's `"src"`, as `connector.mapping.source_columns.encode_source` writes
+/// it: `{"t":<table>,"c":<row>}`, each logical column of `kinds` (a schema-wrapped message) as
+/// the Python decoder types it, tagged (`convert::source_typed`); `None` where the bytes could
+/// differ (the Python path writes the row then).
+pub fn source_text(table: &str, row: &J, kinds: Option<&Kinds>) -> Option<String> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"{\"t\":");
     push_json_str(&mut out, table);
     out.extend_from_slice(b",\"c\":");
-    push_plain_json(&mut out, row)?;
+    match (row, kinds) {
+        (J::Obj(pairs), Some(kinds)) if !kinds.is_empty() => {
+            if !json::unique_keys(pairs) {
+                return None;
+            }
+            out.push(b'{');
+            for (i, (name, value)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_json_str(&mut out, name);
+                out.push(b':');
+                match kinds.get(name.as_ref()) {
+                    Some(kind) if !value.is_null() => {
+                        let (tag, text) = source_typed(*kind, value).ok()?;
+                        out.push(b'{');
+                        push_json_str(&mut out, tag);
+                        out.push(b':');
+                        push_json_str(&mut out, &text);
+                        out.push(b'}');
+                    }
+                    _ => push_plain_json(&mut out, value)?,
+                }
+            }
+            out.push(b'}');
+        }
+        _ => push_plain_json(&mut out, row)?,
+    }
     out.push(b'}');
     String::from_utf8(out).ok()
 }
