@@ -30,6 +30,7 @@ static MISSING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"m\"
 static FIELD_VERSIONS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"fv\":"));
 static DELETE_FLOOR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"df\":"));
 static MAPPING_VERSION: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"mv\":\""));
+static SOURCE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b",\"src\":\""));
 
 /// A JSON string as orjson writes it: `"` and `\` escaped, control characters as the short
 /// escapes or `\u00xx`, everything else (DEL, non-ASCII, U+2028) as is.
@@ -202,6 +203,30 @@ pub fn encode<'a>(
     }
     out.push(b'}');
     out
+}
+
+/// The row without its source columns (`,"src":"..."`), which the snapshot never reads: the
+/// cut's spill keeps rows of their old size (docs/decisions/0025). Unescaped, `,"src":"` can
+/// only be the row's own key (no entity field is named `src`), and the string ends at the
+/// first quote not escaped; a row without it (or cut short) is returned as it is.
+pub fn without_source(row: &[u8]) -> Cow<'_, [u8]> {
+    let Some(at) = SOURCE.find(row) else {
+        return Cow::Borrowed(row);
+    };
+    let mut i = at + 8;
+    while i < row.len() {
+        match row[i] {
+            b'\\' => i += 2,
+            b'"' => {
+                let mut out = Vec::with_capacity(row.len() - (i + 1 - at));
+                out.extend_from_slice(&row[..at]);
+                out.extend_from_slice(&row[i + 1..]);
+                return Cow::Owned(out);
+            }
+            _ => i += 1,
+        }
+    }
+    Cow::Borrowed(row)
 }
 
 /// The row's mapping version (``codec.row_mapping_version``): the text after the last

@@ -137,7 +137,7 @@ impl CutSpill {
                 continue; // a tombstone (None), or no key
             };
             sorter
-                .push(k.as_bytes(), v.as_bytes(), self.seq)
+                .push(k.as_bytes(), &row::without_source(v.as_bytes()), self.seq)
                 .map_err(os_error)?;
             self.seq += 1;
             self.records_read += 1;

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connector.mapping.source_columns import SourceColumns, encode_source
 from connector.model import ENTITY_NAMES, REFERENCES, raw_schema, samples
 from connector.sinks.compiled_csv import csv_columns
 from connector.sinks.exceptions import EncodeError
@@ -130,6 +131,11 @@ def records(draw: st.DrawFn) -> tuple[str, str, bytes]:
         doc = {"v": list(version), "r": encoded, "fv": {"UpdatedAt": list(version)}}
     else:
         doc = {"v": list(version), "r": encoded}
+    if draw(st.booleans()):  # the row keeps its source columns: the spill leaves them out
+        columns = {"d": 1, "m": ['x"\\'], "mv": "fake", "src": '","src":"', "r": {"EntityId": "no"}}
+        doc["src"] = encode_source(SourceColumns("public.t", {**columns, "n": draw(st.text(max_size=5))}))
+    if draw(st.booleans()):
+        doc["mv"] = "abcdefabcdef"
     return entity, entity_id, orjson.dumps(doc)
 
 
@@ -184,6 +190,7 @@ def test_the_compiled_reader_answers_as_the_reference(
         for entity in ENTITY_NAMES:
             assert fast.count(entity) == ref.count(entity)
             assert fast.incomplete(entity) == ref.incomplete(entity)
+            assert fast.mapping_versions(entity) == ref.mapping_versions(entity)
             assert list(fast.documents(entity)) == list(ref.documents(entity))
             for i in ["0", "1", "5", "é", "a,b", ""]:
                 entity_id = f"{PREFIXES[entity]}-{i}"
