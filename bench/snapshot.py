@@ -1,7 +1,7 @@
 """Snapshot throughput and memory: state topic → cut → checks → gzip CSV files on an S3 server.
 
     .venv/bin/python bench/snapshot.py [--sizes 250000,1000000] [--level 6] [--levels 1,6]
-        [--api-records 100000] [--api-rate 20] [--pin | --no-pin]
+        [--api-records 100000] [--api-rate 20] [--pin | --no-pin] [--source-columns]
 
 Starts the project's Kafka broker and an S3-compatible server (moto, over HTTP), and for each
 size seeds a 3-partition state topic with that many live entities in a realistic mix (10 %
@@ -55,6 +55,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connector.devtools.kafka import KafkaBroker, fetch_jars
 from connector.devtools.s3_server import S3Server
+from connector.mapping.source_columns import SourceColumns
 from connector.model import REFERENCES, raw_schema, samples
 from connector.sinks.s3 import S3Storage
 from connector.snapshot.cut import take_cut
@@ -65,6 +66,9 @@ from connector.state.codec import encode_row, state_key
 from connector.state.resolve import StateRow
 
 PARTITIONS = 3
+SOURCE_COLUMNS = False
+"""``--source-columns``: each seeded row keeps its source columns too (``"src"``, as ingest
+writes it by default: docs/decisions/0025), so the cut reads rows of their real size."""
 DAY = dt.date(2026, 11, 25)
 API_KEY = "bench-key"
 MIX = {"Family": 0.10, "Provider": 0.001, "FamilyMember": 0.20, "Care": 0.20, "Claim": 0.30}
@@ -125,7 +129,15 @@ def _rows(total: int, families_only: bool = False) -> Iterator[tuple[bytes, byte
                     values[name] = dt.date(2020, 1, 1) + dt.timedelta(days=rng.randint(0, 2500))
                 elif kind == "timestamp-millis":
                     values[name] = base[name] + dt.timedelta(milliseconds=rng.randint(0, 10**10))
-            yield state_key(entity, entity_id), encode_row(StateRow(version, False, values))
+            source = None
+            if SOURCE_COLUMNS:  # the source row the values came from: its columns, same values
+                source = SourceColumns(f"public.{entity.lower()}", {_column(k): v for k, v in values.items()})
+            yield state_key(entity, entity_id), encode_row(StateRow(version, False, values, source=source))
+
+
+def _column(field: str) -> str:
+    """A field's name as a source column's (``FamilyName`` -> ``family_name``)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", field).lower()
 
 
 def _varying(entity: str) -> list[tuple[str, str]]:
@@ -472,7 +484,12 @@ def main() -> None:
         default=None,
         help="API route: simulator and client on separate CPUs (default: on with at least 2 CPUs)",
     )
+    parser.add_argument(
+        "--source-columns", action="store_true", help='seeded rows keep their source columns ("src")'
+    )
     args = parser.parse_args()
+    global SOURCE_COLUMNS
+    SOURCE_COLUMNS = args.source_columns
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.default_int_handler)
     sizes = [int(s) for s in args.sizes.split(",") if s]

@@ -104,7 +104,7 @@ class IngestSettings(BaseSettings):
     """Keep each state row's merged source columns (the source row its values were mapped
     from) next to its values, so a mapping rolled out later re-maps the rows the state already
     holds, without the source (the re-mapping pass, docs/decisions/0025). Costs state size
-    (about +70 % per row on the example's Family) and a few µs per event on the Python path;
+    (+94 % per row on the example's Family, every source column kept) and 1 to 3 µs per event;
     off, rows under an older mapping wait for their source to re-write them."""
     remap_rows_per_batch: int = Field(default=500, ge=1, le=100_000)
     """Rows the re-mapping pass re-maps at most in each ingest transaction (per owned
