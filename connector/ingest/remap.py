@@ -37,7 +37,7 @@ group metadata of the offsets; a pass-only transaction sends the owned partition
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +117,7 @@ class RemapPass:
         state_topic: str,
         dlq_topic: str,
         registry_topic: str | None = None,
+        on_dead_letter: Callable[[str], None] | None = None,
     ) -> None:
         self.mapper = mapper
         self.versions = dict(mapper.versions)
@@ -128,6 +129,8 @@ class RemapPass:
         self.registry_topic = registry_topic
         """Where each step's progress is copied, in the same transaction (None: nowhere), for
         the snapshot's ``wait`` policy, which reads the small registry, not the state."""
+        self.on_dead_letter = on_dead_letter
+        """Told each dead letter's reason, as an event's is (``carecloud_dlq_events_total``)."""
         self.done: set[int] = set()
         """Owned partitions whose sweep is known finished (their record is not read per batch)."""
         self.left: dict[int, int] = {}
@@ -312,6 +315,8 @@ class RemapPass:
         headers = dead_letter_headers(Position(self.state_topic, partition, -1), error, reason)
         headers.append(("carecloud.remap", f"{entity} -> {self.versions[entity]}".encode()))
         producer.produce(self.dlq_topic, None, state_key(entity, entity_id), headers=headers)
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(reason)
 
 
 def _topic_of(mapper: Mapper, table: str) -> str:

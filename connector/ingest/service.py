@@ -172,6 +172,7 @@ class IngestService(Transactions):
             state_topic=self.ingest.state_topic,
             dlq_topic=self.ingest.dlq_topic,
             registry_topic=self.ingest.mapping_topic_name,
+            on_dead_letter=self.report.dead_letter,
         )
         # The producer refuses what the topics would refuse, and the loop refuses it before the
         # producer does: a state row or dead letter over the limit is a dead letter by

@@ -109,9 +109,16 @@ def _expected(text: str, events: list[tuple[bytes, bytes]]) -> dict[bytes, dict[
     return out
 
 
-def _pass(text: str, rows_per_batch: int = 1000) -> RemapPass:
+def _pass(text: str, rows_per_batch: int = 1000, reasons: list[str] | None = None) -> RemapPass:
     mapper = Mapper(parse_mapping(text), source_columns=True)
-    return RemapPass(mapper, {}, rows_per_batch=rows_per_batch, state_topic="state", dlq_topic="dlq")
+    return RemapPass(
+        mapper,
+        {},
+        rows_per_batch=rows_per_batch,
+        state_topic="state",
+        dlq_topic="dlq",
+        on_dead_letter=None if reasons is None else reasons.append,
+    )
 
 
 def _step(
@@ -178,12 +185,14 @@ def test_rows_the_new_mapping_refuses_are_dead_lettered_once_and_keep_their_vers
     _step(_pass(FAILING, rows_per_batch=25), store, producer, commit=False)  # killed: nothing stays
     assert producer.sent  # dead letters of the aborted transaction: aborted with it
     producer.sent.clear()
-    remap = _pass(FAILING, rows_per_batch=5)
+    reasons: list[str] = []
+    remap = _pass(FAILING, rows_per_batch=5, reasons=reasons)
     while remap.due({0: store}):
         _step(remap, store, producer)
     pending = {k for k, v in _rows(store).items() if stored_values(v)["Status"] == "PENDING"}
     assert pending
     assert Counter(key for _, _, key, _ in producer.sent) == dict.fromkeys(pending, 1)
+    assert reasons == ["unknown_enum_symbol"] * len(pending)  # counted as an event's dead letter
     for topic, value, _, headers in producer.sent:
         names = dict(headers)
         assert (topic, value) == ("dlq", None)  # by reference: never the row's values
