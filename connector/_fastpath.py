@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 EXTENSION = "carecloud_fastpath"
-CONTRACT_VERSION = 6
+CONTRACT_VERSION = 7
 """The contract this package expects; fastpath/src/contract.rs holds the extension's.
 Contract 3: ``Core.map`` takes the source partition's snapshot generation (docs/decisions/0019);
 4: ``CutSpill.sweep`` and ``CutSpill.swept`` (the re-snapshot's sweep); 6: the plan's

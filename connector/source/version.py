@@ -35,6 +35,7 @@ import orjson
 from connector.errors import DecodeError
 
 __all__ = [
+    "NO_LAST_COMMIT",
     "PHASE_SNAPSHOT",
     "PHASE_STREAM",
     "Version",
@@ -53,6 +54,11 @@ PHASE_SNAPSHOT = 0
 """A snapshot read of generation 0 (MySQL, and rows written before generations existed)."""
 PHASE_STREAM = 1
 """A streamed change of generation 0; ``with_generation`` lifts it to ``2 * G + 1``."""
+NO_LAST_COMMIT = 1
+"""``Version.row`` of a PostgreSQL position whose last commit is null (``[null, lsn]``): a
+snapshot's read, or the first transaction streamed after a snapshot, which ``predates`` cannot
+place (its LSNs may lie below the snapshot's). Other PostgreSQL positions have row 0; the two
+never share a ``(major, minor)``, so the order is unchanged."""
 
 
 class Version(NamedTuple):
@@ -113,8 +119,9 @@ def _postgres_position(source: dict[str, Any], offset: int) -> Version:
         # The first transaction after a (re-)snapshot has no last commit (null): it follows every
         # commit before its own LSN, so that LSN stands in for it; 0 would put it below the
         # changes streamed before a lost slot (docs/decisions/0019).
-        major = minor if pair[0] is None else _lsn(pair[0], "sequence[0]")
-        return Version(phase, major, minor, 0, offset)
+        if pair[0] is None:
+            return Version(phase, minor, minor, NO_LAST_COMMIT, offset)
+        return Version(phase, _lsn(pair[0], "sequence[0]"), minor, 0, offset)
     if "lsn" in source and source["lsn"] is not None:
         # Without ``sequence`` the commit order is unknown: order by the event LSN alone, which
         # is right for events of one transaction and for non-overlapping transactions.
@@ -165,9 +172,20 @@ def predates(version: Version, generation: int) -> bool:
     it unless its own position (``sequence``) is at or past the snapshot's LSN: a change
     streamed after the re-snapshot into a partition that the re-snapshot read nothing from is
     still of the older generation there, but its LSN is above the snapshot's.
+
+    Except a change whose position cannot be placed: the first transaction streamed after a
+    snapshot has no last commit (``[null, lsn]``, marked ``row == NO_LAST_COMMIT``), and when it
+    was in flight as the snapshot began, its changes' LSNs lie *below* the snapshot's although
+    it committed after it (tests/integration/test_source_snapshot_boundary.py: a row inserted
+    so was swept from every snapshot). Every later transaction's last commit is at or past the
+    snapshot's LSN, so only this one is ambiguous, and it is never swept. The cost: a row whose
+    last change was the first transaction after an *older* snapshot, deleted during a lost
+    slot's gap, is delivered until its source writes it again (docs/decisions/0019).
     """
     if version.phase >= 2 * generation:
         return False
     if not version.phase & 1:
         return True
+    if version.row == NO_LAST_COMMIT and version.major == version.minor:
+        return False
     return max(version.major, version.minor) < generation

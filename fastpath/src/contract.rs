@@ -15,5 +15,6 @@
 /// 5: the plan's tables carry `mapping_version`, which the encoded row ends with (`"mv"`), and
 /// `CutSpill.mapping_versions` (docs/decisions/0023). 6: the plan's tables carry
 /// `source_columns`, and the encoded row then keeps the source row as `"src"` before `"mv"`
-/// (docs/decisions/0025).
-pub const CONTRACT_VERSION: u32 = 6;
+/// (docs/decisions/0025). 7: a PostgreSQL position whose last commit is null carries 1 as its
+/// row (`version::NO_LAST_COMMIT`), which `predates` never sweeps (docs/decisions/0019).
+pub const CONTRACT_VERSION: u32 = 7;

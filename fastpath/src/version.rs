@@ -7,6 +7,9 @@
 use crate::convert::{absent, int_of, Decline, R};
 use crate::json::{self, J};
 
+/// The position's row when its last commit is null (`connector.source.version.NO_LAST_COMMIT`).
+pub const NO_LAST_COMMIT: i128 = 1;
+
 /// An LSN: decimal text of a u64 in ASCII digits, a JSON integer, or null (0).
 fn lsn(v: &J) -> R<i128> {
     match v {
@@ -38,14 +41,13 @@ pub fn postgres_version(source: &J, phase: i128) -> R<[i128; 4]> {
     };
     match pair {
         J::Arr(items) if items.len() == 2 => {
-            // A null last commit (the first transaction after a snapshot): its own LSN stands in.
+            // A null last commit (a snapshot's read, or the first transaction after a
+            // snapshot): its own LSN stands in, and the row marks it (`NO_LAST_COMMIT`).
             let minor = lsn(&items[1])?;
-            let major = if matches!(items[0], J::Null) {
-                minor
-            } else {
-                lsn(&items[0])?
-            };
-            Ok([phase, major, minor, 0])
+            if matches!(items[0], J::Null) {
+                return Ok([phase, minor, minor, NO_LAST_COMMIT]);
+            }
+            Ok([phase, lsn(&items[0])?, minor, 0])
         }
         _ => Err(Decline),
     }
@@ -83,13 +85,17 @@ pub fn postgres_phase(position: [i128; 4], initial: bool, generation: u64) -> R<
 }
 
 /// Whether a row last written at `version` is older than the snapshot of `generation`, which
-/// then, complete and not having read it, swept it (`connector.source.version.predates`).
+/// then, complete and not having read it, swept it (`connector.source.version.predates`: the
+/// first transaction after a snapshot, `[null, lsn]`, cannot be placed and is never swept).
 pub fn predates(version: &[i128; 5], generation: i128) -> bool {
     if version[0] >= 2 * generation {
         return false;
     }
     if version[0] & 1 == 0 {
         return true;
+    }
+    if version[3] == NO_LAST_COMMIT && version[1] == version[2] {
+        return false;
     }
     version[1].max(version[2]) < generation
 }

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from connector.model import ENTITY_NAMES, samples
 from connector.snapshot.plan import make_plan
-from connector.source.version import Version, predates
+from connector.source.version import NO_LAST_COMMIT, Version, predates
 from connector.state.codec import encode_row, state_key
 from connector.state.resolve import StateRow
 from connector.state.sweep import Completion, completion_key, encode_completion, encode_position, position_key
@@ -35,6 +35,7 @@ VERSIONS = st.sampled_from(
         Version(2 * 300, 300, 300, 0, 2),  # the older snapshot's read
         Version(2 * 300 + 1, 400, 410, 0, 3),  # changed after it, before the gap
         Version(2 * 300 + 1, 510, 520, 0, 4),  # changed after the re-snapshot, no read here
+        Version(2 * 300 + 1, 480, 480, NO_LAST_COMMIT, 7),  # the first transaction after it, unplaced
         Version(2 * GENERATION, GENERATION, GENERATION, 0, 5),  # read by the re-snapshot
         Version(2 * GENERATION + 1, 600, 610, 0, 6),  # changed after it
     ]

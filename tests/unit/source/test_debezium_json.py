@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from connector.ingest.generations import Generations
 from connector.source import ChangeEvent, DebeziumJsonDecoder, Op, Transaction
 from connector.source.debezium import _Wrapped
-from connector.source.version import PHASE_SNAPSHOT, PHASE_STREAM, Version
+from connector.source.version import NO_LAST_COMMIT, PHASE_SNAPSHOT, PHASE_STREAM, Version
 from tests.unit.source.source_helpers import FIXTURES, fixture_doc, message, to_message
 
 UTC = dt.UTC
@@ -52,7 +52,7 @@ def test_postgres_snapshot_read_is_typed_and_versioned_as_snapshot() -> None:
     assert event is not None
     assert (event.table, event.op, event.key) == ("public.families", Op.READ, {"id": 1001})
     # Phase: twice the snapshot's LSN (its generation); a null last commit takes the LSN.
-    assert event.version == Version(2 * 34389280, 34389280, 34389280, 0, 0)
+    assert event.version == Version(2 * 34389280, 34389280, 34389280, NO_LAST_COMMIT, 0)
     assert event.snapshot_end is None  # "first": the snapshot goes on
     assert event.row == {
         "id": 1001,
