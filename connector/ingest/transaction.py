@@ -83,6 +83,7 @@ class Transactions(Messages):
         self._check_fatal()
         msgs = [m for m in msgs if not self._skip_error(m)]
         due = self.remap.due(self.stores) if self.remap is not None else []
+        self._remap_report({})  # the progress the stores hold (a restarted process reports it too)
         if not msgs and not due:
             self.report.lag(consumer)
             return 0
@@ -156,9 +157,8 @@ class Transactions(Messages):
             self._remap_aborted()
             return 0
         self.generations.commit()
-        if self.remap is not None and due:
-            left, kept = sum(self.remap.left.values()), sum(self.remap.kept.values())
-            self.metrics.remap_progress(remapped, left, kept)
+        if due:
+            self._remap_report(remapped)
             self.counts.update({f"remap_{k}": v for k, v in remapped.items()})
         for partition, view in views.items():
             if view.encoded:
@@ -188,6 +188,12 @@ class Transactions(Messages):
                 )
             totals.update(self.remap.step(partition, view, producer))
         return totals
+
+    def _remap_report(self, counts: dict[str, int]) -> None:
+        """The pass's metrics: ``counts`` of a committed step, and the rows left and kept."""
+        if self.remap is not None:
+            left, kept = sum(self.remap.left.values()), sum(self.remap.kept.values())
+            self.metrics.remap_progress(counts, left, kept)
 
     def _remap_aborted(self) -> None:
         if self.remap is not None:

@@ -127,6 +127,7 @@ def test_every_alert_has_a_firing_and_a_quiet_promtool_case() -> None:
         "CareCloudNoDeliveryFor26Hours",
         "CareCloudNotReady",
         "CareCloudRowsUnderOlderMapping",
+        "CareCloudRemapRowsKept",
         "CareCloudSourceSchemaMismatch",
         "CareCloudTransactionsHeldOut",
     }
