@@ -16,8 +16,9 @@ group metadata of the offsets; a pass-only transaction sends the owned partition
 
 - **Resumable, exactly once.** The progress is a reserved record of the state partition,
   ``~remap/<partition>``: the versions the sweep brings rows to, the last key it visited, its
-  counts, the rows still to visit (copied to the mapping registry's ``remap/<partition>`` in the
-  same transaction, where the snapshot's ``wait`` policy reads it). A killed pass resumes after
+  counts, the rows still to visit (counted first, in bounded steps too; copied to the mapping
+  registry's ``remap/<partition>`` in the same transaction, where the snapshot's ``wait``
+  policy reads it). A killed pass resumes after
   the last committed key; a row re-mapped and committed carries the current version, so even a
   sweep started again skips it. A new mapping (other versions) starts a new sweep from the
   first key.
@@ -84,11 +85,16 @@ class Progress:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     left: int = 0
     """Rows under an older mapping the sweep has still to visit."""
+    counted_to: bytes | None = None
+    """How far the count of ``left`` has got (it runs first, in bounded steps too)."""
+    counted: bool = False
 
     def encode(self) -> bytes:
         doc: dict[str, Any] = {"versions": self.versions, "done": self.done, "counts": self.counts}
         doc["after"] = None if self.after is None else self.after.decode()
         doc["left"] = self.left
+        doc["counted"] = self.counted
+        doc["counted_to"] = None if self.counted_to is None else self.counted_to.decode()
         return orjson.dumps(doc)
 
     @classmethod
@@ -97,7 +103,16 @@ class Progress:
         after = doc.get("after")
         counts = {**dict.fromkeys(OUTCOMES, 0), **doc.get("counts", {})}
         start = None if after is None else after.encode()
-        return cls(doc["versions"], start, doc["done"], counts, doc["left"])
+        counted_to = doc.get("counted_to")
+        return cls(
+            doc["versions"],
+            start,
+            doc["done"],
+            counts,
+            doc["left"],
+            None if counted_to is None else counted_to.encode(),
+            doc.get("counted", True),
+        )
 
     @property
     def kept(self) -> int:
@@ -172,9 +187,11 @@ class RemapPass:
         raw = view.encoded[key] if key in view.encoded else view.store.get(key)
         progress = None if raw is None else Progress.decode(raw)
         if progress is None or progress.versions != self.versions:
-            progress = Progress(dict(self.versions), left=self._count_older(view.store))
+            progress = Progress(dict(self.versions))
         counts = dict.fromkeys(OUTCOMES, 0)
-        if not progress.done:
+        if not progress.counted:
+            self._count_older(progress, view.store)
+        if progress.counted and not progress.done:
             progress.done = self._sweep(partition, progress, counts, view, producer)
         for name, n in counts.items():
             progress.counts[name] += n
@@ -215,15 +232,24 @@ class RemapPass:
         progress.left = 0
         return True
 
-    def _count_older(self, store: PartitionStore) -> int:
-        """Rows under an older mapping in ``store``: what a new sweep has to visit."""
-        older = 0
-        for row_key, raw in store.items():
+    def _count_older(self, progress: Progress, store: PartitionStore) -> None:
+        """Count the rows under an older mapping (``progress.left``, what the sweep has to
+        visit) from where the count got to, as many as a step may look at; the sweep starts in
+        the step that finishes the count, so a store larger than that is counted over several
+        transactions rather than in one long one."""
+        examined = 0
+        for row_key, raw in store.items(start=progress.counted_to):
             if row_key[:1] == RESERVED:
                 break
+            if row_key == progress.counted_to:
+                continue
             if self._older(row_key, raw) is not None:
-                older += 1
-        return older
+                progress.left += 1
+            progress.counted_to = row_key
+            examined += 1
+            if examined >= self.rows_per_batch * _EXAMINED_PER_REMAPPED:
+                return
+        progress.counted = True
 
     def _older(self, row_key: bytes, raw: bytes) -> str | None:
         """The entity of a live complete row under an older mapping, else None (unparsed)."""

@@ -268,3 +268,15 @@ def test_each_step_copies_its_progress_to_the_registry_where_the_wait_policy_rea
         registry.absorb(key, value)
     assert registry.remap_pending(1) == []
     assert registry.remap_pending(2) == [1]  # a partition whose pass has not reported yet
+
+
+def test_a_store_larger_than_a_step_is_counted_over_several_steps_before_its_sweep(tmp_path: Path) -> None:
+    store = _store(tmp_path, MAPPING, _events(120))
+    remap, producer = _pass(NEW, rows_per_batch=1), Producer()  # a step looks at 50 rows at most
+    assert _step(remap, store, producer)["remapped"] == 0
+    assert _step(remap, store, producer)["remapped"] == 0
+    assert _step(remap, store, producer)["remapped"] == 1  # the count ends, the sweep begins
+    assert remap.left == {0: 119}
+    progress = Progress.decode(store.get(progress_key(0)) or b"")
+    assert progress.counted
+    assert progress.left == 119
