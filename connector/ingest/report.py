@@ -69,29 +69,47 @@ class IngestReport:
     def lag(self, consumer: Consumer) -> None:
         """Lag per assigned partition: the cached watermark and position when the consumer has
         them (no broker call), else the committed offset and a watermark query, at most every
-        ``_LAG_QUERY_EVERY_S`` per partition."""
+        ``_LAG_QUERY_EVERY_S`` per partition.
+
+        The committed offsets of every partition lacking a position are asked in one request: a
+        partition has none until a message of it is consumed, so an idle source (most of a
+        mapping's topic partitions, most of the time) would otherwise cost a blocking round
+        trip per partition, and those stalled the batch loop for about 0.5 s each (18 idle
+        partitions held it about 9 s in every 10). The watermark is asked only when the
+        consumer has not fetched the partition yet.
+        """
         assigned = consumer.assignment()
         if not assigned:
             return
         now = time.monotonic()
+        known: dict[tuple[str, int], tuple[int, int]] = {}
         for tp in consumer.position(assigned):
+            key = (tp.topic, tp.partition)
             _, high = consumer.get_watermark_offsets(tp, cached=True)
-            position = tp.offset
-            if high < 0 or position < 0:
-                key = (tp.topic, tp.partition)
-                if now - self._queried.get(key, -_LAG_QUERY_EVERY_S) < _LAG_QUERY_EVERY_S:
-                    continue
+            if high >= 0 and tp.offset >= 0:
+                self.metrics.set_lag(tp.topic, tp.partition, high - tp.offset)
+            elif now - self._queried.get(key, -_LAG_QUERY_EVERY_S) >= _LAG_QUERY_EVERY_S:
                 self._queried[key] = now
+                known[key] = (tp.offset, high)
+        if not known:
+            return
+        lacking = [TopicPartition(t, p) for (t, p), (position, _) in known.items() if position < 0]
+        committed: dict[tuple[str, int], int] = {}
+        if lacking:
+            try:
+                committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(lacking, 2.0)}
+            except KafkaException:
+                return
+        for (topic, partition), (position, high) in known.items():
+            if high < 0:
                 try:
-                    _, high = consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
-                    if position < 0:
-                        position = consumer.committed([TopicPartition(tp.topic, tp.partition)], 2.0)[0].offset
+                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 2.0, False)
                 except KafkaException:
                     continue
-                if position < 0:
-                    position = 0  # nothing committed yet: everything is behind
+            if position < 0:
+                position = max(committed.get((topic, partition), 0), 0)  # none committed: all behind
             if high >= 0:
-                self.metrics.set_lag(tp.topic, tp.partition, high - position)
+                self.metrics.set_lag(topic, partition, high - position)
 
     def assigning(self, partition: int) -> None:
         """A partition arrives: its restore series exist at once, at zero."""
