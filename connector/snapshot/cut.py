@@ -43,6 +43,7 @@ from connector.state.codec import (
     row_mapping_version,
     split_key,
     stored_version,
+    without_source,
 )
 from connector.state.ledger import RESERVED
 from connector.state.sweep import SweepPlan, sweep_plan, sweep_report
@@ -145,6 +146,7 @@ class StateReader:
                 continue
             if key is None or value is None:
                 continue  # a tombstone follows its delete marker, which already outranks the rows
+            value = without_source(value)  # never read by a snapshot: kept out of the spill
             self.records_read += 1
             if key in chosen or may_exist(key):
                 self._keep_newer(key, value, chosen)

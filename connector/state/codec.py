@@ -11,6 +11,7 @@ and keys of one entity sort together (prefix scans per entity).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -37,6 +38,7 @@ __all__ = [
     "stored_values",
     "stored_values_and_source",
     "stored_version",
+    "without_source",
 ]
 
 _SEP = b"/"
@@ -90,6 +92,17 @@ def encode_row(row: StateRow, *, deleted_at_ms: int | None = None) -> bytes:
 
 
 _MV = b'"mv":"'
+_SOURCE = re.compile(rb',"src":"(?:[^"\\]|\\.)*"', re.DOTALL)
+"""A row's source columns: the key and its JSON string (``encode_row``); unescaped, ``,"src":"``
+can only be the row's own key (no entity field is named ``src``)."""
+
+
+def without_source(data: bytes) -> bytes:
+    """The row without its source columns, which a snapshot never reads: what the cut readers
+    keep of a row (the compiled one's ``row::without_source`` does the same)."""
+    if b',"src":"' not in data:
+        return data
+    return _SOURCE.sub(b"", data, count=1)
 
 
 def row_mapping_version(data: bytes) -> str | None:

@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 from connector.mapping.change import EntityChange
 from connector.mapping.source_columns import SourceColumns, decode_source, encode_source
 from connector.source.version import Version
-from connector.state.codec import decode_row, encode_row, is_complete, is_deleted, row_mapping_version
+from connector.state.codec import (
+    decode_row,
+    encode_row,
+    is_complete,
+    is_deleted,
+    row_mapping_version,
+    without_source,
+)
 from connector.state.resolve import StateRow, merge, source_of
 
 FIELDS = ("EntityId", "Name", "Notes", "Status")
@@ -157,3 +164,12 @@ def test_typed_values_round_trip_and_the_encoding_is_a_string_the_unparsed_reade
     assert not is_deleted(raw)
     assert row_mapping_version(raw) == "abcdefabcdef"  # nor one named mv
     assert source_of(decode_row("Family", raw)) == source
+
+
+def test_the_python_cut_reader_keeps_a_row_without_its_source_columns() -> None:
+    # The compiled reader's spill does the same (tests/unit/snapshot/test_compiled_cut.py).
+    source = SourceColumns(TABLE, {"d": 1, "q": 'a"b\\\\', "src": '","src":"'})
+    row = StateRow(v(3), False, {"EntityId": "FAM-1"}, mapping_version="abcdefabcdef", source=source)
+    plain = StateRow(v(3), False, {"EntityId": "FAM-1"}, mapping_version="abcdefabcdef")
+    assert without_source(encode_row(row)) == encode_row(plain)
+    assert without_source(encode_row(plain)) == encode_row(plain)
