@@ -290,10 +290,11 @@ class RemapPass:
         """One row to the current mapping: ``remapped``, ``failed`` (a dead letter) or
         ``no_source``."""
         source = source_of(row)
-        if source is None or not source.complete or source.table not in self.topics:
+        if source is None or not source.complete:
             return "no_source"
         event = ChangeEvent(
-            Position(self.topics[source.table], partition, -1),
+            # A table the mapping no longer has: the mapper refuses it (unknown_table).
+            Position(self.topics.get(source.table) or _topic_of(self.mapper, source.table), partition, -1),
             source.table,
             Op.UPDATE,
             None,

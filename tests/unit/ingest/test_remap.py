@@ -280,3 +280,11 @@ def test_a_store_larger_than_a_step_is_counted_over_several_steps_before_its_swe
     progress = Progress.decode(store.get(progress_key(0)) or b"")
     assert progress.counted
     assert progress.left == 119
+
+
+def test_rows_of_a_table_the_mapping_no_longer_has_are_dead_letters_naming_it(tmp_path: Path) -> None:
+    store = _store(tmp_path, MAPPING, _events(10))
+    renamed = MAPPING.replace("  public.family:", "  public.households:")
+    remap, producer = _pass(renamed), Producer()
+    assert _step(remap, store, producer) == {"remapped": 0, "failed": 10, "no_source": 0}
+    assert {dict(headers)["carecloud.reason"] for _, _, _, headers in producer.sent} == {b"unknown_table"}
