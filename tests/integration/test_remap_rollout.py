@@ -30,6 +30,7 @@ from connector.ingest.remap import PROGRESS_PREFIX, Progress
 from connector.mapping import parse_mapping
 from connector.mapping.versions import entity_versions
 from connector.sinks.local import LocalStorage
+from connector.state.mapping_registry import read_registry
 from tests.integration.family_ingest import MAPPING, PARTITIONS, committed_events, ingest_env, wait_until
 from tests.integration.snapshot_helpers import published, snapshot_run
 from tests.integration.state_helpers import read_state, state_records
@@ -133,6 +134,8 @@ def test_a_re_mapping_pass_killed_part_way_resumes_and_the_snapshot_is_the_new_m
         if not at_kill[v1] or all(p.done for p in progress.values()):
             pytest.fail("the pass finished before the kill; slow it down")  # keeps the test honest
         assert set(at_kill) == {v1, v2}  # part-way: both versions in the state
+        registry = read_registry(kafka.config(), f"{state_topic}.mappings")
+        assert registry.remap_pending(PARTITIONS)  # what the snapshot's wait policy would wait for
 
         proc = start(new_file)  # fences the killed one (same transactional.id) and resumes
         feeder.join(120)
@@ -153,6 +156,10 @@ def test_a_re_mapping_pass_killed_part_way_resumes_and_the_snapshot_is_the_new_m
     assert proc.returncode == 0
 
     progress = _progress(kafka, state_topic)
+    # The registry's copy, committed with the same transactions, says the same: wait would cut now.
+    registry = read_registry(kafka.config(), f"{state_topic}.mappings")
+    assert registry.remap_pending(PARTITIONS) == []
+    assert {p: d["done"] for p, d in registry.remap.items()} == dict.fromkeys(range(PARTITIONS), True)
     assert sum(p.counts["failed"] + p.counts["no_source"] for p in progress.values()) == 0  # no dead letter
     assert _by_version(kafka, state_topic) == {v2: 1500}  # every row under the new mapping
 
