@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -119,6 +119,8 @@ class BatchView:
     offers: list[CarryOffer] = field(default_factory=list)
     """Primary-key updates' carry offers this batch made (``connector.state.carry``), for the
     loop to send to every partition in the batch's transaction."""
+    sources_dropped: int = 0
+    """Rows this batch wrote without their source columns, which would not have fit."""
     ledger: dict[str, list[tuple[str, int, bytes]]] = field(default_factory=dict)
     """With transaction tracking: per source transaction, ``(table, order, state key)`` of its
     events this batch applied here (``connector.state.ledger``), written by ``emit_ledger``."""
@@ -179,7 +181,9 @@ class BatchView:
                 return apply_change(self, as_change(change))
             if change.version <= stored:
                 return Outcome.STALE
-        self._check_size(change.key, change.row)
+        if len(change.key) + len(change.row) > self.row_limit:
+            # Too large as it is: ``put`` writes it without its source columns if that fits.
+            return apply_change(self, as_change(change))
         self.live_before.setdefault(ident, raw is not None)
         self.encoded[change.key] = change.row
         self.complete_after[ident] = True
@@ -216,9 +220,17 @@ class BatchView:
 
     def put(self, entity: str, entity_id: str, row: StateRow) -> None:
         """Encode first, then record: an event whose row cannot be encoded or is too large
-        leaves the view as it was (the per-message barrier dead-letters it)."""
+        leaves the view as it was (the per-message barrier dead-letters it).
+
+        A row that its source columns alone take over the state topic's limit is written
+        without them (a near-limit event is still applied, as before rows kept them); the
+        re-mapping pass counts it as having none (docs/decisions/0025)."""
         key = state_key(entity, entity_id)
         value = encode_row(row, deleted_at_ms=self.stamp_ms)
+        if len(key) + len(value) > self.row_limit and row.source is not None:
+            row = replace(row, source=None)
+            value = encode_row(row, deleted_at_ms=self.stamp_ms)
+            self.sources_dropped += 1
         self._check_size(key, value)
         self.rows[(entity, entity_id)] = row
         self.complete_after[(entity, entity_id)] = row.complete

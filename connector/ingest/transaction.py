@@ -163,6 +163,12 @@ class Transactions(Messages):
         for partition, view in views.items():
             if view.encoded:
                 view.store.write(view.encoded, self._delivered[partition] + 1)
+            if view.sources_dropped:
+                self.counts["source_columns_dropped"] += view.sources_dropped
+                log.info(
+                    "rows written without their source columns: with them they exceed the topic's limit",
+                    extra={"partition": partition, "count": view.sources_dropped},
+                )
         for partition, count in purged.items():
             self.counts["purged_markers"] += count
             log.info("delete markers purged", extra={"partition": partition, "count": count})

@@ -9,6 +9,7 @@ family's last event (the expected state under the new mapping), never a mix.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from connector.ingest.batch import BatchView
 from connector.ingest.remap import Progress, RemapPass, progress_key
 from connector.mapping import Mapper, parse_mapping
 from connector.source import Position, make_decoder
-from connector.state.apply import MemoryStore, apply_change
+from connector.state.apply import MemoryStore, Outcome, apply_change
 from connector.state.codec import decode_row, encode_row, row_mapping_version, state_key, stored_values
 from connector.state.mapping_registry import Registry
 from connector.state.resolve import merge
@@ -288,3 +289,19 @@ def test_rows_of_a_table_the_mapping_no_longer_has_are_dead_letters_naming_it(tm
     remap, producer = _pass(renamed), Producer()
     assert _step(remap, store, producer) == {"remapped": 0, "failed": 10, "no_source": 0}
     assert {dict(headers)["carecloud.reason"] for _, _, _, headers in producer.sent} == {b"unknown_table"}
+
+
+def test_a_row_its_source_columns_take_over_the_limit_is_written_without_them(tmp_path: Path) -> None:
+    key, value = _events(1)[0]
+    event = make_decoder("debezium-json").decode(key, value, None, Position(TOPIC, 0, 0))
+    assert event is not None
+    change = Mapper(parse_mapping(MAPPING), source_columns=True).map(event)
+    row = merge(None, change)
+    assert row is not None
+    assert row.source is not None
+    bare = encode_row(replace(row, source=None))
+    state = state_key(change.entity, change.entity_id)
+    view = BatchView(PartitionStore(tmp_path / "p0"), Emitted(), 0, row_limit=len(state) + len(bare))
+    assert apply_change(view, change) is Outcome.APPLIED  # applied, as before rows kept sources
+    assert view.sources_dropped == 1
+    assert view.encoded[state] == bare
