@@ -8,11 +8,14 @@ Two sources, one report (``MappingDiff``):
   events that would fail under the new mapping (dead letters it has and the current one does
   not), by reason.
 - ``state_diff``: the live state read-only against the mapping registry (``validate --mapping
-  NEW --preview``). The state keeps mapped rows, so what can be computed from them is:
-  EntityId moves (the old template read backwards, ``mapping.id_moves``: the same counts the
-  start-up refusal gives), and fields whose enum map or constant changed (the old enum map
-  read backwards gives the source code); a field whose column or conversion changed is
-  counted as "to re-map" on every row, as its new value needs the source row.
+  NEW --preview``). EntityId moves come from the stored ids (the old template read backwards,
+  ``mapping.id_moves``: the same counts the start-up refusal gives). A row that keeps its
+  source columns (decision 0025) is mapped again by ``ingest.remap.remap_change``, the code
+  the re-mapping pass runs, so its changed fields and its failures (by reason) are exactly
+  what the pass will do. A row without them is estimated from its stored values: fields whose
+  enum map or constant changed (the old enum map read backwards gives the source code), and a
+  field whose column or conversion changed counted as "to re-map" (its new value needs the
+  source row).
 
 Counts and field names only in ``as_json``; a few EntityIds in ``examples``, for a terminal.
 """
@@ -20,17 +23,22 @@ Counts and field names only in ``as_json``; a few EntityIds in ``examples``, for
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from connector.ingest.barrier import dead_letter_cause
+from connector.ingest.remap import remap_change, table_topics
 from connector.ingest.replay import ReplayResult
+from connector.mapping import Mapper
 from connector.mapping.id_moves import count_moves
 from connector.mapping.versions import Descriptor, identity_changes
 from connector.model import raw_schema
+from connector.state.codec import decode_row, encode_row, stored_values
 from connector.state.mapping_registry import Registry
+from connector.state.resolve import StateRow
 
-__all__ = ["EntityDiff", "MappingDiff", "replay_diff", "state_diff"]
+__all__ = ["EntityDiff", "ExactRows", "MappingDiff", "replay_diff", "state_diff"]
 
 _EXAMPLES = 3
 
@@ -56,7 +64,8 @@ class EntityDiff:
     failing: Counter[str] = field(default_factory=Counter)
     """Per reason: records (state) or events (replay) the new mapping refuses."""
     to_remap: int = 0
-    """``state_diff``: rows whose new values need their source row (a column or conversion changed)."""
+    """``state_diff``: rows without source columns whose new values need their source row (a
+    column or conversion changed)."""
     fields_to_remap: tuple[str, ...] = ()
     examples: list[str] = field(default_factory=list)
 
@@ -199,12 +208,45 @@ def _remapped(
     return mapped, None
 
 
+@dataclass(frozen=True)
+class ExactRows:
+    """What lets ``state_diff`` map rows again as the re-mapping pass will: the new mapping's
+    ``Mapper`` and the stored rows (their bytes) of each entity by EntityId."""
+
+    mapper: Mapper
+    rows: Mapping[str, Mapping[str, bytes]]
+
+
+def _exact(
+    mapper: Mapper, topics: Mapping[str, str], entity: str, entity_id: str, raw: bytes, values: dict[str, Any]
+) -> set[str] | str | None:
+    """The fields whose stored value the new mapping changes, mapped from the row's source
+    columns; the reason it refuses the row; None when the row keeps no source columns."""
+    row = decode_row(entity, raw, typed=False)
+    try:
+        change = remap_change(mapper, topics, entity, entity_id, row, 0)
+    except BaseException as exc:  # the pass's barrier: what it would dead-letter, by reason
+        cause = dead_letter_cause(exc)
+        if cause is None:
+            raise
+        return cause.reason
+    if change is None:
+        return None
+    new = stored_values(encode_row(StateRow(row.version, False, change.values)))
+    return {name for name in values.keys() | new.keys() if values.get(name) != new.get(name)}
+
+
 def state_diff(
-    registry: Registry, descriptors: dict[str, Descriptor], rows: dict[str, list[tuple[str, dict[str, Any]]]]
+    registry: Registry,
+    descriptors: dict[str, Descriptor],
+    rows: dict[str, list[tuple[str, dict[str, Any]]]],
+    exact: ExactRows | None = None,
 ) -> MappingDiff:
     """The live state's ``rows`` (``ingest.rollout.state_rows``) against the new mapping's
-    ``descriptors``, the registry holding the current one (module docstring)."""
+    ``descriptors``, the registry holding the current one (module docstring); with ``exact``,
+    rows that keep their source columns are mapped again rather than estimated."""
     diff = MappingDiff({})
+    topics = table_topics(exact.mapper) if exact is not None else {}
     for entity in sorted(descriptors.keys() | registry.current.keys()):
         old, new = registry.current.get(entity), descriptors.get(entity)
         found = rows.get(entity, [])
@@ -212,7 +254,8 @@ def state_diff(
         diff.entities[entity] = d
         if old is None or new is None or old.version == new.version:
             continue
-        for change in identity_changes(old, new):
+        identity = identity_changes(old, new)
+        for change in identity:
             moves = count_moves(change, found)
             if change.what == "entity_id":
                 d.removed += moves.moved
@@ -235,8 +278,26 @@ def state_diff(
             if old.tables[table]["topics"] != new.tables[table]["topics"]:
                 remap.update(n for n in new_fields if "column" in new_fields[n])
         symbols = {name: _symbols(entity, name) for name in enum_fields}
+        # Moves are counted above; the pass refuses a moved row, so those rows are not re-mapped.
+        stored = exact.rows.get(entity, {}) if exact is not None and not identity else {}
         changed: set[str] = set()
+        estimated = 0
         for entity_id, values in found:
+            raw = stored.get(entity_id)
+            outcome = (
+                None
+                if raw is None or exact is None
+                else _exact(exact.mapper, topics, entity, entity_id, raw, values)
+            )
+            if isinstance(outcome, str):
+                d.failing[outcome] += 1
+                continue
+            if outcome is not None:
+                d.changed_fields.update(outcome)
+                if outcome:
+                    changed.add(entity_id)
+                continue
+            estimated += 1
             differs = False
             for name, (a, b) in enum_fields.items():
                 value, reason = _remapped(a, b, values.get(name), symbols[name])
@@ -248,6 +309,6 @@ def state_diff(
             if differs:
                 changed.add(entity_id)
         d.changed_records = len(changed)
-        d.fields_to_remap = tuple(sorted(remap))
-        d.to_remap = len(found) if remap else 0
+        d.fields_to_remap = tuple(sorted(remap)) if estimated else ()
+        d.to_remap = estimated if remap else 0
     return diff

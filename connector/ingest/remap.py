@@ -49,6 +49,7 @@ from connector.ingest.barrier import dead_letter_cause
 from connector.ingest.batch import BatchView
 from connector.ingest.dead_letter import dead_letter_headers
 from connector.mapping import Mapper
+from connector.mapping.change import EntityChange
 from connector.mapping.exceptions import MappingError
 from connector.source import Position
 from connector.source.events import ChangeEvent, Op
@@ -58,7 +59,15 @@ from connector.state.mapping_registry import remap_key
 from connector.state.resolve import StateRow, source_of
 from connector.state.store import PartitionStore
 
-__all__ = ["OUTCOMES", "PROGRESS_PREFIX", "Progress", "RemapPass", "progress_key"]
+__all__ = [
+    "OUTCOMES",
+    "PROGRESS_PREFIX",
+    "Progress",
+    "RemapPass",
+    "progress_key",
+    "remap_change",
+    "table_topics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +160,7 @@ class RemapPass:
         self.left: dict[int, int] = {}
         self.kept: dict[int, int] = {}
         """Per owned partition: rows still to visit, and rows visited and kept older."""
-        self.topics = {table: _topic_of(mapper, table) for table in mapper.spec.tables}
+        self.topics = table_topics(mapper)
 
     # -- what is due ----------------------------------------------------------------------
 
@@ -289,26 +298,10 @@ class RemapPass:
     ) -> str:
         """One row to the current mapping: ``remapped``, ``failed`` (a dead letter) or
         ``no_source``."""
-        source = source_of(row)
-        if source is None or not source.complete:
-            return "no_source"
-        event = ChangeEvent(
-            # A table the mapping no longer has: the mapper refuses it (unknown_table).
-            Position(self.topics.get(source.table) or _topic_of(self.mapper, source.table), partition, -1),
-            source.table,
-            Op.UPDATE,
-            None,
-            dict(source.columns),
-            row.version,
-        )
         try:
-            change = self.mapper.map(event)
-            if (change.entity, change.entity_id) != (entity, entity_id):
-                raise MappingError(
-                    f"{entity}: the current mapping gives the row another EntityId; re-mapping never "
-                    "moves a row (README, 'changing the mapping')",
-                    reason="entity_id_changed",
-                )
+            change = remap_change(self.mapper, self.topics, entity, entity_id, row, partition)
+            if change is None:
+                return "no_source"
             view.put(
                 entity,
                 entity_id,
@@ -344,6 +337,41 @@ class RemapPass:
         producer.produce(self.dlq_topic, None, state_key(entity, entity_id), headers=headers)
         if self.on_dead_letter is not None:
             self.on_dead_letter(reason)
+
+
+def table_topics(mapper: Mapper) -> dict[str, str]:
+    """Per mapped table, the topic whose conversion settings a re-mapping of its rows uses."""
+    return {table: _topic_of(mapper, table) for table in mapper.spec.tables}
+
+
+def remap_change(
+    mapper: Mapper, topics: Mapping[str, str], entity: str, entity_id: str, row: StateRow, partition: int
+) -> EntityChange | None:
+    """``row`` mapped again from its stored source columns by ``mapper`` (the code ingest maps
+    events with); None when it keeps no complete source columns. Raises what mapping raises (a
+    ``MappingError`` names its reason), and ``entity_id_changed`` for a row the mapping would
+    move. Pure: the pass writes the result, the preview (``mapping_diff.state_diff``) only
+    compares it, so the two count the same rows the same way."""
+    source = source_of(row)
+    if source is None or not source.complete:
+        return None
+    event = ChangeEvent(
+        # A table the mapping no longer has: the mapper refuses it (unknown_table).
+        Position(topics.get(source.table) or _topic_of(mapper, source.table), partition, -1),
+        source.table,
+        Op.UPDATE,
+        None,
+        dict(source.columns),
+        row.version,
+    )
+    change = mapper.map(event)
+    if (change.entity, change.entity_id) != (entity, entity_id):
+        raise MappingError(
+            f"{entity}: the current mapping gives the row another EntityId; re-mapping never "
+            "moves a row (README, 'changing the mapping')",
+            reason="entity_id_changed",
+        )
+    return change
 
 
 def _topic_of(mapper: Mapper, table: str) -> str:

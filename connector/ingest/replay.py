@@ -65,6 +65,9 @@ class ReplayResult:
     """Rows a completed re-snapshot did not read (``connector.state.sweep``): left out."""
     transactions: TransactionSummary = field(default_factory=TransactionSummary)
     """The transaction topic's records and the events' transaction blocks (``replay_transactions``)."""
+    rows: dict[tuple[str, str], StateRow] = field(default_factory=dict)
+    """The live entities' state rows (with their source columns when kept), as ingest would
+    store them: what the state preview reads (``mapping_diff.state_diff``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,13 +173,15 @@ def replay(
     schema_registry_url: str | None = None,
     transaction_topics: Collection[str] = (),
     skip_topics: Collection[str] = (),
+    source_columns: bool = False,
 ) -> ReplayResult:
     """Run the messages through the same decode -> map -> merge as the Kafka path.
 
     Records of Debezium's transaction topic (the mapping's ``transactions.topic``, the
     ``transaction_topics`` named, or recognised as BEGIN/END) are tallied, not decoded as row
-    changes; messages of ``skip_topics`` are skipped (``replay_transactions``)."""
-    mapper = Mapper(spec)
+    changes; messages of ``skip_topics`` are skipped (``replay_transactions``). ``source_columns``:
+    rows keep their merged source columns, as ingest's do by default (decision 0025)."""
+    mapper = Mapper(spec, source_columns=source_columns)
     tally = TransactionTally(spec, transaction_topics=transaction_topics, skip_topics=skip_topics)
     decoders: dict[str, Decoder] = {}
     stores: dict[int, MemoryStore] = {}  # as in ingest: state partition p holds source partition p
@@ -254,5 +259,6 @@ def replay(
             result.dead_letters.append(DeadLetter(position, "IncompleteRow", "toast_without_previous_value"))
             continue
         result.live.append((entity, entity_id, row.values))
+        result.rows[(entity, entity_id)] = row
     result.transactions = tally.finish()
     return result

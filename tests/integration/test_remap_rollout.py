@@ -26,11 +26,13 @@ from typing import Any
 import pytest
 
 from connector.devtools.generator import family_events
+from connector.ingest.mapping_diff import EntityDiff, ExactRows, state_diff
 from connector.ingest.remap import PROGRESS_PREFIX, Progress
-from connector.mapping import parse_mapping
-from connector.mapping.versions import entity_versions
+from connector.mapping import Mapper, parse_mapping
+from connector.mapping.versions import describe, entity_versions
 from connector.sinks.local import LocalStorage
-from connector.state.mapping_registry import read_registry
+from connector.state.codec import is_deleted, split_key, stored_values
+from connector.state.mapping_registry import read_latest, read_registry
 from tests.integration.family_ingest import MAPPING, PARTITIONS, committed_events, ingest_env, wait_until
 from tests.integration.snapshot_helpers import published, snapshot_run
 from tests.integration.state_helpers import read_state, state_records
@@ -42,11 +44,15 @@ _INGEST = [sys.executable, "-m", "connector.cli", "ingest"]
 OLD = MAPPING.replace("PostalCode: {{path: address.zip}}", "PostalCode: {{const: null}}")
 NEW = MAPPING.replace("S: SUSPENDED, T: TERMINATED}}", "S: SUSPENDED, T: SUSPENDED}}")
 NEW_STATUS = {"A": "ACTIVE", "P": "PENDING", "S": "SUSPENDED", "T": "SUSPENDED"}
+OLD_STATUS = {**NEW_STATUS, "T": "TERMINATED"}
 
 
-def _expected(events: list[tuple[bytes, bytes | None]]) -> dict[str, tuple[str, str, str | None]]:
+def _expected(
+    events: list[tuple[bytes, bytes | None]], *, old: bool = False
+) -> dict[str, tuple[str, str, str | None]]:
     """The oracle: per EntityId, (FamilyName, Status, PostalCode) of the family's last event
-    under the new mapping, read from the Debezium JSON directly."""
+    under the new mapping (or the old one: T was TERMINATED, PostalCode not mapped), read from
+    the Debezium JSON directly."""
     out = {}
     for _, value in events:
         assert value is not None
@@ -54,8 +60,8 @@ def _expected(events: list[tuple[bytes, bytes | None]]) -> dict[str, tuple[str, 
         address = json.loads(after["address"]) if after["address"] else {}
         out[f"FAM-{after['family_id']}"] = (
             after["family_name"],
-            NEW_STATUS[after["status"]],
-            address.get("zip"),
+            (OLD_STATUS if old else NEW_STATUS)[after["status"]],
+            None if old else address.get("zip"),
         )
     return out
 
@@ -74,6 +80,17 @@ def _by_version(kafka: KafkaTestCluster, state_topic: str) -> Counter[str | None
     return Counter(
         r.mapping_version for r in read_state(kafka, state_topic, PARTITIONS).values() if r.complete
     )
+
+
+def _preview(kafka: KafkaTestCluster, state_topic: str, mapping: Path) -> EntityDiff:
+    """``preview_mapping``'s computation over this test's topics (it reads them from settings)."""
+    spec = parse_mapping(mapping.read_text())
+    latest = read_latest(kafka.config(), state_topic, [b"Family/"])
+    live = {split_key(k)[1]: v for k, v in sorted(latest.items()) if not is_deleted(v)}
+    rows = {"Family": [(entity_id, stored_values(raw)) for entity_id, raw in live.items()]}
+    registry = read_registry(kafka.config(), f"{state_topic}.mappings")
+    diff = state_diff(registry, describe(spec), rows, ExactRows(Mapper(spec), {"Family": live}))
+    return diff.entities["Family"]
 
 
 def test_a_re_mapping_pass_killed_part_way_resumes_and_the_snapshot_is_the_new_mapping_s_state(
@@ -110,6 +127,20 @@ def test_a_re_mapping_pass_killed_part_way_resumes_and_the_snapshot_is_the_new_m
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     assert _by_version(kafka, state_topic) == {v1: 1500}
+
+    # The preview an operator runs first (validate --preview's computation, read-only): over
+    # rows that keep their source columns it maps them as the pass will, so its counts are
+    # exact; the oracle's old and new states of the same events say what changes.
+    preview = _preview(kafka, state_topic, new_file)
+    before, after = _expected(events[:first], old=True), _expected(events[:first])
+    assert before.keys() == after.keys()
+    status = sum(before[i][1] != after[i][1] for i in before)
+    postal = sum(before[i][2] != after[i][2] for i in before)
+    assert status
+    assert postal
+    assert dict(preview.changed_fields) == {"Status": status, "PostalCode": postal}
+    assert preview.changed_records == sum(before[i] != after[i] for i in before)
+    assert (dict(preview.failing), preview.to_remap) == ({}, 0)
 
     # The rollout, under load: the rest of the stream arrives while the pass runs.
     rest = events[first:]
