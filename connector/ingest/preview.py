@@ -11,15 +11,14 @@ what needs the source. Nothing is written anywhere.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from connector.config import load_settings
 from connector.ingest.mapping_diff import ExactRows, MappingDiff, state_diff
+from connector.ingest.rollout import live_rows, values_of
 from connector.mapping import Mapper, load_mapping
 from connector.mapping.versions import describe
 from connector.model import ENTITY_NAMES
-from connector.state.codec import is_deleted, split_key, stored_values
-from connector.state.mapping_registry import read_latest, read_registry
+from connector.state.mapping_registry import read_registry
 
 __all__ = ["preview_mapping"]
 
@@ -39,16 +38,7 @@ def preview_mapping(mapping: Path) -> MappingDiff:
         if (entity in descriptors) != (entity in registry.current)
         or (entity in descriptors and descriptors[entity].version != registry.current[entity].version)
     }
-    prefixes = [f"{entity}/".encode() for entity in sorted(changed)]
-    latest = read_latest(base, settings.ingest.state_topic, prefixes) if changed else {}
-    rows: dict[str, list[tuple[str, Any]]] = {entity: [] for entity in changed}
-    stored: dict[str, dict[str, bytes]] = {entity: {} for entity in changed}
-    for key, value in sorted(latest.items()):
-        if is_deleted(value):  # a marker: no longer delivered
-            continue
-        entity, entity_id = split_key(key)
-        rows[entity].append((entity_id, stored_values(value)))
-        stored[entity][entity_id] = value
+    stored = live_rows(base, settings.ingest.state_topic, changed) if changed else {}
     # Rows keeping their source columns are mapped again by the pass's own code: exact counts.
     exact = ExactRows(Mapper(spec), stored)
-    return state_diff(registry, descriptors, rows, exact)
+    return state_diff(registry, descriptors, values_of(stored), exact)

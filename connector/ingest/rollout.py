@@ -69,18 +69,28 @@ class Rollout:
         )
 
 
+def live_rows(base: dict[str, Any], state_topic: str, entities: set[str]) -> dict[str, dict[str, bytes]]:
+    """Live rows of ``entities`` in the state topic now, as stored: ``{entity: {EntityId: row}}``
+    (delete markers left out: they are no longer delivered)."""
+    latest = read_latest(base, state_topic, [f"{entity}/".encode() for entity in sorted(entities)])
+    out: dict[str, dict[str, bytes]] = {entity: {} for entity in entities}
+    for key, value in sorted(latest.items()):
+        if not is_deleted(value):
+            entity, entity_id = split_key(key)
+            out[entity][entity_id] = value
+    return out
+
+
+def values_of(rows: dict[str, dict[str, bytes]]) -> dict[str, list[tuple[str, Any]]]:
+    """``live_rows`` as ``{entity: [(EntityId, stored values)]}``, what the moves are counted on."""
+    return {entity: [(i, stored_values(raw)) for i, raw in found.items()] for entity, found in rows.items()}
+
+
 def state_rows(
     base: dict[str, Any], state_topic: str, entities: set[str]
 ) -> dict[str, list[tuple[str, Any]]]:
     """Live rows of ``entities`` in the state topic now: ``{entity: [(EntityId, values)]}``."""
-    latest = read_latest(base, state_topic, [f"{entity}/".encode() for entity in sorted(entities)])
-    out: dict[str, list[tuple[str, Any]]] = {entity: [] for entity in entities}
-    for key, value in sorted(latest.items()):
-        if is_deleted(value):  # a marker: no longer delivered
-            continue
-        entity, entity_id = split_key(key)
-        out[entity].append((entity_id, stored_values(value)))
-    return out
+    return values_of(live_rows(base, state_topic, entities))
 
 
 def judge_rollout(
