@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -40,6 +41,14 @@ def postgres() -> Iterator[PostgresServer]:
     with PostgresServer() as server:
         server.create_database("source")
         yield server
+
+
+@pytest.fixture
+def schema(postgres: PostgresServer) -> Iterator[str]:
+    """A schema of the test's own in the ``source`` database, dropped with its tables after it."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    yield name
+    postgres.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE", "source")
 
 
 @pytest.fixture(scope="session")

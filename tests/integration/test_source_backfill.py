@@ -36,22 +36,22 @@ from connector.snapshot.run import Outcome
 from connector.source.exceptions import SignalError
 from connector.source.signal import SnapshotSignal, send_signal
 from tests.integration.family_ingest import ingest_names, ingest_settings
-from tests.integration.snapshot_helpers import published, snapshot_run
-from tests.integration.test_source_postgres import (
+from tests.integration.pg_source import (
     BIG,
     DAY,
     DDL,
-    MAPPING,
     ORACLE,
     PARTITIONS,
     SEED,
     TABLES,
-    _ends,
-    _expected,
-    _id,
-    _wait_for,
-    schema,  # noqa: F401 (the fixture: a schema of the test's own, dropped after it)
+    end_offsets,
+    expected_records,
+    ingest_to_end,
+    mapping_for,
+    record_id,
+    wait_for_message,
 )
+from tests.integration.snapshot_helpers import published, snapshot_run
 from tests.kafka_helpers import KafkaTestCluster, unique
 
 pytestmark = pytest.mark.integration
@@ -125,34 +125,19 @@ def _incremental_reads(kafka: KafkaTestCluster, topic: str) -> dict[int, dict[st
 
 
 def _ingest(service: IngestService, kafka: KafkaTestCluster, group: str, topics: list[str]) -> dict[str, int]:
-    ends = _ends(kafka, topics)
+    ends = end_offsets(kafka, topics)
     service.start()
     try:
-        deadline = time.monotonic() + 90
-        while _committed(kafka, group, topics) != ends:
-            assert time.monotonic() < deadline, (_committed(kafka, group, topics), ends)
-            service.run_batch()
-        return dict(service.counts)
+        return ingest_to_end(service, kafka, group, ends)
     finally:
         service.close()
-
-
-def _committed(kafka: KafkaTestCluster, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    consumer = kafka.consumer(group, {"enable.auto.commit": False})
-    try:
-        parts = consumer.committed(
-            [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)], timeout=10
-        )
-    finally:
-        consumer.close()
-    return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in parts}
 
 
 def test_a_new_table_backfilled_through_the_kafka_signal_channel_equals_select_star(
     kafka: KafkaTestCluster,
     postgres: PostgresServer,
     debezium: ConnectWorker,
-    schema: str,  # noqa: F811 (the imported fixture)
+    schema: str,
     tmp_path: Path,
 ) -> None:
     database, prefix = "source", f"pg{uuid.uuid4().hex[:8]}"
@@ -184,7 +169,7 @@ def test_a_new_table_backfilled_through_the_kafka_signal_channel_equals_select_s
     try:
         sentinel = f"SENTINEL-{uuid.uuid4().hex}"
         postgres.execute(UNCAPTURED.format(s=schema, sentinel=sentinel), database)
-        _wait_for(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
+        wait_for_message(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
 
         # 2. Runbook: payment into the publication and Debezium's include list (same connector,
         # its offsets kept), then into the mapping; its streamed changes start arriving.
@@ -194,15 +179,11 @@ def test_a_new_table_backfilled_through_the_kafka_signal_channel_equals_select_s
         sentinel = f"SENTINEL-{uuid.uuid4().hex}"
         postgres.execute(CAPTURED.format(s=schema, sentinel=sentinel), database)
         payment_topic = f"{prefix}.{schema}.payment"
-        _wait_for(kafka, payment_topic, sentinel.encode(), 120)
+        wait_for_message(kafka, payment_topic, sentinel.encode(), 120)
         assert _incremental_reads(kafka, payment_topic) == {}  # only streamed changes so far
 
         mapping_file = tmp_path / "mapping.yaml"
-        mapping_file.write_text(
-            MAPPING.replace("benefits.public.", f"{prefix}.{schema}.").replace(
-                "\n  public.", f"\n  {schema}."
-            )
-        )
+        mapping_file.write_text(mapping_for(prefix, schema))
         env = {
             **{k: v for k, v in os.environ.items() if not k.upper().startswith("CARECLOUD_")},
             "CARECLOUD_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
@@ -234,7 +215,7 @@ def test_a_new_table_backfilled_through_the_kafka_signal_channel_equals_select_s
 
         sentinel = f"SENTINEL-{uuid.uuid4().hex}"
         postgres.execute(AFTER.format(s=schema, sentinel=sentinel), database)
-        _wait_for(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
+        wait_for_message(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
     finally:
         debezium.remove_connector(prefix)
 
@@ -253,11 +234,14 @@ def test_a_new_table_backfilled_through_the_kafka_signal_channel_equals_select_s
     assert result.outcome is Outcome.PUBLISHED
     assert result.manifest is not None
     files = published(storage, result.manifest)
-    delivered = {entity: sorted(files.get(entity, []), key=_id) for entity in ORACLE}
-    expected = _expected(postgres, database, schema)
-    assert [_id(r) for r in expected["EOP"]] == ["EOP-5000", "EOP-5003", "EOP-5004"]
+    delivered = {entity: sorted(files.get(entity, []), key=record_id) for entity in ORACLE}
+    expected = expected_records(postgres, database, schema)
+    assert [record_id(r) for r in expected["EOP"]] == ["EOP-5000", "EOP-5003", "EOP-5004"]
     for entity in ORACLE:
-        assert [_id(r) for r in delivered[entity]] == [_id(r) for r in expected[entity]], (entity, counts)
+        assert [record_id(r) for r in delivered[entity]] == [record_id(r) for r in expected[entity]], (
+            entity,
+            counts,
+        )
         assert delivered[entity] == expected[entity], entity
 
 

@@ -30,24 +30,24 @@ from connector.mapping import parse_mapping
 from connector.sinks.local import LocalStorage
 from connector.snapshot.run import Outcome
 from tests.integration.family_ingest import ingest_names, ingest_settings
-from tests.integration.portal_sim import Simulator, next_day
-from tests.integration.snapshot_helpers import snapshot_run
-from tests.integration.test_snapshot_api import Route
-from tests.integration.test_source_postgres import (
+from tests.integration.pg_source import (
     BIG,
     DDL,
-    MAPPING,
     ORACLE,
     PARTITIONS,
     SEED,
     TABLES,
-    _committed,
-    _ends,
-    _expected,
-    _id,
-    _key_moves,
-    _wait_for,
+    end_offsets,
+    expected_records,
+    ingest_to_end,
+    key_moves,
+    mapping_for,
+    record_id,
+    wait_for_message,
 )
+from tests.integration.portal_sim import Simulator, next_day
+from tests.integration.snapshot_helpers import snapshot_run
+from tests.integration.test_snapshot_api import Route
 from tests.kafka_helpers import KafkaTestCluster
 
 pytestmark = pytest.mark.integration
@@ -184,22 +184,20 @@ def test_live_writes_a_long_transaction_and_text_keys_reach_the_portal_as_select
             writer.join(timeout=30)
             postgres.execute(MOVE.format(s=schema, moved=MOVED, sentinel=sentinel), database)
             topics = [f"{prefix}.{schema}.{table}" for table in TABLES]
-            _wait_for(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
+            wait_for_message(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
             # The move's create carried the placeholder for the unchanged, TOASTed name.
-            _wait_for(kafka, f"{prefix}.{schema}.provider", b"__debezium_unavailable_value", 10)
+            wait_for_message(kafka, f"{prefix}.{schema}.provider", b"__debezium_unavailable_value", 10)
         finally:
             debezium.remove_connector(prefix)
     finally:
         stop.set()
         writer.join(timeout=30)
     assert len(written) > 20, "the writer hardly ran while the snapshot was taken"
-    ends = _ends(kafka, topics)
-    [(old, new)] = _key_moves(kafka, f"{prefix}.{schema}.provider", count=1)
+    ends = end_offsets(kafka, topics)
+    [(old, new)] = key_moves(kafka, f"{prefix}.{schema}.provider", count=1)
     assert old != new, "the text key's move stayed in its partition: the carry is not exercised"
 
-    mapping = MAPPING.replace("benefits.public.", f"{prefix}.{schema}.").replace(
-        "\n  public.", f"\n  {schema}."
-    )
+    mapping = mapping_for(prefix, schema)
     names = ingest_names()
     service = IngestService(
         ingest_settings(kafka, tmp_path, names, batch_max_events=200, batch_max_ms=200),
@@ -207,17 +205,7 @@ def test_live_writes_a_long_transaction_and_text_keys_reach_the_portal_as_select
     )
     service.start()
     try:
-        deadline = time.monotonic() + 120
-        while _committed(kafka, names["group"], topics) != ends:
-            assert time.monotonic() < deadline, (_committed(kafka, names["group"], topics), ends)
-            service.run_batch()
-        while (
-            sum(service.counts[f"carry_{o}"] for o in ("filled", "pending", "ignored"))
-            < service.counts["carry_offers"]
-        ):
-            assert time.monotonic() < deadline, dict(service.counts)
-            service.run_batch()
-        counts = dict(service.counts)
+        counts = ingest_to_end(service, kafka, names["group"], ends, timeout_s=120, carry=True)
     finally:
         service.close()
     assert {k: v for k, v in counts.items() if k.startswith("dlq.")} == {}
@@ -229,10 +217,10 @@ def test_live_writes_a_long_transaction_and_text_keys_reach_the_portal_as_select
     assert result.outcome is Outcome.PUBLISHED
     assert result.manifest is not None
     assert {e.entity: e.route for e in result.manifest.entities} == dict.fromkeys(ORACLE, "api")
-    expected = _expected(postgres, database, schema)
+    expected = expected_records(postgres, database, schema)
     assert any(r["EntityId"] == f"PRV-{MOVED}" for r in expected["Provider"])
     for entity in ORACLE:
         delivered = sorted(sim.accepted(entity, day)["records"], key=lambda r: str(r["EntityId"]))
-        assert [r["EntityId"] for r in delivered] == [_id(r) for r in expected[entity]], entity
+        assert [r["EntityId"] for r in delivered] == [record_id(r) for r in expected[entity]], entity
         assert delivered == [_as_portal_json(r) for r in expected[entity]], entity
     postgres.execute(f"DROP SCHEMA {schema} CASCADE", database)

@@ -31,18 +31,18 @@ from connector.sinks.local import LocalStorage
 from connector.snapshot.run import Outcome
 from connector.source import Position
 from tests.integration.family_ingest import ingest_names, ingest_settings
-from tests.integration.snapshot_helpers import published, snapshot_run
-from tests.integration.test_source_postgres import (
-    MAPPING,
+from tests.integration.pg_source import (
     ORACLE,
     TABLES,
-    _committed,
-    _ends,
-    _expected,
-    _id,
-    _wait_for,
+    end_offsets,
+    expected_records,
+    ingest_to_end,
+    mapping_for,
+    record_id,
     seeded_connector,
+    wait_for_message,
 )
+from tests.integration.snapshot_helpers import published, snapshot_run
 from tests.kafka_helpers import KafkaTestCluster
 
 pytestmark = pytest.mark.integration
@@ -114,19 +114,17 @@ def test_claims_paid_with_their_eops_arrive_whole_and_the_transaction_topic_repl
     debezium.add_connector(connector)
     try:
         postgres.execute(CHANGES.format(s=schema, sentinel=sentinel), database)
-        _wait_for(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
+        wait_for_message(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
         # The sentinel's own END is written after its event: wait for it too.
-        _wait_for(kafka, f"{prefix}.transaction", b'"END"', 30)
+        wait_for_message(kafka, f"{prefix}.transaction", b'"END"', 30)
         time.sleep(2)
     finally:
         debezium.remove_connector(prefix)
     topics = [f"{prefix}.{schema}.{table}" for table in TABLES]
     transaction_topic = f"{prefix}.transaction"
-    ends = _ends(kafka, [*topics, transaction_topic])
+    ends = end_offsets(kafka, [*topics, transaction_topic])
 
-    mapping = MAPPING.replace("benefits.public.", f"{prefix}.{schema}.").replace(
-        "\n  public.", f"\n  {schema}."
-    )
+    mapping = mapping_for(prefix, schema)
     mapping += f"transactions:\n  topic: {transaction_topic}\n"
     spec = parse_mapping(mapping)
     names = ingest_names()
@@ -135,11 +133,7 @@ def test_claims_paid_with_their_eops_arrive_whole_and_the_transaction_topic_repl
     )  # small batches: a transaction's events land in several Kafka transactions
     service.start()
     try:
-        deadline = time.monotonic() + 90
-        while _committed(kafka, names["group"], [*topics, transaction_topic]) != ends:
-            assert time.monotonic() < deadline
-            service.run_batch()
-        counts = dict(service.counts)
+        counts = ingest_to_end(service, kafka, names["group"], ends)
     finally:
         service.close()
     assert {k: v for k, v in counts.items() if k.startswith("dlq.")} == {}
@@ -162,8 +156,8 @@ def test_claims_paid_with_their_eops_arrive_whole_and_the_transaction_topic_repl
     assert checks["incomplete"] == 0
     assert checks["tracked"] >= 5
     files = published(storage, result.manifest)
-    delivered = {entity: sorted(files.get(entity, []), key=_id) for entity in ORACLE}
-    assert delivered == _expected(postgres, database, schema)
+    delivered = {entity: sorted(files.get(entity, []), key=record_id) for entity in ORACLE}
+    assert delivered == expected_records(postgres, database, schema)
 
     captured = replay(spec, _capture(kafka, ends))
     assert captured.dead_letters == []

@@ -31,22 +31,22 @@ from connector.mapping import parse_mapping
 from connector.sinks.local import LocalStorage
 from connector.snapshot.run import Outcome
 from tests.integration.family_ingest import ingest_names, ingest_settings
-from tests.integration.snapshot_helpers import published, snapshot_run
-from tests.integration.test_source_postgres import (
+from tests.integration.pg_source import (
     BIG,
     DAY,
     DDL,
-    MAPPING,
     ORACLE,
     PARTITIONS,
     SEED,
     TABLES,
-    _ends,
-    _expected,
-    _id,
-    _wait_for,
-    schema,  # noqa: F401 (the fixture: a schema of the test's own, dropped after it)
+    end_offsets,
+    expected_records,
+    ingest_to_end,
+    mapping_for,
+    record_id,
+    wait_for_message,
 )
+from tests.integration.snapshot_helpers import published, snapshot_run
 from tests.kafka_helpers import KafkaTestCluster
 
 pytestmark = pytest.mark.integration
@@ -120,21 +120,13 @@ def _ingest(
     settings: Settings, mapping: str, kafka: KafkaTestCluster, group: str, topics: list[str]
 ) -> dict[str, int]:
     """One ingest run (a fresh process) until every source partition is consumed to its end."""
-    ends = _ends(kafka, topics)
+    ends = end_offsets(kafka, topics)
     service = IngestService(settings, parse_mapping(mapping))
     service.start()
     try:
-        deadline = time.monotonic() + 90
-        while _committed(kafka, group, topics) != ends:
-            assert time.monotonic() < deadline
-            service.run_batch()
-        return dict(service.counts)
+        return ingest_to_end(service, kafka, group, ends)
     finally:
         service.close()
-
-
-def _committed(kafka: KafkaTestCluster, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    return {k: max(tp.offset, 0) for k, tp in _committed_with_metadata(kafka, group, topics).items()}
 
 
 def _committed_with_metadata(
@@ -154,7 +146,7 @@ def test_a_re_snapshot_after_a_lost_slot_and_an_incremental_snapshot_converge_on
     kafka: KafkaTestCluster,
     postgres: PostgresServer,
     debezium: ConnectWorker,
-    schema: str,  # noqa: F811 (the imported fixture)
+    schema: str,
     tmp_path: Path,
 ) -> None:
     database, prefix = "source", f"pg{uuid.uuid4().hex[:8]}"
@@ -175,9 +167,7 @@ def test_a_re_snapshot_after_a_lost_slot_and_an_incremental_snapshot_converge_on
             **{"signal.data.collection": f"{schema}.debezium_signal", **extra},
         )
 
-    mapping = MAPPING.replace("benefits.public.", f"{prefix}.{schema}.").replace(
-        "\n  public.", f"\n  {schema}."
-    )
+    mapping = mapping_for(prefix, schema)
     names = ingest_names()
     settings = ingest_settings(kafka, tmp_path, names, batch_max_events=20, batch_max_ms=200)
 
@@ -186,7 +176,7 @@ def test_a_re_snapshot_after_a_lost_slot_and_an_incremental_snapshot_converge_on
     debezium.add_connector(connector(first))
     try:
         postgres.execute(BEFORE_GAP.format(s=schema, sentinel=sentinel), database)
-        _wait_for(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
+        wait_for_message(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
     finally:
         debezium.remove_connector(first)
     counts = _ingest(settings, mapping, kafka, names["group"], topics)
@@ -205,10 +195,10 @@ def test_a_re_snapshot_after_a_lost_slot_and_an_incremental_snapshot_converge_on
     debezium.add_connector(connector(second, **{"slot.drop.on.stop": "true"}))
     try:
         postgres.execute(AFTER.format(s=schema), database)
-        _wait_for(kafka, f"{prefix}.{schema}.claim", b'"snapshot":"incremental"', 120)
-        _wait_for(kafka, f"{prefix}.{schema}.family", b'"snapshot":"incremental"', 60)
+        wait_for_message(kafka, f"{prefix}.{schema}.claim", b'"snapshot":"incremental"', 120)
+        wait_for_message(kafka, f"{prefix}.{schema}.family", b'"snapshot":"incremental"', 60)
         postgres.execute(AFTER_INCREMENTAL.format(s=schema, big=BIG, sentinel=sentinel), database)
-        _wait_for(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
+        wait_for_message(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
     finally:
         debezium.remove_connector(second)
 
@@ -227,8 +217,8 @@ def test_a_re_snapshot_after_a_lost_slot_and_an_incremental_snapshot_converge_on
     assert result.outcome is Outcome.PUBLISHED
     assert result.manifest is not None
     files = published(storage, result.manifest)
-    delivered = {entity: sorted(files.get(entity, []), key=_id) for entity in ORACLE}
-    assert delivered == _expected(postgres, database, schema)
+    delivered = {entity: sorted(files.get(entity, []), key=record_id) for entity in ORACLE}
+    assert delivered == expected_records(postgres, database, schema)
     # Payments 5000 and 5001 and member 20 were deleted in the gap: swept, and said so.
     assert result.manifest.checks["sweep"]["swept"] == {"EOP": 2, "FamilyMember": 1}
     assert result.manifest.checks["sweep"]["waiting"] == {}

@@ -20,7 +20,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -34,19 +33,18 @@ from connector.ops.metrics import Metrics
 from connector.sinks.local import LocalStorage
 from connector.snapshot.run import Outcome
 from tests.integration.family_ingest import ingest_names, ingest_settings
-from tests.integration.snapshot_helpers import published, snapshot_run
-from tests.integration.test_source_postgres import (
+from tests.integration.pg_source import (
     DAY,
-    MAPPING,
     TABLES,
-    _claim,
-    _committed,
-    _ends,
-    _id,
-    _wait_for,
-    schema,  # noqa: F401 (the fixture: a schema of the test's own, dropped after it)
+    claim_record,
+    end_offsets,
+    ingest_to_end,
+    mapping_for,
+    record_id,
     seeded_connector,
+    wait_for_message,
 )
+from tests.integration.snapshot_helpers import published, snapshot_run
 from tests.kafka_helpers import KafkaTestCluster
 
 pytestmark = pytest.mark.integration
@@ -78,7 +76,7 @@ def test_a_dropped_or_retyped_mapped_column_is_reported_at_once_and_an_added_one
     kafka: KafkaTestCluster,
     postgres: PostgresServer,
     debezium: ConnectWorker,
-    schema: str,  # noqa: F811 (the imported fixture)
+    schema: str,
     schemas: bool,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -87,30 +85,24 @@ def test_a_dropped_or_retyped_mapped_column_is_reported_at_once_and_an_added_one
     connector = seeded_connector(postgres, database, schema, prefix, schemas=schemas)
     debezium.add_connector(connector)
     try:
-        _wait_for(kafka, f"{prefix}.{schema}.payment", b"R-5000", 120)  # the initial snapshot is in
+        wait_for_message(kafka, f"{prefix}.{schema}.payment", b"R-5000", 120)  # the initial snapshot is in
         statements = CHANGES + (RETYPE if schemas else "") + LAST
         postgres.execute(statements.format(s=schema, sentinel=sentinel), database)
-        _wait_for(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
+        wait_for_message(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
     finally:
         debezium.remove_connector(prefix)
     topics = [f"{prefix}.{schema}.{t}" for t in TABLES]
-    ends = _ends(kafka, topics)
+    ends = end_offsets(kafka, topics)
 
-    mapping_text = MAPPING.replace("benefits.public.", f"{prefix}.{schema}.").replace(
-        "\n  public.", f"\n  {schema}."
-    )
+    mapping_text = mapping_for(prefix, schema)
     names = ingest_names()
     metrics = Metrics()
     settings = ingest_settings(kafka, tmp_path, names, batch_max_events=50, batch_max_ms=200)
     service = IngestService(settings, parse_mapping(mapping_text), metrics=metrics)
     service.start()
     try:
-        deadline = time.monotonic() + 90
         with caplog.at_level(logging.INFO, logger="connector.ingest.schema_watch"):
-            while _committed(kafka, names["group"], topics) != ends:
-                assert time.monotonic() < deadline
-                service.run_batch()
-        counts = dict(service.counts)
+            counts = ingest_to_end(service, kafka, names["group"], ends)
     finally:
         service.close()
 
@@ -174,6 +166,8 @@ def test_a_dropped_or_retyped_mapped_column_is_reported_at_once_and_an_added_one
     assert result.outcome in (Outcome.PUBLISHED, Outcome.PARTIAL)
     assert result.manifest is not None
     files = published(storage, result.manifest)
-    expected_claims = sorted((_claim(r) for r in postgres.rows(f"{schema}.claim", database)), key=_id)
-    assert [_id(r) for r in expected_claims] == ["CLM-1000", "CLM-1001", "CLM-1002", "CLM-1003"]
-    assert sorted(files["Claim"], key=_id) == expected_claims
+    expected_claims = sorted(
+        (claim_record(r) for r in postgres.rows(f"{schema}.claim", database)), key=record_id
+    )
+    assert [record_id(r) for r in expected_claims] == ["CLM-1000", "CLM-1001", "CLM-1002", "CLM-1003"]
+    assert sorted(files["Claim"], key=record_id) == expected_claims

@@ -38,23 +38,22 @@ from connector.mapping import parse_mapping
 from connector.sinks.local import LocalStorage
 from connector.snapshot.run import Outcome
 from tests.integration.family_ingest import ingest_names, ingest_settings
-from tests.integration.snapshot_helpers import published, snapshot_run
-from tests.integration.test_source_postgres import (
+from tests.integration.pg_source import (
     DAY,
-    MAPPING,
     ORACLE,
     PARTITIONS,
     TABLES,
-    _committed,
-    _ends,
-    _expected,
-    _history,
-    _id,
-    _run_facts,
-    _wait_for,
-    schema,  # noqa: F401 (the fixture: a schema of the test's own, dropped after it)
+    end_offsets,
+    expected_records,
+    ingest_to_end,
+    mapping_for,
+    record_id,
+    run_facts,
     seeded_connector,
+    state_history,
+    wait_for_message,
 )
+from tests.integration.snapshot_helpers import published, snapshot_run
 from tests.kafka_helpers import KafkaTestCluster
 
 pytestmark = pytest.mark.integration
@@ -144,7 +143,7 @@ def test_a_row_inserted_by_a_transaction_in_flight_as_the_snapshot_began_is_deli
     kafka: KafkaTestCluster,
     postgres: PostgresServer,
     debezium: ConnectWorker,
-    schema: str,  # noqa: F811 (the imported fixture)
+    schema: str,
     tmp_path: Path,
 ) -> None:
     database, prefix, sentinel = "source", f"pg{uuid.uuid4().hex[:8]}", f"SENTINEL-{uuid.uuid4().hex}"
@@ -165,7 +164,7 @@ def test_a_row_inserted_by_a_transaction_in_flight_as_the_snapshot_began_is_deli
         z.xid()
         y.send("COMMIT;")
         # The snapshot's reads have begun (its LSN is read before them): Z is still open.
-        _wait_for(kafka, f"{prefix}.{schema}.family", b'"snapshot":"first', 60)
+        wait_for_message(kafka, f"{prefix}.{schema}.family", b'"snapshot":"first', 60)
         z.send("COMMIT;")
         for session in (x, y, z):
             session.close()
@@ -173,7 +172,7 @@ def test_a_row_inserted_by_a_transaction_in_flight_as_the_snapshot_began_is_deli
         postgres.execute(
             f"UPDATE {schema}.provider SET display_name = '{sentinel}' WHERE provider_id = 1", database
         )
-        _wait_for(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
+        wait_for_message(kafka, f"{prefix}.{schema}.provider", sentinel.encode(), 120)
     finally:
         debezium.remove_connector(prefix)
 
@@ -184,18 +183,13 @@ def test_a_row_inserted_by_a_transaction_in_flight_as_the_snapshot_began_is_deli
     assert json.loads(inserted["source"]["sequence"])[0] is None
     assert inserted["source"]["lsn"] < l_snap
 
-    ends = _ends(kafka, topics)
-    mapping = MAPPING.replace("benefits.public.", f"{prefix}.{schema}.").replace(
-        "\n  public.", f"\n  {schema}."
-    )
+    ends = end_offsets(kafka, topics)
+    mapping = mapping_for(prefix, schema)
     names = ingest_names()
     service = IngestService(ingest_settings(kafka, tmp_path, names), parse_mapping(mapping))
     service.start()
     try:
-        deadline = time.monotonic() + 90
-        while _committed(kafka, names["group"], topics) != ends:
-            assert time.monotonic() < deadline, (_committed(kafka, names["group"], topics), ends)
-            service.run_batch()
+        ingest_to_end(service, kafka, names["group"], ends)
     finally:
         service.close()
 
@@ -204,13 +198,13 @@ def test_a_row_inserted_by_a_transaction_in_flight_as_the_snapshot_began_is_deli
     assert result.outcome is Outcome.PUBLISHED
     assert result.manifest is not None
     files = published(storage, result.manifest)
-    expected = _expected(postgres, database, schema)
+    expected = expected_records(postgres, database, schema)
     for entity in ORACLE:
-        got = [_id(r) for r in sorted(files.get(entity, []), key=_id)]
-        wanted = [_id(r) for r in expected[entity]]
+        got = [record_id(r) for r in sorted(files.get(entity, []), key=record_id)]
+        wanted = [record_id(r) for r in expected[entity]]
         assert got == wanted, (
             entity,
-            _run_facts(result.manifest, entity),
-            _history(kafka, names["state"], entity, set(got) ^ set(wanted)),
+            run_facts(result.manifest, entity),
+            state_history(kafka, names["state"], entity, set(got) ^ set(wanted)),
         )
-        assert sorted(files.get(entity, []), key=_id) == expected[entity], entity
+        assert sorted(files.get(entity, []), key=record_id) == expected[entity], entity
