@@ -128,7 +128,7 @@ class Transactions(Messages):
             for partition, view in views.items():
                 if view.offers:
                     self.counts["carry_offers"] += send_offers(
-                        producer, self.carry_topic, self._state_partitions, view.offers
+                        producer, self.carry_topic, self._state_partitions, view.offers, row_limit
                     )
                 self.counts["ledger_records"] += view.emit_ledger(partition)
                 for key in self.purge.due(partition, view.store):

@@ -7,7 +7,9 @@ that exists only under the old key. Whichever of the two arrives second carries 
 row's values over, as an *older* fill of the new row, so the merge's order-independence
 holds. When the two keys sit in different partitions, the delete's row is also *offered* to
 every partition (``connector.state.carry``): the store's ``offer`` sends it on, and the create
-takes a pending offer that arrived before it.
+takes a pending offer that arrived before it. Either way the carry brings the old row's source
+columns too, and runs for a new row missing a field *or* a source column (``carry.incomplete``):
+a TOASTed column no field reads still leaves a hole the re-mapping pass cannot map past.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from connector.mapping.change import EntityChange
-from connector.state.carry import CarryOffer, offer_of, take_pending
+from connector.state.carry import CarryOffer, incomplete, offer_of, take_pending
 from connector.state.resolve import StateRow, merge, source_of
 
 __all__ = ["MemoryStore", "Outcome", "RowStore", "apply_change"]
@@ -77,17 +79,17 @@ def apply_change(store: RowStore, change: EntityChange) -> Outcome:
     if row is None:
         return Outcome.STALE
     store.put(change.entity, change.entity_id, row)
-    if change.previous_entity_id is not None and row.missing:
+    if change.previous_entity_id is not None and incomplete(row):
         donor = store.get(change.entity, change.previous_entity_id)
         if donor is not None:
             row = _carry_over(store, change.entity, change.entity_id, row, donor)
-        if row.missing:  # the old key is in another partition: its offer may be here already
+        if incomplete(row):  # the old key is in another partition: its offer may be here already
             filled = take_pending(store, change, row)
             if filled is not None:
                 store.put(change.entity, change.entity_id, filled)
     elif change.next_entity_id is not None and stored is not None and not stored.deleted:
         target = store.get(change.entity, change.next_entity_id)
-        if target is not None and target.missing:
+        if target is not None and incomplete(target):
             _carry_over(store, change.entity, change.next_entity_id, target, stored)
         offer = offer_of(change, stored)
         if offer is not None:
@@ -96,8 +98,8 @@ def apply_change(store: RowStore, change: EntityChange) -> Outcome:
 
 
 def _carry_over(store: RowStore, entity: str, entity_id: str, row: StateRow, donor: StateRow) -> StateRow:
-    """Fill ``row``'s missing fields from the old key's values, as an older version would;
-    returns the row as it now stands."""
+    """Fill ``row``'s missing fields and source columns from the old key's, as an older
+    version would; returns the row as it now stands."""
     if donor.version >= row.version or not donor.values:
         return row
     fill = EntityChange(entity, entity_id, False, donor.version, donor.values, source=source_of(donor))

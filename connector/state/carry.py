@@ -9,12 +9,17 @@ partition (the carry topic, written in its own Kafka transaction) and each parti
 the offer in its own transaction, in its own order:
 
 - the new key's row is there and was created after the donor: the offer fills its missing
-  fields exactly as an older upsert would (``merge``'s rule 1, so every order of the two events
-  gives the same row);
+  fields, and its missing source columns, exactly as an older upsert would (``merge``'s rule 1,
+  so every order of the two events gives the same row);
 - it is not there yet: the offer waits as a *pending carry* under a reserved key, written as a
   stamped delete marker (never delivered, aged out by the purge), and the create takes it when
   it comes;
 - the new key never comes to this partition: the pending carry ages out.
+
+The offer brings the donor's source columns with its values (decision 0025), as the local
+carry (``apply._carry_over``) does: a new row whose TOASTed column came this way would
+otherwise keep a hole in its source columns, and the re-mapping pass could never bring it to a
+new mapping (``no_source``).
 
 Pure decisions over a ``RowStore``: the ingest's ``BatchView`` and replay's ``MemoryStore``
 both fit, so replay carries values the way ingest does. Kept in the state stage because it
@@ -28,10 +33,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from connector.mapping.change import EntityChange
+from connector.mapping.source_columns import SourceColumns, decode_source
 from connector.model import ENTITY_NAMES
 from connector.source.version import Version
 from connector.state.codec import decode_row, encode_row, split_key, state_key
-from connector.state.resolve import StateRow, merge
+from connector.state.resolve import StateRow, merge, source_of
 
 if TYPE_CHECKING:  # apply imports this module: the protocol is needed for typing only
     from connector.state.apply import RowStore
@@ -42,6 +48,7 @@ __all__ = [
     "Received",
     "decode_offer",
     "encode_offer",
+    "incomplete",
     "offer_of",
     "pending_entity",
     "receive",
@@ -68,6 +75,9 @@ class CarryOffer:
     old_id: str
     version: Version
     values: dict[str, Any]
+    source: SourceColumns | str | None = None
+    """The donor's source columns (``StateRow.source``: as stored, their encoded text), None
+    when it keeps none; they fill the new row's source columns as its values fill its fields."""
 
 
 class Received(enum.Enum):
@@ -87,6 +97,19 @@ def _pending_id(new_id: str, old_id: str) -> str:
     return new_id + _US + old_id
 
 
+def incomplete(row: StateRow) -> bool:
+    """A row a carry may still fill: fields missing, or source columns missing a column.
+
+    The second matters on its own: a TOASTed column no field reads leaves every field present
+    but a hole in the source columns, and the re-mapping pass cannot re-map such a row
+    (``no_source``), so a new mapping that reads the column would hold the entity forever. PK
+    updates are rare, so decoding the source columns here costs nothing measurable."""
+    if row.missing:
+        return True
+    source = source_of(row)
+    return source is not None and not source.complete
+
+
 def offer_of(change: EntityChange, stored: StateRow | None) -> CarryOffer | None:
     """The offer a primary-key update's delete makes, or None when there is nothing to carry.
 
@@ -98,7 +121,12 @@ def offer_of(change: EntityChange, stored: StateRow | None) -> CarryOffer | None
     if not stored.values:
         return None
     return CarryOffer(
-        change.entity, change.next_entity_id, change.entity_id, stored.version, dict(stored.values)
+        change.entity,
+        change.next_entity_id,
+        change.entity_id,
+        stored.version,
+        dict(stored.values),
+        stored.source,
     )
 
 
@@ -108,61 +136,91 @@ def receive(store: RowStore, offer: CarryOffer) -> Received:
     Versions of two partitions do not compare (each partition's versions carry its own
     snapshot generation, ``connector.source.version``), so nothing here compares the donor's
     version with the new key's. The new key cannot exist while the old one does (a primary
-    key is unique), so a *live* new row still missing fields is the update's create (or a later
-    change of it) and is filled. Anything else (absent, a marker of an earlier life, or live and
-    complete, which may be an earlier life whose delete this partition has not read yet) keeps
-    the offer pending for the create to take.
+    key is unique), so a *live* new row still missing fields or source columns (``incomplete``)
+    is the update's create (or a later change of it) and is filled. Anything else (absent, a
+    marker of an earlier life, or live and complete, which may be an earlier life whose delete
+    this partition has not read yet) keeps the offer pending for the create to take, with the
+    donor's source columns.
     """
     target = store.get(offer.entity, offer.new_id)
-    if target is not None and not target.deleted and target.missing:
-        row = _fill(target, offer.entity, offer.new_id, offer.values)
-        if row is None:
+    if target is not None and not target.deleted and incomplete(target):
+        row = _fill(target, offer.entity, offer.new_id, offer.values, offer.source)
+        if row is not None:
+            store.put(offer.entity, offer.new_id, row)
+            return Received.FILLED
+        if target.missing:
             return Received.IGNORED
-        store.put(offer.entity, offer.new_id, row)
-        return Received.FILLED
+        # Every field present and the offer fills no source column: pending, as for any
+        # complete row before rows kept source columns.
     pending_id = _pending_id(offer.new_id, offer.old_id)
     held = store.get(pending_entity(offer.entity), pending_id)
     if held is not None and held.version >= offer.version:  # both versions are the old key's partition's
         return Received.IGNORED  # a duplicate offer (Debezium's at-least-once, a replayed batch)
-    store.put(pending_entity(offer.entity), pending_id, StateRow(offer.version, True, offer.values))
+    pending = StateRow(offer.version, True, offer.values, source=offer.source)
+    store.put(pending_entity(offer.entity), pending_id, pending)
     return Received.PENDING
 
 
 def take_pending(store: RowStore, change: EntityChange, row: StateRow) -> StateRow | None:
     """The create's row filled from a pending offer of its old key, or None when none applies.
     A taken offer is dropped: a later update from the same old key must wait for its own."""
-    if change.previous_entity_id is None or not row.missing:
+    if change.previous_entity_id is None or not incomplete(row):
         return None
     pending_id = _pending_id(change.entity_id, change.previous_entity_id)
     held = store.get(pending_entity(change.entity), pending_id)
     if held is None:
         return None
     store.drop(pending_entity(change.entity), pending_id)
-    return _fill(row, change.entity, change.entity_id, held.values)
+    return _fill(row, change.entity, change.entity_id, held.values, held.source)
 
 
-def _fill(row: StateRow, entity: str, entity_id: str, values: dict[str, Any]) -> StateRow | None:
-    """``row`` with its missing fields taken from the old key's values, as an upsert just below
-    the row's own version would fill them (``merge``'s rule 1): only missing fields, and never
-    past a delete the row has seen."""
+def _fill(
+    row: StateRow, entity: str, entity_id: str, values: dict[str, Any], source: SourceColumns | str | None
+) -> StateRow | None:
+    """``row`` with its missing fields and source columns taken from the old key's, as an
+    upsert just below the row's own version would fill them (``merge``'s rule 1): only missing
+    ones, and never past a delete the row has seen."""
     offered = {name: values[name] for name in row.missing if name in values}
-    if not offered:
+    columns = _offered_source(row, source)
+    if not offered and columns is None:
         return None
     v = row.version
     just_below = Version(v.phase, v.major, v.minor, v.row, v.offset - 1)
-    return merge(row, EntityChange(entity, entity_id, False, just_below, offered))
+    return merge(row, EntityChange(entity, entity_id, False, just_below, offered, source=columns))
+
+
+def _offered_source(row: StateRow, source: SourceColumns | str | None) -> SourceColumns | None:
+    """The donor's source columns the row lacks (of the same table), or None.
+
+    Only *missing* columns, as only missing fields are offered: the fill's version is made up
+    (just below the row's, the donor's being another partition's), so it must not compete with
+    a column the row filled from its own older event (``filled``), which is newer than the
+    donor's. ``apply._carry_over`` passes the donor's columns whole because there the donor's
+    version is real and ``SourceColumns.filled_from`` compares it."""
+    if source is None:
+        return None
+    mine = source_of(row)
+    if mine is None or mine.complete:
+        return None
+    donor = decode_source(source) if isinstance(source, str) else source
+    if donor.table != mine.table:
+        return None
+    columns = {name: donor.columns[name] for name in mine.missing if name in donor.columns}
+    return SourceColumns(donor.table, columns) if columns else None
 
 
 def encode_offer(offer: CarryOffer) -> tuple[bytes, bytes]:
     """The offer as a carry-topic record: key ``<Entity>/<new><US><old>``, value the donor as a
-    live state row (the state's own codec, so values keep their stored form)."""
+    live state row (the state's own codec, so values keep their stored form and the source
+    columns their ``"src"`` text)."""
     key = state_key(offer.entity, _pending_id(offer.new_id, offer.old_id))
-    return key, encode_row(StateRow(offer.version, False, offer.values))
+    return key, encode_row(StateRow(offer.version, False, offer.values, source=offer.source))
 
 
 def decode_offer(key: bytes | None, value: bytes | None) -> CarryOffer:
     """Inverse of ``encode_offer``; a record that is not an offer raises ``ValueError`` (the
-    carry topic is the connector's own, so that is a bug or a stranger writing to it)."""
+    carry topic is the connector's own, so that is a bug or a stranger writing to it). An offer
+    written before offers carried source columns has no ``"src"``: its ``source`` is None."""
     if key is None or value is None:
         raise ValueError("a carry record without key or value")
     entity, pair = split_key(key)
@@ -170,4 +228,4 @@ def decode_offer(key: bytes | None, value: bytes | None) -> CarryOffer:
     if entity not in ENTITY_NAMES or not sep:
         raise ValueError("a carry record whose key is not <Entity>/<new EntityId><US><old EntityId>")
     row = decode_row(entity, value, typed=False)
-    return CarryOffer(entity, new_id, old_id, row.version, row.values)
+    return CarryOffer(entity, new_id, old_id, row.version, row.values, row.source)

@@ -23,6 +23,7 @@ from connector.mapping import load_mapping
 from connector.model import ENVELOPE_NAME, encode
 from connector.model.samples import sample_envelope
 from connector.source import Position
+from connector.state.resolve import source_of
 
 ROOT = Path(__file__).parents[2]
 MAPPING = ROOT / "examples" / "mapping.yaml"
@@ -226,20 +227,31 @@ def test_primary_key_update_whose_delete_arrives_after_the_create_still_carries_
     assert result.dead_letters == []
 
 
+@pytest.mark.parametrize("source_columns", [False, True], ids=["values", "source-columns"])
 @pytest.mark.parametrize("create_first", [False, True], ids=["delete-first", "create-first"])
-def test_primary_key_update_across_partitions_carries_the_toast_value(create_first: bool) -> None:
+def test_primary_key_update_across_partitions_carries_the_toast_value(
+    create_first: bool, source_columns: bool
+) -> None:
     """State partition p holds source partition p: the old key's value is not there, so the old
     key's partition offers it to every partition (the carry topic) and the new row is complete
-    whichever partition replay (or ingest) reads first."""
+    whichever partition replay (or ingest) reads first; with source columns kept, its source
+    columns are complete too (the TOASTed ``reference`` the old row's), so it can be re-mapped."""
     payments = example_messages(PAYMENT)
     create = payments[3]
     moved = RawMessage(Position(PAYMENT, 1, 0), create.key, create.value, create.headers)
     before = [payments[0], payments[1], payments[2]]
     order = [moved, *before] if create_first else [*before, moved]
-    result = replay(load_mapping(MAPPING), order)
+    result = replay(load_mapping(MAPPING), order, source_columns=source_columns)
     assert result.dead_letters == []
     assert [(entity, entity_id) for entity, entity_id, _ in result.live] == [("EOP", "EOP-5")]
     assert result.live[0][2]["PaymentReference"] == "ACH-77"
+    source = source_of(result.rows[("EOP", "EOP-5")])
+    if not source_columns:
+        assert source is None
+        return
+    assert source is not None
+    assert source.complete
+    assert source.columns["reference"] == "ACH-77"
 
 
 def _family_update(read: RawMessage, name: str, lsn: int, offset: int, tx_id: str | None) -> RawMessage:

@@ -8,14 +8,25 @@ delete under the old key (header ``__debezium.newkey``) and the create under the
 from __future__ import annotations
 
 import itertools
+import json
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
+from connector.devtools.generator import family_events
+from connector.ingest.carry import send_offers
+from connector.ingest.remap import remap_change, table_topics
+from connector.mapping import Mapper, parse_mapping
 from connector.mapping.change import EntityChange
+from connector.mapping.source_columns import SourceColumns
+from connector.source import Position, make_decoder
+from connector.source.events import Op
 from connector.source.version import Version
 from connector.state.apply import MemoryStore, Outcome, apply_change
 from connector.state.carry import CarryOffer, Received, decode_offer, encode_offer, receive
+from connector.state.codec import decode_row, encode_row
+from connector.state.resolve import StateRow, source_of
 
 VALUES = {
     "ClaimId": "CLM-1",
@@ -171,3 +182,217 @@ def test_an_offer_survives_the_carry_topic_byte_for_byte() -> None:
     assert back.values["PaymentAmount"] == "125.00"  # stored form, untyped, as the view holds it
     with pytest.raises(ValueError, match="not <Entity>"):
         decode_offer(b"Nope/EOP-5\x1fEOP-1", value)
+
+
+# -- source columns (decision 0025): the carry brings the donor's, as it brings its values -----
+
+FAMILY_TOPIC = "benefits.public.family"
+FAMILY_MAPPING = """\
+version: 1
+topics:
+  benefits.public.family: {format: debezium-json}
+tables:
+  public.family:
+    entity: Family
+    entity_id: "FAM-{family_id}"
+    fields:
+      FamilyName: family_name
+      Status: {column: status, enum: {A: ACTIVE, P: PENDING, S: SUSPENDED, T: TERMINATED}}
+      PlanCode: plan_code
+      CoverageStartDate: coverage_start
+      CoverageEndDate: coverage_end
+      StateCode: {path: address.state}
+      PostalCode: {const: null}
+      PrimaryEmail: email
+      DeductibleAmount: deductible
+      OutOfPocketMaximum: oop_max
+      UpdatedAt: updated_at
+"""
+# A rollout: PostalCode now reads a column the first mapping left out.
+FAMILY_ROLLOUT = FAMILY_MAPPING.replace("{const: null}", "{path: address.zip}")
+NAME, NOTES = "Okafor-Lindqvist " * 200, "notes " * 500  # long: TOASTed in PostgreSQL
+
+
+def _family_update(toasted: frozenset[str]) -> tuple[EntityChange, EntityChange, EntityChange]:
+    """``UPDATE family SET family_id = 22 WHERE family_id = 2`` as the mapper gives it, with
+    source columns kept: family 2's row (with an unmapped TOASTed ``notes`` column), the delete
+    under the old key and the create under the new one, whose ``toasted`` columns carried the
+    unchanged-TOAST placeholder."""
+    key, value = next((k, v) for k, v in family_events(1, 0, seed=5) if v is not None)
+    base = make_decoder("debezium-json").decode(key, value, None, Position(FAMILY_TOPIC, 0, 0))
+    assert base is not None
+    mapper = Mapper(parse_mapping(FAMILY_MAPPING), source_columns=True)
+    row = {**base.row, "family_id": 2, "family_name": NAME, "notes": NOTES}
+    old = replace(base, key={"family_id": 2}, row=row, version=Version(1, 100, 100, 0, 0))
+    delete = replace(
+        base,
+        op=Op.DELETE,
+        key={"family_id": 2},
+        row={"family_id": 2},
+        new_key={"family_id": 22},
+        version=Version(1, 200, 200, 0, 1),
+    )
+    create = replace(
+        base,
+        key={"family_id": 22},
+        row={k: v for k, v in {**row, "family_id": 22}.items() if k not in toasted},
+        unavailable=toasted,
+        old_key={"family_id": 2},
+        version=Version(1, 200, 200, 0, 3),
+    )
+    return mapper.map(old), mapper.map(delete), mapper.map(create)
+
+
+class EncodedStore(MemoryStore):
+    """A ``MemoryStore`` that keeps rows as the ingest's view does: encoded, read back untyped
+    (source columns as their ``"src"`` text), so the carry meets the stored forms."""
+
+    def put(self, entity: str, entity_id: str, row: StateRow) -> None:
+        self.rows[(entity, entity_id)] = decode_row(entity, encode_row(row, deleted_at_ms=1), typed=False)
+
+
+def _through_the_topic(offer: CarryOffer) -> CarryOffer:
+    return decode_offer(*encode_offer(offer))
+
+
+def _remapped(row: StateRow) -> EntityChange | None:
+    """What the re-mapping pass makes of ``row`` under the rollout (None: ``no_source``)."""
+    mapper = Mapper(parse_mapping(FAMILY_ROLLOUT), source_columns=True)
+    return remap_change(mapper, table_topics(mapper), "Family", "FAM-22", row, 0)
+
+
+@pytest.mark.parametrize("store_kind", [MemoryStore, EncodedStore], ids=["memory", "encoded"])
+@pytest.mark.parametrize(
+    "toasted", [frozenset({"family_name", "notes"}), frozenset({"notes"})], ids=["name", "unmapped"]
+)
+@pytest.mark.parametrize("create_at", [0, 1, 2, 3])
+@pytest.mark.parametrize("duplicate", [False, True])
+def test_across_partitions_the_offer_brings_the_source_columns_the_create_left_out(
+    store_kind: type[MemoryStore], toasted: frozenset[str], create_at: int, duplicate: bool
+) -> None:
+    """In every order of the create and the offer (before it: the pending carry; after it: the
+    fill), the new key's row ends with its source columns complete, the TOASTed ones the
+    donor's, so the re-mapping pass can bring it to a new mapping instead of counting it
+    ``no_source``. ``unmapped``: only a column no field reads was TOASTed, so every field is
+    present and only the source columns have a hole."""
+    old, delete, create = _family_update(toasted)
+    old_partition, new_partition, other = store_kind(), store_kind(), store_kind()
+    steps: list[str] = ["old", "delete", "offer"]
+    steps.insert(create_at, "create")
+    if duplicate:
+        steps.append("offer")
+    offers: list[CarryOffer] = []
+    for step in steps:
+        if step == "old":
+            run(old_partition, old)
+        elif step == "delete":
+            run(old_partition, delete)
+            offers = [_through_the_topic(o) for o in _deliver(old_partition)]
+            assert len(offers) == 1
+        elif step == "create":
+            run(new_partition, create)
+        else:
+            for store in (old_partition, new_partition, other):
+                receive(store, offers[0])
+    donor = source_of(old_partition.rows[("Family", "FAM-2")])  # the marker keeps its columns
+    new = new_partition.rows[("Family", "FAM-22")]
+    columns = source_of(new)
+    assert donor is not None
+    assert columns is not None
+    assert new.complete
+    assert columns.complete
+    assert columns.columns == {**donor.columns, "family_id": 22}
+    assert new.values["FamilyName"] == NAME
+    assert [key for key, _ in new_partition.items()] == [("Family", "FAM-22")]
+    remapped = _remapped(new)
+    assert remapped is not None  # not no_source
+    assert remapped.values["FamilyName"] == NAME
+    assert remapped.values["PostalCode"] == json.loads(donor.columns["address"])["zip"]
+
+
+@pytest.mark.parametrize(
+    "toasted", [frozenset({"family_name", "notes"}), frozenset({"notes"})], ids=["name", "unmapped"]
+)
+@pytest.mark.parametrize("create_first", [True, False])
+def test_in_one_partition_the_carry_brings_the_source_columns_too(
+    toasted: frozenset[str], create_first: bool
+) -> None:
+    """The local carry (``_carry_over``), both orders of the delete and the create: the same
+    source columns as across partitions, a TOASTed column no field reads included."""
+    old, delete, create = _family_update(toasted)
+    store = MemoryStore()
+    run(store, old, *((create, delete) if create_first else (delete, create)))
+    new = store.rows[("Family", "FAM-22")]
+    columns, donor = source_of(new), source_of(store.rows[("Family", "FAM-2")])
+    assert columns is not None
+    assert donor is not None
+    assert columns.complete
+    assert columns.columns == {**donor.columns, "family_id": 22}
+    assert _remapped(new) is not None
+
+
+def test_the_fill_takes_only_source_columns_the_row_lacks() -> None:
+    """The cross-partition fill's version is made up (just below the row's): a column the new
+    row filled from its own older event is newer than the donor's and must stay."""
+    old, delete, create = _family_update(frozenset({"family_name"}))
+    old_partition, new_partition = MemoryStore(), MemoryStore()
+    run(old_partition, old, delete)
+    offer = _deliver(old_partition)[0]
+    # The create had its own notes; a later update left notes (and the name) as TOAST.
+    later = replace(
+        create,
+        version=Version(1, 300, 300, 0, 0),
+        previous_entity_id=None,
+        source=SourceColumns(
+            "public.family",
+            {k: v for k, v in create.source.columns.items() if k != "notes"},  # type: ignore[union-attr]
+        ),
+        unavailable=frozenset({"family_name", "notes"}),
+    )
+    mine = replace(create, source=SourceColumns("public.family", {**create.source.columns, "notes": "mine"}))  # type: ignore[union-attr]
+    run(new_partition, mine, later)
+    assert receive(new_partition, offer) is Received.FILLED
+    columns = source_of(new_partition.rows[("Family", "FAM-22")])
+    assert columns is not None
+    assert columns.complete
+    assert columns.columns["notes"] == "mine"
+    assert columns.columns["family_name"] == NAME
+
+
+def test_an_offer_round_trips_with_and_without_source_columns() -> None:
+    old, delete, _ = _family_update(frozenset({"family_name"}))
+    store = MemoryStore()
+    run(store, old, delete)
+    offer = store.offers[0]
+    assert isinstance(offer.source, SourceColumns)
+    back = decode_offer(*encode_offer(offer))
+    assert (back.entity, back.new_id, back.old_id, back.version) == ("Family", "FAM-22", "FAM-2", old.version)
+    assert source_of(StateRow(back.version, False, {}, source=back.source)) == offer.source
+    assert decode_offer(*encode_offer(back)) == back  # the stored text goes through unchanged
+    bare = replace(offer, source=None)
+    key, value = encode_offer(bare)
+    assert b'"src"' not in value  # byte for byte what an offer was before offers kept columns
+    assert decode_offer(key, value).source is None
+
+
+def test_an_offer_too_large_with_its_source_columns_is_sent_without_them() -> None:
+    old, delete, _ = _family_update(frozenset({"family_name"}))
+    store = MemoryStore()
+    run(store, old, delete)
+    offer = store.offers[0]
+    key, value = encode_offer(offer)
+
+    class Sent:
+        def __init__(self) -> None:
+            self.records: list[tuple[str, bytes, bytes, int]] = []
+
+        def produce(self, topic: str, value: bytes, key: bytes, partition: int) -> None:
+            self.records.append((topic, value, key, partition))
+
+    roomy, tight = Sent(), Sent()
+    assert send_offers(roomy, "carry", 2, [offer], len(key) + len(value)) == 2  # type: ignore[arg-type]
+    assert send_offers(tight, "carry", 2, [offer], len(key) + len(value) - 1) == 2  # type: ignore[arg-type]
+    assert [decode_offer(k, v) for _, v, k, _ in roomy.records] == [decode_offer(key, value)] * 2
+    assert [decode_offer(k, v) for _, v, k, _ in tight.records] == [
+        replace(decode_offer(key, value), source=None)
+    ] * 2
