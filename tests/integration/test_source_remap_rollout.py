@@ -101,14 +101,16 @@ UPDATE {s}.family SET status = (ARRAY['A', 'P', 'S', 'T'])[1 + (family_id + {k})
 UPDATE {s}.family_member SET gender = (ARRAY['F', 'M', 'X', 'U'])[1 + (member_id + {k}) % 4]
   WHERE member_id BETWEEN {lo} + 300 AND {lo} + 304;
 BEGIN;
-INSERT INTO {s}.family VALUES ({new}, 'Newcomer {k}', 'T', 'SILVER', '2024-07-01', NULL,
+INSERT INTO {s}.family VALUES ({new}, '{canary} {k}', 'T', 'SILVER', '2024-07-01', NULL,
   '{{"state": "OR", "zip": "97201"}}', NULL, 5.00, NULL, '2024-07-01 00:00:00');
-INSERT INTO {s}.family_member VALUES ({new}, {new}, 'M-N{k}', 'New', 'Comer', '2001-02-03', 'X', 'self',
+INSERT INTO {s}.family_member VALUES ({new}, {new}, 'M-N{k}', '{canary}', 'Comer', '2001-02-03', 'X', 'self',
   '2024-07-01', NULL, '2024-07-01 00:00:00');
 COMMIT;
 DELETE FROM {s}.family_member WHERE member_id = {lo} + 5;
 """
 LOAD_ROUNDS = 30
+CANARY = "Quillon Canarywick"
+"""A name only the load writes: delivered, and in no log line of any process."""
 
 OLD = MAPPING.replace("PostalCode: {path: address.zip}", "PostalCode: {const: null}")
 NEW = MAPPING.replace("S: SUSPENDED, T: TERMINATED}", "S: SUSPENDED, T: SUSPENDED}").replace(
@@ -256,7 +258,8 @@ def test_a_mapping_rollout_over_postgres_killed_part_way_delivers_the_new_mappin
 
         def load() -> None:
             for k in range(LOAD_ROUNDS):
-                postgres.execute(LOAD.format(s=schema, k=k, lo=101 + 10 * k, new=5000 + k), database)
+                statements = LOAD.format(s=schema, k=k, lo=101 + 10 * k, new=5000 + k, canary=CANARY)
+                postgres.execute(statements, database)
 
         writer = threading.Thread(target=load, name="sql-load")
         stopping = threading.Event()  # set if the test fails first: the snapshot leaves
@@ -302,7 +305,7 @@ def test_a_mapping_rollout_over_postgres_killed_part_way_delivers_the_new_mappin
                     results.append(exc)
 
             runner = threading.Thread(target=snapshot, name="snapshot", daemon=True)
-            with caplog.at_level(logging.INFO, logger="connector.snapshot.mapping_check"):
+            with caplog.at_level(logging.INFO, logger="connector"):
                 runner.start()
                 waiting = "waiting for the re-mapping pass before the cut"
                 assert wait_until(lambda: any(r.getMessage() == waiting for r in caplog.records), 60, 0.2)
@@ -369,3 +372,15 @@ def test_a_mapping_rollout_over_postgres_killed_part_way_delivers_the_new_mappin
     assert "entity_id template 'PRV-{provider_id}' -> 'PROV-{provider_id}'" in said, said[-3000:]
     assert f"{providers} of {providers} would change" in said
     assert read_registry(kafka.config(), f"{names['state']}.mappings").current == registry_before
+
+    # The data stays in the sinks: the canary is delivered, and no process logged it.
+    assert sum(r["FamilyName"].startswith(CANARY) for r in delivered["Family"]) == LOAD_ROUNDS
+    logged = [
+        (tmp_path / "ingest.log").read_text(),
+        shown.stdout.decode() + shown.stderr.decode(),
+        said,
+        "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records),
+    ]
+    for text in logged:
+        for spelling in (CANARY, "Canarywick", "Lovelace"):
+            assert spelling not in text
