@@ -30,9 +30,14 @@ group metadata of the offsets; a pass-only transaction sends the owned partition
   ``CARECLOUD_INGEST_SOURCE_COLUMNS=false``) cannot be re-mapped: counted as ``no_source``
   and left as they are, until their source re-writes them.
 - Delete markers and incomplete rows are not delivered and not counted by the snapshot's
-  version check; the pass leaves them. A row a batch writes under an older version (a newer
-  update keeping an unchanged-TOAST value of a row not re-mapped yet, ``state.resolve``) is
-  re-mapped in the same batch.
+  version check; the pass leaves them.
+- **Rows a batch writes under another version than the current one** are re-mapped in the
+  same batch (``written``), in *every* owned partition the batch wrote to, whether or not its
+  sweep is due: a newer update keeping an unchanged-TOAST value of a row not re-mapped yet
+  (``state.resolve``), and a row a primary-key carry filled from a donor under another version
+  (``MIXED_MAPPING``, ``state.carry``), which can land in a partition whose sweep is long done,
+  or when no mapping was rolled out at all. One that keeps no complete source columns stays
+  as it is (``no_source``), and the snapshot holds its entity.
 """
 
 from __future__ import annotations
@@ -198,13 +203,15 @@ class RemapPass:
         if progress is None or progress.versions != self.versions:
             progress = Progress(dict(self.versions))
         counts = dict.fromkeys(OUTCOMES, 0)
+        kept: set[tuple[str, str]] = set()
         if not progress.counted:
             self._count_older(progress, view.store)
         if progress.counted and not progress.done:
-            progress.done = self._sweep(partition, progress, counts, view, producer)
+            progress.done = self._sweep(partition, progress, counts, view, producer, kept)
         for name, n in counts.items():
             progress.counts[name] += n
-        counts["remapped"] += self._written_older(partition, view, producer)
+        for name, n in self.written(partition, view, producer, kept).items():
+            counts[name] += n
         value = progress.encode()
         view.encoded[key] = value
         view.emit(key, value)
@@ -220,9 +227,17 @@ class RemapPass:
         return counts
 
     def _sweep(
-        self, partition: int, progress: Progress, counts: dict[str, int], view: BatchView, producer: Producer
+        self,
+        partition: int,
+        progress: Progress,
+        counts: dict[str, int],
+        view: BatchView,
+        producer: Producer,
+        kept: set[tuple[str, str]],
     ) -> bool:
-        """Visit rows after ``progress.after`` within the step's budget; True at the end."""
+        """Visit rows after ``progress.after`` within the step's budget; True at the end.
+        ``kept``: the rows it left under their version (failed, no source), which ``written``
+        does not try again in the same step (one dead letter per row and step)."""
         examined, budget = 0, self.rows_per_batch
         for row_key, stored in view.store.items(start=progress.after):
             if row_key[:1] == RESERVED:
@@ -233,6 +248,8 @@ class RemapPass:
             outcome = None if current is None else self._visit(partition, row_key, current, view, producer)
             if outcome is not None:
                 counts[outcome] += 1
+                if outcome != "remapped":
+                    kept.add(split_key(row_key))
                 progress.left = max(0, progress.left - 1)
             examined += 1
             progress.after = row_key
@@ -282,16 +299,29 @@ class RemapPass:
             return None
         return self._remap(partition, entity, entity_id, row, view, producer)
 
-    def _written_older(self, partition: int, view: BatchView, producer: Producer) -> int:
-        """Rows this batch wrote under an older version (a kept unchanged-TOAST value of a row
-        not re-mapped yet), re-mapped before the batch commits."""
-        remapped = 0
+    def written(
+        self, partition: int, view: BatchView, producer: Producer, kept: set[tuple[str, str]] | None = None
+    ) -> dict[str, int]:
+        """Rows this batch wrote in ``partition`` under another version than the current one,
+        re-mapped before the batch commits; the outcomes' counts. ``step`` runs it (``kept``:
+        rows its sweep just left, not tried twice); the ingest runs it alone in an owned
+        partition whose sweep is not due (module docstring).
+
+        The rows the compiled path wrote are not looked at: it maps with the current mapping
+        and writes only rows it made whole (``BatchView.apply_fast``). The Python path's rows
+        cost a dict look-up each."""
+        counts = dict.fromkeys(OUTCOMES, 0)
+        if not view.rows:
+            return counts
+        versions = self.versions
         for (entity, entity_id), row in list(view.rows.items()):
-            current = self.versions.get(entity)
-            older = current is not None and row.complete and row.mapping_version not in (current, None)
-            if older and self._remap(partition, entity, entity_id, row, view, producer) == "remapped":
-                remapped += 1
-        return remapped
+            version = row.mapping_version
+            if version is None or not row.complete or (kept and (entity, entity_id) in kept):
+                continue  # None: an unversioned row, whose version the sweep resolves
+            current = versions.get(entity)
+            if current is not None and version != current:
+                counts[self._remap(partition, entity, entity_id, row, view, producer)] += 1
+        return counts
 
     def _remap(
         self, partition: int, entity: str, entity_id: str, row: StateRow, view: BatchView, producer: Producer

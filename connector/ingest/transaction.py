@@ -157,7 +157,7 @@ class Transactions(Messages):
             self._remap_aborted()
             return 0
         self.generations.commit()
-        if due:
+        if due or any(remapped.values()):
             self._remap_report(remapped)
             self.counts.update({f"remap_{k}": v for k, v in remapped.items()})
         for partition, view in views.items():
@@ -179,8 +179,11 @@ class Transactions(Messages):
     def _remap_step(
         self, due: list[int], views: dict[int, BatchView], producer: Producer, now_ms: int, row_limit: int
     ) -> dict[str, int]:
-        """Step 2's end: the re-mapping pass's share of this transaction in each partition whose
-        sweep is due (``connector.ingest.remap``), through the partition's view."""
+        """Step 2's end: the re-mapping pass's share of this transaction (``connector.ingest.
+        remap``), through each partition's view: a step in each partition whose sweep is due,
+        and in every other owned partition this batch wrote to, the rows it wrote under another
+        mapping version than the current one (``RemapPass.written``: a primary-key carry from a
+        donor under another version lands in any partition, its sweep done or never started)."""
         totals: Counter[str] = Counter()
         if self.remap is None:
             return totals
@@ -193,6 +196,9 @@ class Transactions(Messages):
                     self.stores[partition], self._emitter(producer, partition), now_ms, row_limit
                 )
             totals.update(self.remap.step(partition, view, producer))
+        for partition, view in views.items():
+            if partition not in due and partition in self.stores:
+                totals.update(self.remap.written(partition, view, producer))
         return totals
 
     def _remap_report(self, counts: dict[str, int]) -> None:

@@ -9,6 +9,11 @@ carried one) are read as the registry's ``unversioned`` version of the entity
 blocked with the versions and counts as its reason (``CARECLOUD_SNAPSHOT_MAPPING_POLICY``,
 hold), and its children with it, as a blocked entity always blocks its children.
 
+A row labelled ``MIXED_MAPPING`` (``connector.state.resolve``: a primary-key carry gave it a
+value from a row under another mapping version, and the re-mapping pass could not map it again
+yet) is a mix on its own: its entity is blocked even when every row carries that one label, and
+the reason says so. It counts as a row under an older version.
+
 An entity whose rows are all under one version is delivered, even if that version is older
 than the current mapping: it is consistent, and the rows are what the state holds. The counts
 of rows under versions other than the current one are reported per entity (the manifest's
@@ -34,6 +39,7 @@ from typing import Any, Protocol
 
 from connector.model import ENTITY_NAMES
 from connector.state.mapping_registry import Registry
+from connector.state.resolve import MIXED_MAPPING
 
 __all__ = ["UNVERSIONED", "MappingCheck", "VersionTally", "check_mapping", "wait_for_remap"]
 
@@ -59,8 +65,9 @@ class MappingCheck:
     """``{entity: version}`` of the mapping ingest runs now (the registry's current)."""
 
     def mixed(self) -> frozenset[str]:
-        """Entities whose rows span mapping versions: never delivered as they are."""
-        return frozenset(entity for entity, found in self.versions.items() if len(found) > 1)
+        """Entities whose rows span mapping versions, or with a row whose values do
+        (``MIXED_MAPPING``): never delivered as they are."""
+        return frozenset(entity for entity, found in self.versions.items() if _mixed(found))
 
     def older(self, entity: str) -> int:
         """Rows of ``entity`` under another version than the current one (0 without one)."""
@@ -72,6 +79,13 @@ class MappingCheck:
     def reason(self, entity: str) -> str:
         found = ", ".join(f"{version}: {n}" for version, n in sorted(self.versions[entity].items()))
         current = self.current.get(entity, "unknown")
+        carried = self.versions[entity].get(MIXED_MAPPING, 0)
+        if carried:
+            return (
+                f"{carried} row(s) whose values a primary-key update carried from a row under another "
+                f"mapping version ({found}; current {current}): not re-mapped yet (the re-mapping pass "
+                "counts them no_source or failed)"
+            )
         return (
             f"rows under {len(self.versions[entity])} mapping versions ({found}; current {current}): "
             "not every row is re-mapped yet"
@@ -84,10 +98,14 @@ class MappingCheck:
                 "versions": dict(sorted(found.items())),
                 "current": self.current.get(entity),
                 "older": self.older(entity),
-                "mixed": len(found) > 1,
+                "mixed": _mixed(found),
             }
             for entity, found in self.versions.items()
         }
+
+
+def _mixed(found: Mapping[str, int]) -> bool:
+    return len(found) > 1 or MIXED_MAPPING in found
 
 
 def check_mapping(

@@ -10,6 +10,8 @@ every partition (``connector.state.carry``): the store's ``offer`` sends it on, 
 takes a pending offer that arrived before it. Either way the carry brings the old row's source
 columns too, and runs for a new row missing a field *or* a source column (``carry.incomplete``):
 a TOASTed column no field reads still leaves a hole the re-mapping pass cannot map past.
+Both paths label a row given a value by a donor under another mapping version
+``MIXED_MAPPING`` (``carry.label_carried``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from connector.mapping.change import EntityChange
-from connector.state.carry import CarryOffer, incomplete, offer_of, take_pending
+from connector.state.carry import CarryOffer, incomplete, label_carried, offer_of, take_pending
 from connector.state.resolve import StateRow, merge, source_of
 
 __all__ = ["MemoryStore", "Outcome", "RowStore", "apply_change"]
@@ -99,12 +101,21 @@ def apply_change(store: RowStore, change: EntityChange) -> Outcome:
 
 def _carry_over(store: RowStore, entity: str, entity_id: str, row: StateRow, donor: StateRow) -> StateRow:
     """Fill ``row``'s missing fields and source columns from the old key's, as an older
-    version would; returns the row as it now stands."""
+    version would, labelled by ``carry.label_carried``; returns the row as it now stands."""
     if donor.version >= row.version or not donor.values:
         return row
-    fill = EntityChange(entity, entity_id, False, donor.version, donor.values, source=source_of(donor))
+    fill = EntityChange(
+        entity,
+        entity_id,
+        False,
+        donor.version,
+        donor.values,
+        mapping_version=donor.mapping_version,
+        source=source_of(donor),
+    )
     filled = merge(row, fill)
     if filled is None:
         return row
+    filled = label_carried(row, filled, donor.mapping_version)
     store.put(entity, entity_id, filled)
     return filled

@@ -21,6 +21,14 @@ carry (``apply._carry_over``) does: a new row whose TOASTed column came this way
 otherwise keep a hole in its source columns, and the re-mapping pass could never bring it to a
 new mapping (``no_source``).
 
+The offer brings the donor's mapping version too, and a fill that gives the new row a value
+from a donor under another mapping version than the row's labels it ``MIXED_MAPPING``
+(``label_carried``, the local carry's rule as well): the state stage cannot know which of the
+two versions is current (the donor may be the one not re-mapped yet, or the row may be), and a
+row is never labelled with a mapping that did not make all of its values. The re-mapping pass
+maps such a row again in the batch that wrote it (``RemapPass.written``), from the source
+columns the carry completed; until then the snapshot holds its entity.
+
 Pure decisions over a ``RowStore``: the ingest's ``BatchView`` and replay's ``MemoryStore``
 both fit, so replay carries values the way ingest does. Kept in the state stage because it
 only reads and writes rows; the ingest routes the offers.
@@ -29,7 +37,7 @@ only reads and writes rows; the ingest routes the offers.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from connector.mapping.change import EntityChange
@@ -37,7 +45,7 @@ from connector.mapping.source_columns import SourceColumns, decode_source
 from connector.model import ENTITY_NAMES
 from connector.source.version import Version
 from connector.state.codec import decode_row, encode_row, split_key, state_key
-from connector.state.resolve import StateRow, merge, source_of
+from connector.state.resolve import MIXED_MAPPING, StateRow, merge, source_of
 
 if TYPE_CHECKING:  # apply imports this module: the protocol is needed for typing only
     from connector.state.apply import RowStore
@@ -49,6 +57,7 @@ __all__ = [
     "decode_offer",
     "encode_offer",
     "incomplete",
+    "label_carried",
     "offer_of",
     "pending_entity",
     "receive",
@@ -78,6 +87,10 @@ class CarryOffer:
     source: SourceColumns | str | None = None
     """The donor's source columns (``StateRow.source``: as stored, their encoded text), None
     when it keeps none; they fill the new row's source columns as its values fill its fields."""
+    mapping_version: str | None = None
+    """The donor's mapping version (``StateRow.mapping_version``; None for a donor without one
+    and for an offer written before offers carried it): a fill from another version labels the
+    new row ``MIXED_MAPPING`` (``label_carried``)."""
 
 
 class Received(enum.Enum):
@@ -127,6 +140,7 @@ def offer_of(change: EntityChange, stored: StateRow | None) -> CarryOffer | None
         stored.version,
         dict(stored.values),
         stored.source,
+        stored.mapping_version,
     )
 
 
@@ -144,7 +158,7 @@ def receive(store: RowStore, offer: CarryOffer) -> Received:
     """
     target = store.get(offer.entity, offer.new_id)
     if target is not None and not target.deleted and incomplete(target):
-        row = _fill(target, offer.entity, offer.new_id, offer.values, offer.source)
+        row = _fill(target, offer.entity, offer.new_id, offer.values, offer.source, offer.mapping_version)
         if row is not None:
             store.put(offer.entity, offer.new_id, row)
             return Received.FILLED
@@ -156,7 +170,9 @@ def receive(store: RowStore, offer: CarryOffer) -> Received:
     held = store.get(pending_entity(offer.entity), pending_id)
     if held is not None and held.version >= offer.version:  # both versions are the old key's partition's
         return Received.IGNORED  # a duplicate offer (Debezium's at-least-once, a replayed batch)
-    pending = StateRow(offer.version, True, offer.values, source=offer.source)
+    pending = StateRow(
+        offer.version, True, offer.values, mapping_version=offer.mapping_version, source=offer.source
+    )
     store.put(pending_entity(offer.entity), pending_id, pending)
     return Received.PENDING
 
@@ -171,22 +187,47 @@ def take_pending(store: RowStore, change: EntityChange, row: StateRow) -> StateR
     if held is None:
         return None
     store.drop(pending_entity(change.entity), pending_id)
-    return _fill(row, change.entity, change.entity_id, held.values, held.source)
+    return _fill(row, change.entity, change.entity_id, held.values, held.source, held.mapping_version)
+
+
+def label_carried(row: StateRow, filled: StateRow, donor_version: str | None) -> StateRow:
+    """``filled``, ``row`` after a carry from a donor under ``donor_version``, labelled.
+
+    When the carry gave the row a value (a field missing, or filled from an older event) and
+    the two mapping versions differ, no one mapping made all of its values: the row is labelled
+    ``MIXED_MAPPING``, whichever of the two is current (this stage cannot know). Equal versions
+    (both None included) keep the label; so does a fill of source columns only, which changes
+    no value. A donor or row without a version (written before rows carried one) differs from
+    one with a version: the registry's reading of None is not known here."""
+    if donor_version == row.mapping_version or filled.mapping_version == MIXED_MAPPING:
+        return filled
+    if filled.missing == row.missing and filled.field_versions == row.field_versions:
+        return filled  # source columns only
+    return replace(filled, mapping_version=MIXED_MAPPING)
 
 
 def _fill(
-    row: StateRow, entity: str, entity_id: str, values: dict[str, Any], source: SourceColumns | str | None
+    row: StateRow,
+    entity: str,
+    entity_id: str,
+    values: dict[str, Any],
+    source: SourceColumns | str | None,
+    mapping_version: str | None,
 ) -> StateRow | None:
     """``row`` with its missing fields and source columns taken from the old key's, as an
     upsert just below the row's own version would fill them (``merge``'s rule 1): only missing
-    ones, and never past a delete the row has seen."""
+    ones, and never past a delete the row has seen; labelled by ``label_carried``."""
     offered = {name: values[name] for name in row.missing if name in values}
     columns = _offered_source(row, source)
     if not offered and columns is None:
         return None
     v = row.version
     just_below = Version(v.phase, v.major, v.minor, v.row, v.offset - 1)
-    return merge(row, EntityChange(entity, entity_id, False, just_below, offered, source=columns))
+    fill = EntityChange(
+        entity, entity_id, False, just_below, offered, mapping_version=mapping_version, source=columns
+    )
+    filled = merge(row, fill)
+    return None if filled is None else label_carried(row, filled, mapping_version)
 
 
 def _offered_source(row: StateRow, source: SourceColumns | str | None) -> SourceColumns | None:
@@ -211,16 +252,21 @@ def _offered_source(row: StateRow, source: SourceColumns | str | None) -> Source
 
 def encode_offer(offer: CarryOffer) -> tuple[bytes, bytes]:
     """The offer as a carry-topic record: key ``<Entity>/<new><US><old>``, value the donor as a
-    live state row (the state's own codec, so values keep their stored form and the source
-    columns their ``"src"`` text)."""
+    live state row (the state's own codec, so values keep their stored form, the source
+    columns their ``"src"`` text and the mapping version its ``"mv"``)."""
     key = state_key(offer.entity, _pending_id(offer.new_id, offer.old_id))
-    return key, encode_row(StateRow(offer.version, False, offer.values, source=offer.source))
+    donor = StateRow(
+        offer.version, False, offer.values, mapping_version=offer.mapping_version, source=offer.source
+    )
+    return key, encode_row(donor)
 
 
 def decode_offer(key: bytes | None, value: bytes | None) -> CarryOffer:
     """Inverse of ``encode_offer``; a record that is not an offer raises ``ValueError`` (the
     carry topic is the connector's own, so that is a bug or a stranger writing to it). An offer
-    written before offers carried source columns has no ``"src"``: its ``source`` is None."""
+    written before offers carried source columns has no ``"src"``: its ``source`` is None; one
+    written before they carried the donor's mapping version has no ``"mv"``: its
+    ``mapping_version`` is None (a fill from it into a versioned row labels it mixed)."""
     if key is None or value is None:
         raise ValueError("a carry record without key or value")
     entity, pair = split_key(key)
@@ -228,4 +274,4 @@ def decode_offer(key: bytes | None, value: bytes | None) -> CarryOffer:
     if entity not in ENTITY_NAMES or not sep:
         raise ValueError("a carry record whose key is not <Entity>/<new EntityId><US><old EntityId>")
     row = decode_row(entity, value, typed=False)
-    return CarryOffer(entity, new_id, old_id, row.version, row.values, row.source)
+    return CarryOffer(entity, new_id, old_id, row.version, row.values, row.source, row.mapping_version)

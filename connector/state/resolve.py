@@ -30,7 +30,16 @@ from connector.mapping.change import EntityChange
 from connector.mapping.source_columns import SourceColumns, decode_source
 from connector.source.version import Version
 
-__all__ = ["StateRow", "merge", "source_of"]
+__all__ = ["MIXED_MAPPING", "StateRow", "merge", "source_of"]
+
+MIXED_MAPPING = "mixed"
+"""The mapping version of a row whose values a primary-key carry took partly from a donor under
+another mapping version (``connector.state.carry``): no one mapping made all of its values, so
+neither version may label it (docs/decisions/0021, 0025). Never a real version (those are hex,
+``connector.mapping.versions``), so it is older than every current one: the snapshot holds its
+entity (``snapshot.mapping_check``) and the re-mapping pass maps the row again from its source
+columns, in the batch that wrote it. Only the carry sets it; ordinary events are mapped by the
+running mapper, and ``_mixed_version`` labels their partial rows with the stored, older version."""
 
 
 @dataclass(slots=True)
@@ -53,7 +62,8 @@ class StateRow:
     delete_floor: Version | None = None
     mapping_version: str | None = None
     """The version of the mapping whose output the row's values are (``"mv"`` in the encoded
-    row); None for a row written before rows carried it, or by no mapping file."""
+    row); None for a row written before rows carried it, or by no mapping file;
+    ``MIXED_MAPPING`` for a row a primary-key carry filled from a donor under another one."""
     source: SourceColumns | str | None = None
     """The merged source columns the values were mapped from (``"src"``), or their encoded
     text as read from a stored row (decoded only when needed: ``source_of``); None for a row

@@ -11,18 +11,24 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from connector.devtools.generator import family_events
 from connector.ingest.batch import BatchView
 from connector.ingest.remap import Progress, RemapPass, progress_key
+from connector.ingest.transaction import Transactions
 from connector.mapping import Mapper, parse_mapping
 from connector.source import Position, make_decoder
 from connector.state.apply import MemoryStore, Outcome, apply_change
+from connector.state.carry import CarryOffer, decode_offer, encode_offer, receive
 from connector.state.codec import decode_row, encode_row, row_mapping_version, state_key, stored_values
 from connector.state.mapping_registry import Registry
-from connector.state.resolve import merge
+from connector.state.resolve import MIXED_MAPPING, merge
 from connector.state.store import PartitionStore
+from tests.unit.state.test_apply import _family_update
 
 TOPIC = "benefits.public.family"
 MAPPING = """\
@@ -305,3 +311,132 @@ def test_a_row_its_source_columns_take_over_the_limit_is_written_without_them(tm
     assert apply_change(view, change) is Outcome.APPLIED  # applied, as before rows kept sources
     assert view.sources_dropped == 1
     assert view.encoded[state] == bare
+
+
+# -- a primary-key carry between two mapping versions (decisions 0021, 0025) -----------------
+
+CARRIED = frozenset({"family_name", "status", "notes"})
+"""The create's unchanged-TOAST columns: the name, status (whose mapping the rollout changes: T
+is now SUSPENDED) and a column no field reads."""
+
+
+def _one_batch(
+    store: PartitionStore,
+    work: list[Any],
+    remap: RemapPass | None,
+    sent: Producer | None = None,
+    due: bool = False,
+) -> tuple[BatchView, Counter[str]]:
+    """One committed batch of ``work`` (changes, and offers as the carry topic brings them);
+    with ``remap``, the pass's share as the ingest runs it (``Transactions._remap_step``): a
+    step when ``due``, else in a partition whose sweep is not due (done, or never started)."""
+    view = BatchView(store, Emitted(), 0)
+    for item in work:
+        if isinstance(item, CarryOffer):
+            receive(view, decode_offer(*encode_offer(item)))
+        else:
+            assert apply_change(view, item) is Outcome.APPLIED
+    counts: Counter[str] = Counter()
+    if remap is not None:
+        ingest = SimpleNamespace(remap=remap, stores={0: store}, _emitter=None)
+        due_now = [0] if due else []
+        counts = Transactions._remap_step(ingest, due_now, {0: view}, sent or Producer(), 0, 1 << 62)  # type: ignore[arg-type]
+    store.write(view.encoded, store.next_offset + 1)
+    return view, counts
+
+
+@pytest.mark.parametrize("due", [False, True], ids=["swept", "due"])
+@pytest.mark.parametrize(
+    ("case", "where"),
+    [
+        ("donor-older", "local"),
+        ("donor-older", "offer-then-create"),
+        ("donor-older", "create-then-offer"),
+        ("row-older", "create-then-offer"),
+    ],
+)
+def test_a_row_a_carry_filled_across_mapping_versions_is_re_mapped_in_its_batch(
+    tmp_path: Path, case: str, where: str, due: bool
+) -> None:
+    """``donor-older``: a mapping is rolled out; the old key's row is still under the old one
+    (the sweep has not reached it); then the primary-key update. ``row-older``: the create came
+    before the rollout and waits for its values in another partition (in the donor's, it takes
+    them at once), and the donor was re-mapped before its delete. In
+    either, the batch that fills the new row maps it again at once, in its own partition, with
+    no sweep due there: it ends under the current mapping with the current mapping's value of
+    the carried column (SUSPENDED, not the old TERMINATED), never a mix under one label.
+    ``due``: the same with the partition's sweep due (its step runs in the batch)."""
+    donor, mover = (MAPPING, NEW) if case == "donor-older" else (NEW, MAPPING)
+    old, delete, create = _family_update(CARRIED, donor, mover)
+    remap = _pass(NEW)
+
+    def _batch(
+        store: PartitionStore, work: list[Any], remap: RemapPass | None
+    ) -> tuple[BatchView, Counter[str]]:
+        return _one_batch(store, work, remap, due=due and remap is not None)
+
+    a = PartitionStore(tmp_path / "a")
+    b = a if where == "local" else PartitionStore(tmp_path / "b")
+    # Before the rollout (or before the pass looked): the donor, and in row-older the create.
+    _batch(a, [old], None)
+    if case == "row-older":
+        _batch(b, [create], None)
+        sender, counts = _batch(a, [delete], remap)
+        assert counts["remapped"] == 0  # the donor is a marker now; nothing here to re-map
+        view, counts = _batch(b, list(sender.offers), remap)
+    elif where == "local":
+        view, counts = _batch(a, [delete, create], remap)
+    else:
+        sender, _ = _batch(a, [delete], remap)
+        offer = sender.offers[0]
+        if where == "offer-then-create":
+            _batch(b, [offer], remap)  # pending under its reserved key: nothing to re-map
+            view, counts = _batch(b, [create], remap)
+        else:
+            _, counts = _batch(b, [create], remap)
+            assert counts["remapped"] == 0  # incomplete: waiting for the offer
+            view, counts = _batch(b, [offer], remap)
+    assert counts["remapped"] == 1
+    raw = b.get(state_key("Family", "FAM-22"))
+    assert raw is not None
+    row = decode_row("Family", raw)
+    assert row.complete
+    assert row.mapping_version == remap.versions["Family"]
+    assert row.values["Status"] == "SUSPENDED"
+    assert row.values["FamilyName"].startswith("Okafor-Lindqvist")
+    assert row.values["PostalCode"] is not None  # a column only the new mapping reads
+    assert view.encoded[state_key("Family", "FAM-22")] == raw  # in the batch's own transaction
+
+
+def test_a_mixed_row_without_complete_source_columns_stays_mixed_and_is_counted(tmp_path: Path) -> None:
+    """The donor kept no source columns (written before rows kept them): the carry fills the
+    values but leaves a hole in the new row's columns, so the pass cannot map it again. It
+    stays labelled mixed (the snapshot holds its entity, saying why), counted ``no_source``."""
+    old, delete, create = _family_update(CARRIED, MAPPING, NEW)
+    a = PartitionStore(tmp_path / "a")
+    _one_batch(a, [replace(old, source=None)], None)
+    _, counts = _one_batch(a, [delete, create], _pass(NEW))
+    assert counts["no_source"] == 1
+    assert counts["remapped"] == 0
+    raw = a.get(state_key("Family", "FAM-22"))
+    assert raw is not None
+    assert row_mapping_version(raw) == MIXED_MAPPING
+    assert decode_row("Family", raw).complete
+
+
+def test_a_row_the_batch_wrote_and_its_sweep_refused_is_dead_lettered_once(tmp_path: Path) -> None:
+    """The sweep and the written-rows step of one step meet the same row (the batch wrote it
+    under the older version, and the sweep reaches it): one dead letter, counted once."""
+    store = _store(tmp_path, MAPPING, _events(40))
+    pending = [k for k, v in _rows(store).items() if stored_values(v)["Status"] == "PENDING"]
+    assert pending
+    view = BatchView(store, Emitted(), 0)
+    for key in pending:  # written again by this batch, still under the older version
+        entity, entity_id = key.decode().split("/", 1)
+        row = view.get(entity, entity_id)
+        assert row is not None
+        view.put(entity, entity_id, row)
+    producer = Producer()
+    counts = _pass(FAILING).step(0, view, producer)  # type: ignore[arg-type]
+    assert Counter(key for _, _, key, _ in producer.sent) == dict.fromkeys(pending, 1)
+    assert counts["failed"] == len(pending)

@@ -16,7 +16,7 @@ from connector.snapshot.plan import make_plan
 from connector.source.version import Version
 from connector.state.codec import encode_row, state_key
 from connector.state.mapping_registry import Registry
-from connector.state.resolve import StateRow
+from connector.state.resolve import MIXED_MAPPING, StateRow
 from tests.integration.snapshot_helpers import tree
 from tests.unit.snapshot.test_compiled_cut import Msg, _load
 
@@ -116,3 +116,25 @@ def test_the_wait_policy_waits_for_the_pass_until_its_bound() -> None:
     never = wait_for_remap(Registry, 1, until=bound, clock=lambda: now[0], sleep=sleep, poll_s=60)
     assert never == [0]
     assert now[0] == bound  # gave up at the bound: the cut goes ahead, a mix is held
+
+
+@pytest.mark.parametrize("every", [False, True], ids=["one", "every"])
+def test_a_row_a_carry_labelled_mixed_blocks_its_entity_even_alone(tmp_path: Path, every: bool) -> None:
+    """A row whose values a primary-key carry took from a row under another mapping version
+    (``MIXED_MAPPING``) is a mix by itself: its entity is blocked, even when every one of its
+    rows carries that label (one version only), and the reason says what happened."""
+    claims = list(tree(2)["Claim"])
+    ref, fast = _state(dict.fromkeys(claims if every else claims[:1], MIXED_MAPPING), tmp_path)
+    with ref, fast:
+        checks = [check_mapping(reader, CURRENT, {}) for reader in (ref, fast)]
+        assert checks[0] == checks[1]
+        check = checks[0]
+        assert check.mixed() == {"Claim"}
+        assert check.older("Claim") == (len(claims) if every else 1)
+        plan = make_plan(fast, mapping=check, overrides=list(ENTITY_NAMES))
+    because = {p.entity: p.blocked_because for p in plan.entities}
+    assert because["Claim"] is not None
+    assert "primary-key update carried" in because["Claim"]
+    assert f"{MIXED_MAPPING}: {len(claims) if every else 1}" in because["Claim"]
+    assert because["EOP"] is not None  # its children with it
+    assert plan.checks_json()["mapping"]["Claim"]["mixed"] is True

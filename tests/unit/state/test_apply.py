@@ -26,7 +26,7 @@ from connector.source.version import Version
 from connector.state.apply import MemoryStore, Outcome, apply_change
 from connector.state.carry import CarryOffer, Received, decode_offer, encode_offer, receive
 from connector.state.codec import decode_row, encode_row
-from connector.state.resolve import StateRow, source_of
+from connector.state.resolve import MIXED_MAPPING, StateRow, source_of
 
 VALUES = {
     "ClaimId": "CLM-1",
@@ -213,16 +213,20 @@ FAMILY_ROLLOUT = FAMILY_MAPPING.replace("{const: null}", "{path: address.zip}")
 NAME, NOTES = "Okafor-Lindqvist " * 200, "notes " * 500  # long: TOASTed in PostgreSQL
 
 
-def _family_update(toasted: frozenset[str]) -> tuple[EntityChange, EntityChange, EntityChange]:
+def _family_update(
+    toasted: frozenset[str], donor: str = FAMILY_MAPPING, mover: str = FAMILY_MAPPING
+) -> tuple[EntityChange, EntityChange, EntityChange]:
     """``UPDATE family SET family_id = 22 WHERE family_id = 2`` as the mapper gives it, with
-    source columns kept: family 2's row (with an unmapped TOASTed ``notes`` column), the delete
-    under the old key and the create under the new one, whose ``toasted`` columns carried the
-    unchanged-TOAST placeholder."""
+    source columns kept: family 2's row (with an unmapped TOASTed ``notes`` column, status T),
+    the delete under the old key and the create under the new one, whose ``toasted`` columns
+    carried the unchanged-TOAST placeholder. ``donor``: the mapping the old row was mapped by;
+    ``mover``: the one the update's two events were (another one: a rollout between them)."""
     key, value = next((k, v) for k, v in family_events(1, 0, seed=5) if v is not None)
     base = make_decoder("debezium-json").decode(key, value, None, Position(FAMILY_TOPIC, 0, 0))
     assert base is not None
-    mapper = Mapper(parse_mapping(FAMILY_MAPPING), source_columns=True)
-    row = {**base.row, "family_id": 2, "family_name": NAME, "notes": NOTES}
+    old_mapper = Mapper(parse_mapping(donor), source_columns=True)
+    mapper = Mapper(parse_mapping(mover), source_columns=True)
+    row = {**base.row, "family_id": 2, "family_name": NAME, "notes": NOTES, "status": "T"}
     old = replace(base, key={"family_id": 2}, row=row, version=Version(1, 100, 100, 0, 0))
     delete = replace(
         base,
@@ -240,7 +244,7 @@ def _family_update(toasted: frozenset[str]) -> tuple[EntityChange, EntityChange,
         old_key={"family_id": 2},
         version=Version(1, 200, 200, 0, 3),
     )
-    return mapper.map(old), mapper.map(delete), mapper.map(create)
+    return old_mapper.map(old), mapper.map(delete), mapper.map(create)
 
 
 class EncodedStore(MemoryStore):
@@ -396,3 +400,105 @@ def test_an_offer_too_large_with_its_source_columns_is_sent_without_them() -> No
     assert [decode_offer(k, v) for _, v, k, _ in tight.records] == [
         replace(decode_offer(key, value), source=None)
     ] * 2
+
+
+# -- mapping versions (decisions 0023, 0025): a carry between two never keeps either label ----
+
+# A rollout of a carried column's mapping: status T now maps to SUSPENDED (the status column
+# stands for any TOASTed column whose field's mapping changed).
+FAMILY_CHANGED = FAMILY_MAPPING.replace("T: TERMINATED}", "T: SUSPENDED}")
+V_OLD = Mapper(parse_mapping(FAMILY_MAPPING)).versions["Family"]
+V_CUR = Mapper(parse_mapping(FAMILY_CHANGED)).versions["Family"]
+WHERE = ["local-create-first", "local-delete-first", "across-0", "across-1", "across-2", "across-3"]
+
+
+def _moved(
+    old: EntityChange, delete: EntityChange, create: EntityChange, where: str, store_kind: type[MemoryStore]
+) -> StateRow:
+    """The new key's row after the update, carried locally (in the order ``where`` names) or
+    across partitions (the create at position n of old, delete, offer, with a duplicate offer)."""
+    if where.startswith("local"):
+        store = store_kind()
+        run(store, old, *((create, delete) if where == "local-create-first" else (delete, create)))
+        return store.rows[("Family", "FAM-22")]
+    old_partition, new_partition = store_kind(), store_kind()
+    steps = ["old", "delete", "offer"]
+    steps.insert(int(where.rsplit("-", 1)[1]), "create")
+    offers: list[CarryOffer] = []
+    for step in [*steps, "offer"]:
+        if step == "old":
+            run(old_partition, old)
+        elif step == "delete":
+            run(old_partition, delete)
+            offers = [_through_the_topic(o) for o in _deliver(old_partition)]
+        elif step == "create":
+            run(new_partition, create)
+        else:
+            receive(new_partition, offers[0])
+    return new_partition.rows[("Family", "FAM-22")]
+
+
+@pytest.mark.parametrize("store_kind", [MemoryStore, EncodedStore], ids=["memory", "encoded"])
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("case", ["donor-older", "row-older"])
+def test_a_carry_between_two_mapping_versions_labels_the_row_mixed(
+    store_kind: type[MemoryStore], where: str, case: str
+) -> None:
+    """``donor-older``: a mapping rolled out, the old key's row not re-mapped yet, then the
+    update: the create is mapped by the current mapping, its TOASTed name and status come from
+    the donor's older values. ``row-older``: the create came before the rollout (older, waiting
+    for its values) and the donor was re-mapped before its delete. Neither label is true of all
+    the values: the row is labelled mixed, so the snapshot holds it and the pass re-maps it."""
+    donor, mover = (
+        (FAMILY_MAPPING, FAMILY_CHANGED) if case == "donor-older" else (FAMILY_CHANGED, FAMILY_MAPPING)
+    )
+    old, delete, create = _family_update(frozenset({"family_name", "status", "notes"}), donor, mover)
+    new = _moved(old, delete, create, where, store_kind)
+    assert new.complete
+    assert new.values["FamilyName"] == NAME
+    assert new.values["Status"] == ("TERMINATED" if case == "donor-older" else "SUSPENDED")  # the donor's
+    assert new.mapping_version == MIXED_MAPPING
+    columns = source_of(new)
+    assert columns is not None
+    assert columns.complete  # so the pass can map it again at once
+
+
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("mapping", [FAMILY_MAPPING, FAMILY_CHANGED], ids=["old", "current"])
+def test_a_carry_under_one_mapping_version_keeps_its_label(where: str, mapping: str) -> None:
+    old, delete, create = _family_update(frozenset({"family_name", "status"}), mapping, mapping)
+    new = _moved(old, delete, create, where, EncodedStore)
+    assert new.complete
+    assert new.mapping_version == Mapper(parse_mapping(mapping)).versions["Family"]
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_a_carry_of_source_columns_only_keeps_the_rows_label(where: str) -> None:
+    """Only a column no field reads was TOASTed: the carry gives the row no value, only source
+    columns, so the label of the mapping that made every value stays."""
+    old, delete, create = _family_update(frozenset({"notes"}), FAMILY_MAPPING, FAMILY_CHANGED)
+    new = _moved(old, delete, create, where, EncodedStore)
+    assert new.mapping_version == V_CUR
+    columns = source_of(new)
+    assert columns is not None
+    assert columns.complete
+
+
+def test_an_offer_round_trips_the_donors_mapping_version() -> None:
+    old, delete, _ = _family_update(frozenset({"family_name"}), FAMILY_MAPPING, FAMILY_CHANGED)
+    store = MemoryStore()
+    run(store, old, delete)
+    offer = store.offers[0]
+    assert offer.mapping_version == V_OLD
+    key, value = encode_offer(offer)
+    assert value.endswith(f',"mv":"{V_OLD}"}}'.encode())
+    assert decode_offer(key, value) == _through_the_topic(offer)
+    assert decode_offer(key, value).mapping_version == V_OLD
+    before = encode_offer(replace(offer, mapping_version=None))[1]  # an offer written before
+    assert b'"mv"' not in before
+    assert decode_offer(key, before).mapping_version is None
+    # Held as a pending carry, it keeps the version until the create takes it.
+    new_partition = EncodedStore()
+    assert receive(new_partition, _through_the_topic(offer)) is Received.PENDING
+    ((_, pending),) = new_partition.rows.items()
+    assert pending.mapping_version == V_OLD
