@@ -313,11 +313,13 @@ class RemapPass:
         counts = dict.fromkeys(OUTCOMES, 0)
         if not view.rows:
             return counts
-        versions = self.versions
+        versions, unversioned = self.versions, self.unversioned
         for (entity, entity_id), row in list(view.rows.items()):
-            version = row.mapping_version
+            # None: a row under the version the registry adopted for rows written before
+            # versions (a carry from such a row labels so too: ``carry.label_carried``).
+            version = row.mapping_version or unversioned.get(entity)
             if version is None or not row.complete or (kept and (entity, entity_id) in kept):
-                continue  # None: an unversioned row, whose version the sweep resolves
+                continue
             current = versions.get(entity)
             if current is not None and version != current:
                 counts[self._remap(partition, entity, entity_id, row, view, producer)] += 1

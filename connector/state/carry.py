@@ -196,13 +196,21 @@ def label_carried(row: StateRow, filled: StateRow, donor_version: str | None) ->
     When the carry gave the row a value (a field missing, or filled from an older event) and
     the two mapping versions differ, no one mapping made all of its values: the row is labelled
     ``MIXED_MAPPING``, whichever of the two is current (this stage cannot know). Equal versions
-    (both None included) keep the label; so does a fill of source columns only, which changes
-    no value. A donor or row without a version (written before rows carried one) differs from
-    one with a version: the registry's reading of None is not known here."""
+    keep the label; so does a fill of source columns only, which changes no value.
+
+    A side without a version (written before rows carried one) is under the version the
+    registry adopted for such rows, which this stage does not know either; the row is then
+    labelled None, read as that version by the snapshot and the pass (``unversioned``). If it
+    is the current mapping, a versioned side is under it too (rows written since carry the
+    current version unless the mapping changed), and the row is whole: a pre-upgrade row moved
+    by a primary-key update is not held for nothing. If it is not current, the row counts as
+    older and is re-mapped or held, as a mix must be."""
     if donor_version == row.mapping_version or filled.mapping_version == MIXED_MAPPING:
         return filled
     if filled.missing == row.missing and filled.field_versions == row.field_versions:
         return filled  # source columns only
+    if donor_version is None or row.mapping_version is None:
+        return replace(filled, mapping_version=None)
     return replace(filled, mapping_version=MIXED_MAPPING)
 
 

@@ -440,3 +440,27 @@ def test_a_row_the_batch_wrote_and_its_sweep_refused_is_dead_lettered_once(tmp_p
     counts = _pass(FAILING).step(0, view, producer)  # type: ignore[arg-type]
     assert Counter(key for _, _, key, _ in producer.sent) == dict.fromkeys(pending, 1)
     assert counts["failed"] == len(pending)
+
+
+@pytest.mark.parametrize("adopted", ["current", "older"])
+def test_a_carry_from_a_row_written_before_versions_is_read_as_the_registrys_adopted_version(
+    tmp_path: Path, adopted: str
+) -> None:
+    """The donor was written before rows carried a version, and before they kept source columns
+    (an upgraded deployment): the carry labels the new row None, which the pass reads as the
+    version the registry adopted for such rows. ``current``: no mapping change since, the row is
+    whole under the current mapping: left alone, not held. ``older``: a mapping changed since, so
+    the row really mixes two: the pass tries it (no source for the donor's columns: counted
+    ``no_source``) and its label stays the older one, which the snapshot holds."""
+    old, delete, create = _family_update(CARRIED, NEW, NEW)
+    remap = _pass(NEW)
+    remap.unversioned = {"Family": remap.versions["Family"] if adopted == "current" else "0" * 16}
+    a = PartitionStore(tmp_path / "a")
+    _one_batch(a, [replace(old, source=None, mapping_version=None)], None)
+    _, counts = _one_batch(a, [delete, create], remap)
+    raw = a.get(state_key("Family", "FAM-22"))
+    assert raw is not None
+    assert row_mapping_version(raw) is None
+    assert decode_row("Family", raw).complete
+    assert counts["no_source"] == (0 if adopted == "current" else 1)
+    assert counts["remapped"] == counts["failed"] == 0
