@@ -90,7 +90,7 @@ class CarryOffer:
     mapping_version: str | None = None
     """The donor's mapping version (``StateRow.mapping_version``; None for a donor without one
     and for an offer written before offers carried it): a fill from another version labels the
-    new row ``MIXED_MAPPING`` (``label_carried``)."""
+    new row ``MIXED_MAPPING``, or None when one side has no version (``label_carried``)."""
 
 
 class Received(enum.Enum):
@@ -274,7 +274,7 @@ def decode_offer(key: bytes | None, value: bytes | None) -> CarryOffer:
     carry topic is the connector's own, so that is a bug or a stranger writing to it). An offer
     written before offers carried source columns has no ``"src"``: its ``source`` is None; one
     written before they carried the donor's mapping version has no ``"mv"``: its
-    ``mapping_version`` is None (a fill from it into a versioned row labels it mixed)."""
+    ``mapping_version`` is None (a fill from it labels the row None: ``label_carried``)."""
     if key is None or value is None:
         raise ValueError("a carry record without key or value")
     entity, pair = split_key(key)
