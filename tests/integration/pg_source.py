@@ -409,7 +409,10 @@ def state_history(kafka: KafkaTestCluster, topic: str, entity: str, ids: set[str
     return found
 
 
-def committed_offsets(kafka: KafkaTestCluster, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
+def committed_partitions(
+    kafka: KafkaTestCluster, group: str, topics: list[str]
+) -> dict[tuple[str, int], TopicPartition]:
+    """The group's committed position of every partition of ``topics``, metadata included."""
     consumer = kafka.consumer(group, {"enable.auto.commit": False})
     try:
         parts = consumer.committed(
@@ -417,7 +420,12 @@ def committed_offsets(kafka: KafkaTestCluster, group: str, topics: list[str]) ->
         )
     finally:
         consumer.close()
-    return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in parts}
+    return {(tp.topic, tp.partition): tp for tp in parts}
+
+
+def committed_offsets(kafka: KafkaTestCluster, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """The group's committed offset of every partition of ``topics`` (0 where none is)."""
+    return {k: max(tp.offset, 0) for k, tp in committed_partitions(kafka, group, topics).items()}
 
 
 def mapping_for(prefix: str, schema: str, mapping: str = MAPPING) -> str:

@@ -20,7 +20,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import TopicPartition
 
 from connector.config import Settings
 from connector.devtools.debezium import ConnectWorker, postgres_connector
@@ -39,6 +38,7 @@ from tests.integration.pg_source import (
     PARTITIONS,
     SEED,
     TABLES,
+    committed_partitions,
     end_offsets,
     expected_records,
     ingest_to_end,
@@ -129,19 +129,6 @@ def _ingest(
         service.close()
 
 
-def _committed_with_metadata(
-    kafka: KafkaTestCluster, group: str, topics: list[str]
-) -> dict[tuple[str, int], TopicPartition]:
-    consumer = kafka.consumer(group, {"enable.auto.commit": False})
-    try:
-        parts = consumer.committed(
-            [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)], timeout=10
-        )
-    finally:
-        consumer.close()
-    return {(tp.topic, tp.partition): tp for tp in parts}
-
-
 def test_a_re_snapshot_after_a_lost_slot_and_an_incremental_snapshot_converge_on_the_database(
     kafka: KafkaTestCluster,
     postgres: PostgresServer,
@@ -183,7 +170,7 @@ def test_a_re_snapshot_after_a_lost_slot_and_an_incremental_snapshot_converge_on
     assert counts.get("aborted_batches", 0) == 0
     before = {
         k: parse_metadata(tp.metadata)
-        for k, tp in _committed_with_metadata(kafka, names["group"], topics).items()
+        for k, tp in committed_partitions(kafka, names["group"], topics).items()
     }
     assert max(before.values()) > 0, before  # the generation went with the offsets, through the broker
 
@@ -208,7 +195,7 @@ def test_a_re_snapshot_after_a_lost_slot_and_an_incremental_snapshot_converge_on
     assert {k: v for k, v in counts.items() if k.startswith("dlq.")} == {}
     after = {
         k: parse_metadata(tp.metadata)
-        for k, tp in _committed_with_metadata(kafka, names["group"], topics).items()
+        for k, tp in committed_partitions(kafka, names["group"], topics).items()
     }
     assert max(after.values()) > max(before.values()), (before, after)
 

@@ -28,30 +28,9 @@ from connector.state.codec import decode_row, encode_row, row_mapping_version, s
 from connector.state.mapping_registry import Registry
 from connector.state.resolve import MIXED_MAPPING, merge
 from connector.state.store import PartitionStore
-from tests.unit.state.test_apply import _family_update
+from tests.unit.family_moves import FAMILY_MAPPING, FAMILY_TOPIC, family_update
 
-TOPIC = "benefits.public.family"
-MAPPING = """\
-version: 1
-topics:
-  benefits.public.family: {format: debezium-json}
-tables:
-  public.family:
-    entity: Family
-    entity_id: "FAM-{family_id}"
-    fields:
-      FamilyName: family_name
-      Status: {column: status, enum: {A: ACTIVE, P: PENDING, S: SUSPENDED, T: TERMINATED}}
-      PlanCode: plan_code
-      CoverageStartDate: coverage_start
-      CoverageEndDate: coverage_end
-      StateCode: {path: address.state}
-      PostalCode: {const: null}
-      PrimaryEmail: email
-      DeductibleAmount: deductible
-      OutOfPocketMaximum: oop_max
-      UpdatedAt: updated_at
-"""
+MAPPING, TOPIC = FAMILY_MAPPING, FAMILY_TOPIC
 # The rollout: T now maps to SUSPENDED, and PostalCode reads a column the old mapping left out.
 NEW = MAPPING.replace("T: TERMINATED}", "T: SUSPENDED}").replace("{const: null}", "{path: address.zip}")
 # A mapping the stored rows partly fail: P is no longer a known symbol.
@@ -367,7 +346,7 @@ def test_a_row_a_carry_filled_across_mapping_versions_is_re_mapped_in_its_batch(
     the carried column (SUSPENDED, not the old TERMINATED), never a mix under one label.
     ``due``: the same with the partition's sweep due (its step runs in the batch)."""
     donor, mover = (MAPPING, NEW) if case == "donor-older" else (NEW, MAPPING)
-    old, delete, create = _family_update(CARRIED, donor, mover)
+    old, delete, create = family_update(CARRIED, donor, mover)
     remap = _pass(NEW)
 
     def _batch(
@@ -412,7 +391,7 @@ def test_a_mixed_row_without_complete_source_columns_stays_mixed_and_is_counted(
     """The donor kept no source columns (written before rows kept them): the carry fills the
     values but leaves a hole in the new row's columns, so the pass cannot map it again. It
     stays labelled mixed (the snapshot holds its entity, saying why), counted ``no_source``."""
-    old, delete, create = _family_update(CARRIED, MAPPING, NEW)
+    old, delete, create = family_update(CARRIED, MAPPING, NEW)
     a = PartitionStore(tmp_path / "a")
     _one_batch(a, [replace(old, source=None)], None)
     _, counts = _one_batch(a, [delete, create], _pass(NEW))
@@ -452,7 +431,7 @@ def test_a_carry_from_a_row_written_before_versions_is_read_as_the_registrys_ado
     whole under the current mapping: left alone, not held. ``older``: a mapping changed since, so
     the row really mixes two: the pass tries it (no source for the donor's columns: counted
     ``no_source``) and its label stays the older one, which the snapshot holds."""
-    old, delete, create = _family_update(CARRIED, NEW, NEW)
+    old, delete, create = family_update(CARRIED, NEW, NEW)
     remap = _pass(NEW)
     remap.unversioned = {"Family": remap.versions["Family"] if adopted == "current" else "0" * 16}
     a = PartitionStore(tmp_path / "a")

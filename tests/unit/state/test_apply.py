@@ -14,19 +14,17 @@ from decimal import Decimal
 
 import pytest
 
-from connector.devtools.generator import family_events
 from connector.ingest.carry import send_offers
 from connector.ingest.remap import remap_change, table_topics
 from connector.mapping import Mapper, parse_mapping
 from connector.mapping.change import EntityChange
 from connector.mapping.source_columns import SourceColumns
-from connector.source import Position, make_decoder
-from connector.source.events import Op
 from connector.source.version import Version
 from connector.state.apply import MemoryStore, Outcome, apply_change
 from connector.state.carry import CarryOffer, Received, decode_offer, encode_offer, receive
 from connector.state.codec import decode_row, encode_row
 from connector.state.resolve import MIXED_MAPPING, StateRow, source_of
+from tests.unit.family_moves import FAMILY_MAPPING, FAMILY_ROLLOUT, NAME, family_update
 
 VALUES = {
     "ClaimId": "CLM-1",
@@ -186,66 +184,6 @@ def test_an_offer_survives_the_carry_topic_byte_for_byte() -> None:
 
 # -- source columns (decision 0025): the carry brings the donor's, as it brings its values -----
 
-FAMILY_TOPIC = "benefits.public.family"
-FAMILY_MAPPING = """\
-version: 1
-topics:
-  benefits.public.family: {format: debezium-json}
-tables:
-  public.family:
-    entity: Family
-    entity_id: "FAM-{family_id}"
-    fields:
-      FamilyName: family_name
-      Status: {column: status, enum: {A: ACTIVE, P: PENDING, S: SUSPENDED, T: TERMINATED}}
-      PlanCode: plan_code
-      CoverageStartDate: coverage_start
-      CoverageEndDate: coverage_end
-      StateCode: {path: address.state}
-      PostalCode: {const: null}
-      PrimaryEmail: email
-      DeductibleAmount: deductible
-      OutOfPocketMaximum: oop_max
-      UpdatedAt: updated_at
-"""
-# A rollout: PostalCode now reads a column the first mapping left out.
-FAMILY_ROLLOUT = FAMILY_MAPPING.replace("{const: null}", "{path: address.zip}")
-NAME, NOTES = "Okafor-Lindqvist " * 200, "notes " * 500  # long: TOASTed in PostgreSQL
-
-
-def _family_update(
-    toasted: frozenset[str], donor: str = FAMILY_MAPPING, mover: str = FAMILY_MAPPING
-) -> tuple[EntityChange, EntityChange, EntityChange]:
-    """``UPDATE family SET family_id = 22 WHERE family_id = 2`` as the mapper gives it, with
-    source columns kept: family 2's row (with an unmapped TOASTed ``notes`` column, status T),
-    the delete under the old key and the create under the new one, whose ``toasted`` columns
-    carried the unchanged-TOAST placeholder. ``donor``: the mapping the old row was mapped by;
-    ``mover``: the one the update's two events were (another one: a rollout between them)."""
-    key, value = next((k, v) for k, v in family_events(1, 0, seed=5) if v is not None)
-    base = make_decoder("debezium-json").decode(key, value, None, Position(FAMILY_TOPIC, 0, 0))
-    assert base is not None
-    old_mapper = Mapper(parse_mapping(donor), source_columns=True)
-    mapper = Mapper(parse_mapping(mover), source_columns=True)
-    row = {**base.row, "family_id": 2, "family_name": NAME, "notes": NOTES, "status": "T"}
-    old = replace(base, key={"family_id": 2}, row=row, version=Version(1, 100, 100, 0, 0))
-    delete = replace(
-        base,
-        op=Op.DELETE,
-        key={"family_id": 2},
-        row={"family_id": 2},
-        new_key={"family_id": 22},
-        version=Version(1, 200, 200, 0, 1),
-    )
-    create = replace(
-        base,
-        key={"family_id": 22},
-        row={k: v for k, v in {**row, "family_id": 22}.items() if k not in toasted},
-        unavailable=toasted,
-        old_key={"family_id": 2},
-        version=Version(1, 200, 200, 0, 3),
-    )
-    return old_mapper.map(old), mapper.map(delete), mapper.map(create)
-
 
 class EncodedStore(MemoryStore):
     """A ``MemoryStore`` that keeps rows as the ingest's view does: encoded, read back untyped
@@ -279,7 +217,7 @@ def test_across_partitions_the_offer_brings_the_source_columns_the_create_left_o
     donor's, so the re-mapping pass can bring it to a new mapping instead of counting it
     ``no_source``. ``unmapped``: only a column no field reads was TOASTed, so every field is
     present and only the source columns have a hole."""
-    old, delete, create = _family_update(toasted)
+    old, delete, create = family_update(toasted)
     old_partition, new_partition, other = store_kind(), store_kind(), store_kind()
     steps: list[str] = ["old", "delete", "offer"]
     steps.insert(create_at, "create")
@@ -323,7 +261,7 @@ def test_in_one_partition_the_carry_brings_the_source_columns_too(
 ) -> None:
     """The local carry (``_carry_over``), both orders of the delete and the create: the same
     source columns as across partitions, a TOASTed column no field reads included."""
-    old, delete, create = _family_update(toasted)
+    old, delete, create = family_update(toasted)
     store = MemoryStore()
     run(store, old, *((create, delete) if create_first else (delete, create)))
     new = store.rows[("Family", "FAM-22")]
@@ -338,7 +276,7 @@ def test_in_one_partition_the_carry_brings_the_source_columns_too(
 def test_the_fill_takes_only_source_columns_the_row_lacks() -> None:
     """The cross-partition fill's version is made up (just below the row's): a column the new
     row filled from its own older event is newer than the donor's and must stay."""
-    old, delete, create = _family_update(frozenset({"family_name"}))
+    old, delete, create = family_update(frozenset({"family_name"}))
     old_partition, new_partition = MemoryStore(), MemoryStore()
     run(old_partition, old, delete)
     offer = _deliver(old_partition)[0]
@@ -364,7 +302,7 @@ def test_the_fill_takes_only_source_columns_the_row_lacks() -> None:
 
 
 def test_an_offer_round_trips_with_and_without_source_columns() -> None:
-    old, delete, _ = _family_update(frozenset({"family_name"}))
+    old, delete, _ = family_update(frozenset({"family_name"}))
     store = MemoryStore()
     run(store, old, delete)
     offer = store.offers[0]
@@ -380,7 +318,7 @@ def test_an_offer_round_trips_with_and_without_source_columns() -> None:
 
 
 def test_an_offer_too_large_with_its_source_columns_is_sent_without_them() -> None:
-    old, delete, _ = _family_update(frozenset({"family_name"}))
+    old, delete, _ = family_update(frozenset({"family_name"}))
     store = MemoryStore()
     run(store, old, delete)
     offer = store.offers[0]
@@ -452,7 +390,7 @@ def test_a_carry_between_two_mapping_versions_labels_the_row_mixed(
     donor, mover = (
         (FAMILY_MAPPING, FAMILY_CHANGED) if case == "donor-older" else (FAMILY_CHANGED, FAMILY_MAPPING)
     )
-    old, delete, create = _family_update(frozenset({"family_name", "status", "notes"}), donor, mover)
+    old, delete, create = family_update(frozenset({"family_name", "status", "notes"}), donor, mover)
     new = _moved(old, delete, create, where, store_kind)
     assert new.complete
     assert new.values["FamilyName"] == NAME
@@ -466,7 +404,7 @@ def test_a_carry_between_two_mapping_versions_labels_the_row_mixed(
 @pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("mapping", [FAMILY_MAPPING, FAMILY_CHANGED], ids=["old", "current"])
 def test_a_carry_under_one_mapping_version_keeps_its_label(where: str, mapping: str) -> None:
-    old, delete, create = _family_update(frozenset({"family_name", "status"}), mapping, mapping)
+    old, delete, create = family_update(frozenset({"family_name", "status"}), mapping, mapping)
     new = _moved(old, delete, create, where, EncodedStore)
     assert new.complete
     assert new.mapping_version == Mapper(parse_mapping(mapping)).versions["Family"]
@@ -476,7 +414,7 @@ def test_a_carry_under_one_mapping_version_keeps_its_label(where: str, mapping: 
 def test_a_carry_of_source_columns_only_keeps_the_rows_label(where: str) -> None:
     """Only a column no field reads was TOASTed: the carry gives the row no value, only source
     columns, so the label of the mapping that made every value stays."""
-    old, delete, create = _family_update(frozenset({"notes"}), FAMILY_MAPPING, FAMILY_CHANGED)
+    old, delete, create = family_update(frozenset({"notes"}), FAMILY_MAPPING, FAMILY_CHANGED)
     new = _moved(old, delete, create, where, EncodedStore)
     assert new.mapping_version == V_CUR
     columns = source_of(new)
@@ -485,7 +423,7 @@ def test_a_carry_of_source_columns_only_keeps_the_rows_label(where: str) -> None
 
 
 def test_an_offer_round_trips_the_donors_mapping_version() -> None:
-    old, delete, _ = _family_update(frozenset({"family_name"}), FAMILY_MAPPING, FAMILY_CHANGED)
+    old, delete, _ = family_update(frozenset({"family_name"}), FAMILY_MAPPING, FAMILY_CHANGED)
     store = MemoryStore()
     run(store, old, delete)
     offer = store.offers[0]
@@ -512,7 +450,7 @@ def test_a_carry_with_a_row_written_before_versions_labels_it_as_such_rows(where
     None, read as that version by the snapshot and the pass. Never ``mixed``: a pre-upgrade row
     moved by a primary-key update, with no mapping change since, must not hold its entity (its
     legacy side keeps no source columns, so the pass could not clear a mixed label)."""
-    old, delete, create = _family_update(frozenset({"family_name", "status"}))
+    old, delete, create = family_update(frozenset({"family_name", "status"}))
     if side == "donor":
         old = replace(old, mapping_version=None)
     else:
